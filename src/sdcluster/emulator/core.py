@@ -1,0 +1,543 @@
+"""The emulator's world: its whole state, its rules of identity and permission, and its knobs.
+
+Every emulated service (IAM, IAM Credentials, Resource Manager, Service Usage, GKE, the Kubernetes
+API of each cluster, TF Serving) keeps its data in ``World.data`` (JSON-serializable, namespaced by
+service) and asks the world who the caller is and whether the caller may do what it asks. Transports
+(gRPC, HTTP) translate ``EmulatorError`` into their wire form: gRPC status, or a JSON error body.
+
+Identity: a bearer token ``emulator:<member>`` (e.g. ``emulator:user:demo@example.com``) names the
+caller; tokens minted by GenerateAccessToken are ``emulator:serviceAccount:<email>#<expiry>`` and are
+checked for expiry. Permissions come from the emulated IAM policies (project level and
+service-account level), using ``ROLE_PERMISSIONS``. A binding takes effect for permission checks only
+``iam_propagation_s`` after it was written, like IAM's eventual consistency.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import grpc
+
+# --------------------------------------------------------------------------------------------------
+# Knobs
+
+
+def _default_quotas() -> dict[str, float]:
+    # Regional quotas a new project has (per region), and the one global GPU quota.
+    return {
+        "N2_CPUS": 8.0,
+        "CPUS": 24.0,
+        "N1_CPUS": 24.0,  # counted under CPUS on real GCP; kept separate here for simplicity
+        "E2_CPUS": 24.0,
+        "N2D_CPUS": 8.0,
+        "C2_CPUS": 8.0,
+        "G2_CPUS": 8.0,
+        "A2_CPUS": 12.0,
+        "GPUS_ALL_REGIONS": 0.0,
+        "SSD_TOTAL_GB": 500.0,
+        "DISKS_TOTAL_GB": 4096.0,
+    }
+
+
+@dataclass
+class Knobs:
+    """Tunables of the emulator. Durations are in seconds of wall time."""
+
+    project: str = "demo-proj"
+    owner: str = "user:demo@example.com"
+    latency_ms: float = 0.0
+    fault_rate: float = 0.0
+    iam_propagation_s: float = 0.0
+    sa_propagation_s: float = 0.0
+    operation_s: float = 0.5
+    rollout_s: float = 0.5
+    lb_s: float = 0.5
+    seed: int = 0
+    quotas: dict[str, float] = field(default_factory=_default_quotas)
+    # Services enabled on the emulated project (Service Usage). Default: the ones sdcluster needs.
+    enabled_services: list[str] = field(
+        default_factory=lambda: [
+            "container.googleapis.com",
+            "iam.googleapis.com",
+            "iamcredentials.googleapis.com",
+            "cloudresourcemanager.googleapis.com",
+            "storage.googleapis.com",
+            "compute.googleapis.com",
+            "serviceusage.googleapis.com",
+        ]
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+
+
+@dataclass
+class EmulatorError(Exception):
+    """A GCP-like error. Transports map it: gRPC status code, or HTTP status + JSON body."""
+
+    code: grpc.StatusCode
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+    @property
+    def http_status(self) -> int:
+        return GRPC_TO_HTTP.get(self.code, 500)
+
+
+GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def not_found(message: str) -> EmulatorError:
+    return EmulatorError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def already_exists(message: str) -> EmulatorError:
+    return EmulatorError(grpc.StatusCode.ALREADY_EXISTS, message)
+
+
+def invalid(message: str) -> EmulatorError:
+    return EmulatorError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def precondition(message: str) -> EmulatorError:
+    return EmulatorError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
+def denied(permission: str, resource: str) -> EmulatorError:
+    return EmulatorError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        f"Permission '{permission}' denied on resource '{resource}' (or it may not exist).",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Roles -> permissions (the subset that the calls sdcluster makes need, as GCP defines them)
+
+_CONTAINER_ADMIN = [
+    "container.clusters.create",
+    "container.clusters.delete",
+    "container.clusters.get",
+    "container.clusters.list",
+    "container.clusters.update",
+    "container.clusters.getCredentials",
+    "container.operations.get",
+    "container.operations.list",
+    "container.nodePools.create",  # not a real GCP permission name; kept for readability of logs
+    # Kubernetes API (cluster-admin through IAM)
+    "container.*",
+]
+
+ROLE_PERMISSIONS: dict[str, set[str]] = {
+    "roles/owner": {
+        "resourcemanager.projects.get",
+        "resourcemanager.projects.getIamPolicy",
+        "resourcemanager.projects.setIamPolicy",
+        "iam.serviceAccounts.create",
+        "iam.serviceAccounts.get",
+        "iam.serviceAccounts.list",
+        "iam.serviceAccounts.delete",
+        "iam.serviceAccounts.update",
+        "iam.serviceAccounts.getIamPolicy",
+        "iam.serviceAccounts.setIamPolicy",
+        "iam.serviceAccounts.actAs",
+        "serviceusage.services.get",
+        "serviceusage.services.list",
+        "serviceusage.services.enable",
+        "storage.buckets.create",
+        "storage.buckets.delete",
+        "storage.buckets.get",
+        "storage.buckets.list",
+        "storage.buckets.update",
+        "storage.buckets.getIamPolicy",
+        "storage.buckets.setIamPolicy",
+        "storage.objects.create",
+        "storage.objects.delete",
+        "storage.objects.get",
+        "storage.objects.list",
+        *_CONTAINER_ADMIN,
+        # NOTE: deliberately no iam.serviceAccounts.getAccessToken: owner alone cannot mint tokens.
+    },
+    "roles/editor": {
+        "resourcemanager.projects.get",
+        "iam.serviceAccounts.get",
+        "iam.serviceAccounts.list",
+        "iam.serviceAccounts.actAs",
+        "serviceusage.services.get",
+        "serviceusage.services.list",
+        *_CONTAINER_ADMIN,
+    },
+    "roles/viewer": {
+        "resourcemanager.projects.get",
+        "resourcemanager.projects.getIamPolicy",
+        "iam.serviceAccounts.get",
+        "iam.serviceAccounts.list",
+        "container.clusters.get",
+        "container.clusters.list",
+        "container.operations.get",
+        "container.operations.list",
+    },
+    "roles/container.admin": {*_CONTAINER_ADMIN, "resourcemanager.projects.get"},
+    "roles/compute.viewer": {"compute.zones.list", "compute.machineTypes.list", "resourcemanager.projects.get"},
+    "roles/iam.serviceAccountUser": {
+        "iam.serviceAccounts.actAs",
+        "iam.serviceAccounts.get",
+        "iam.serviceAccounts.list",
+    },
+    "roles/iam.serviceAccountTokenCreator": {
+        "iam.serviceAccounts.getAccessToken",
+        "iam.serviceAccounts.signBlob",
+        "iam.serviceAccounts.implicitDelegation",
+    },
+    "roles/iam.serviceAccountAdmin": {
+        "iam.serviceAccounts.create",
+        "iam.serviceAccounts.get",
+        "iam.serviceAccounts.list",
+        "iam.serviceAccounts.delete",
+        "iam.serviceAccounts.update",
+        "iam.serviceAccounts.getIamPolicy",
+        "iam.serviceAccounts.setIamPolicy",
+    },
+    "roles/resourcemanager.projectIamAdmin": {
+        "resourcemanager.projects.get",
+        "resourcemanager.projects.getIamPolicy",
+        "resourcemanager.projects.setIamPolicy",
+    },
+    "roles/container.defaultNodeServiceAccount": {"logging.logEntries.create", "monitoring.timeSeries.create"},
+    "roles/container.nodeServiceAccount": {"logging.logEntries.create", "monitoring.timeSeries.create"},
+    "roles/storage.objectViewer": {"storage.objects.get", "storage.objects.list"},
+    "roles/storage.objectAdmin": {
+        "storage.objects.get",
+        "storage.objects.list",
+        "storage.objects.create",
+        "storage.objects.delete",
+    },
+    "roles/storage.admin": {
+        "storage.buckets.create",
+        "storage.buckets.delete",
+        "storage.buckets.get",
+        "storage.buckets.list",
+        "storage.buckets.update",
+        "storage.objects.get",
+        "storage.objects.list",
+        "storage.objects.create",
+        "storage.objects.delete",
+    },
+}
+
+
+def role_grants(role: str, permission: str) -> bool:
+    perms = ROLE_PERMISSIONS.get(role, set())
+    if permission in perms:
+        return True
+    service = permission.split(".", 1)[0]
+    return f"{service}.*" in perms
+
+
+# --------------------------------------------------------------------------------------------------
+# Request log
+
+
+@dataclass
+class LogEntry:
+    time: float
+    service: str  # "iam", "iamcredentials", "resourcemanager", "serviceusage", "container", "k8s", "storage", "serving"
+    method: str  # e.g. "CreateServiceAccount", "PATCH"
+    resource: str  # resource name or path
+    caller: str  # member, or "" when unauthenticated
+    code: str  # "OK" or a gRPC status name / HTTP status as str
+    mutating: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CallInfo:
+    caller: str = ""
+
+
+class RequestLog:
+    """Every request the emulator answered, in order. Tests assert on it ("zero mutating calls")."""
+
+    def __init__(self) -> None:
+        self._entries: list[LogEntry] = []
+        self._lock = threading.Lock()
+
+    def add(self, entry: LogEntry) -> None:
+        with self._lock:
+            self._entries.append(entry)
+
+    def entries(self) -> list[LogEntry]:
+        with self._lock:
+            return list(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def mutating(self) -> list[LogEntry]:
+        return [e for e in self.entries() if e.mutating and e.code == "OK"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Hooks between services (the GKE service starts a Kubernetes API when a cluster becomes RUNNING)
+
+
+class KubeHub(Protocol):
+    def start_cluster(self, key: str, nodes: list[dict[str, Any]]) -> tuple[str, str]:
+        """Start the Kubernetes API of cluster ``key`` (``projects/P/locations/Z/clusters/N``).
+
+        ``nodes``: one dict per node pool: {"name", "machine_type", "node_count", "cpus",
+        "memory_mib", "accelerators": int}. Returns (endpoint "127.0.0.1:PORT", CA certificate PEM).
+        """
+        ...
+
+    def update_nodes(self, key: str, nodes: list[dict[str, Any]]) -> None: ...
+
+    def stop_cluster(self, key: str) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# The world
+
+
+class World:
+    """State + rules shared by every emulated service. Thread-safe through ``self.lock``."""
+
+    def __init__(self, knobs: Knobs | None = None, state_file: str | None = None) -> None:
+        self.knobs = knobs or Knobs()
+        self.lock = threading.RLock()
+        self.rng = random.Random(self.knobs.seed)
+        self.log = RequestLog()
+        self.state_file = state_file
+        self.kube: KubeHub | None = None
+        # Observers called after each successful mutation (persistence uses one).
+        self._on_change: list[Callable[[], None]] = []
+        self.data: dict[str, Any] = {}
+        if state_file and os.path.exists(state_file):
+            with open(state_file, encoding="utf-8") as f:
+                self.data = json.load(f)
+        self._ensure_project(self.knobs.project, self.knobs.owner)
+
+    # ---- time ---------------------------------------------------------------------------------
+    @staticmethod
+    def now() -> float:
+        return time.time()
+
+    # ---- projects -------------------------------------------------------------------------------
+    def _ensure_project(self, project_id: str, owner: str) -> None:
+        projects = self.data.setdefault("projects", {})
+        if project_id not in projects:
+            number = str(100000000000 + len(projects) + 1 + self.rng.randrange(10**9))
+            projects[project_id] = {
+                "project_id": project_id,
+                "number": number,
+                "create_time": self.now(),
+                "enabled_services": list(self.knobs.enabled_services),
+                "quotas": dict(self.knobs.quotas),
+            }
+            # The owner binding predates everything: it is already propagated.
+            self.data.setdefault("policies", {})[f"projects/{project_id}"] = {
+                "version": 1,
+                "etag_n": 1,
+                "bindings": [{"role": "roles/owner", "members": [owner]}],
+                "added": {},
+            }
+
+    def project(self, project_id_or_number: str) -> dict[str, Any]:
+        """The project by id or number; NOT_FOUND-like PERMISSION_DENIED as GCP answers otherwise."""
+        for p in self.data.get("projects", {}).values():
+            if project_id_or_number in (p["project_id"], p["number"]):
+                return p  # type: ignore[no-any-return]
+        raise EmulatorError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"Permission denied on resource project {project_id_or_number} (or it may not exist).",
+        )
+
+    # ---- IAM policies (project and service-account level) ----------------------------------------
+    # A policy is stored as {"version", "etag_n", "bindings": [{"role", "members"}], "added": {
+    # "role|member": time_written}} under data["policies"][resource], where resource is
+    # "projects/P" or "projects/P/serviceAccounts/EMAIL".
+
+    def policy(self, resource: str) -> dict[str, Any]:
+        return self.data.setdefault("policies", {}).setdefault(  # type: ignore[no-any-return]
+            resource, {"version": 1, "etag_n": 0, "bindings": [], "added": {}}
+        )
+
+    @staticmethod
+    def etag_of(policy: dict[str, Any]) -> bytes:
+        return f"BwY{policy['etag_n']:08d}".encode()
+
+    def set_policy(self, resource: str, bindings: list[dict[str, Any]], etag: bytes, version: int = 1) -> dict[str, Any]:
+        """Replace the policy's bindings, compare-and-swap on ``etag`` (empty etag = blind write).
+
+        A stale etag -> ABORTED (what GCP returns for a concurrent policy change).
+        """
+        with self.lock:
+            pol = self.policy(resource)
+            if etag and etag != self.etag_of(pol):
+                raise EmulatorError(
+                    grpc.StatusCode.ABORTED,
+                    "There were concurrent policy changes. Please retry the whole read-modify-write "
+                    "with exponential backoff.",
+                )
+            old = {(b["role"], m) for b in pol["bindings"] for m in b["members"]}
+            now = self.now()
+            added = {k: v for k, v in pol["added"].items() if tuple(k.split("|", 1)) in old}
+            clean: list[dict[str, Any]] = []
+            for b in bindings:
+                members = sorted(set(b.get("members", [])))
+                if not members:
+                    continue
+                clean.append({"role": b["role"], "members": members})
+                for m in members:
+                    if (b["role"], m) not in old:
+                        added[f"{b['role']}|{m}"] = now
+            # Merge duplicate roles as GCP does on write.
+            merged: dict[str, set[str]] = {}
+            for b in clean:
+                merged.setdefault(b["role"], set()).update(b["members"])
+            pol["bindings"] = [{"role": r, "members": sorted(ms)} for r, ms in merged.items()]
+            pol["added"] = {k: v for k, v in added.items() if k.split("|", 1)[1] in merged.get(k.split("|", 1)[0], set())}
+            pol["version"] = version
+            pol["etag_n"] += 1
+            self.changed()
+            return pol
+
+    def _has_permission_in(self, resource: str, member: str, permission: str) -> bool:
+        pol = self.data.get("policies", {}).get(resource)
+        if not pol:
+            return False
+        deadline = self.now() - self.knobs.iam_propagation_s
+        for b in pol["bindings"]:
+            if member in b["members"] and role_grants(b["role"], permission):
+                t = pol["added"].get(f"{b['role']}|{member}")
+                if t is None or t <= deadline:
+                    return True
+        return False
+
+    def has_permission(self, member: str, permission: str, project: str, service_account: str | None = None) -> bool:
+        """Project-level bindings, plus the service account's own policy when the target is one."""
+        with self.lock:
+            if self._has_permission_in(f"projects/{project}", member, permission):
+                return True
+            return bool(service_account) and self._has_permission_in(
+                f"projects/{project}/serviceAccounts/{service_account}", member, permission
+            )
+
+    def check(
+        self, member: str, permission: str, project: str, resource: str, service_account: str | None = None
+    ) -> None:
+        """Raise PERMISSION_DENIED with GCP's message unless ``member`` holds ``permission``."""
+        if not self.has_permission(member, permission, project, service_account):
+            raise denied(permission, resource)
+
+    # ---- identity -------------------------------------------------------------------------------
+    def mint_token(self, member: str, lifetime_s: float) -> tuple[str, float]:
+        expiry = self.now() + lifetime_s
+        return f"emulator:{member}#{int(expiry)}", expiry
+
+    def authenticate(self, authorization: str | None) -> str:
+        """Return the member a bearer token names; UNAUTHENTICATED otherwise."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise EmulatorError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "Request is missing required authentication credential. Expected OAuth 2 access token.",
+            )
+        token = authorization.split(" ", 1)[1].strip()
+        if not token.startswith("emulator:"):
+            raise EmulatorError(grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication credentials.")
+        member = token[len("emulator:") :]
+        if "#" in member:
+            member, _, exp = member.rpartition("#")
+            if float(exp) < self.now():
+                raise EmulatorError(
+                    grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication credentials (token expired)."
+                )
+        return member
+
+    # ---- faults and latency -----------------------------------------------------------------------
+    def before_call(self) -> None:
+        """Apply latency, then maybe inject a transient fault (raises UNAVAILABLE)."""
+        if self.knobs.latency_ms:
+            time.sleep(self.knobs.latency_ms / 1000.0)
+        if self.knobs.fault_rate:
+            with self.lock:
+                roll = self.rng.random()
+            if roll < self.knobs.fault_rate:
+                raise EmulatorError(grpc.StatusCode.UNAVAILABLE, "The service is currently unavailable (injected).")
+
+    def record(self, service: str, method: str, resource: str, caller: str, code: str, mutating: bool) -> None:
+        self.log.add(LogEntry(self.now(), service, method, resource, caller, code, mutating))
+
+    @contextmanager
+    def call(self, service: str, method: str, resource: str, mutating: bool) -> Iterator[CallInfo]:
+        """Wrap one request: latency, fault injection, and logging of the outcome with its caller.
+
+        Example::
+
+            with world.call("iam", "GetServiceAccount", name, mutating=False) as info:
+                info.caller = world.authenticate(authorization)
+                ...
+        """
+        info = CallInfo()
+        try:
+            self.before_call()
+            yield info
+        except EmulatorError as e:
+            self.record(service, method, resource, info.caller, e.code.name, mutating)
+            raise
+        except Exception:
+            self.record(service, method, resource, info.caller, "INTERNAL", mutating)
+            raise
+        else:
+            self.record(service, method, resource, info.caller, "OK", mutating)
+
+    # ---- persistence --------------------------------------------------------------------------------
+    def on_change(self, fn: Callable[[], None]) -> None:
+        self._on_change.append(fn)
+
+    def changed(self) -> None:
+        for fn in self._on_change:
+            fn()
+        self.save()
+
+    def save(self) -> None:
+        if not self.state_file:
+            return
+        with self.lock:
+            text = json.dumps(self.data, indent=1, sort_keys=True, default=str)
+        tmp = f"{self.state_file}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, self.state_file)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return copy.deepcopy(self.data)
