@@ -380,6 +380,28 @@ class World:
             f"Permission denied on resource project {project_id_or_number} (or it may not exist).",
         )
 
+    _SERVICE_TITLES = {
+        "container.googleapis.com": "Kubernetes Engine API",
+        "iam.googleapis.com": "Identity and Access Management (IAM) API",
+        "iamcredentials.googleapis.com": "IAM Service Account Credentials API",
+        "cloudresourcemanager.googleapis.com": "Cloud Resource Manager API",
+        "storage.googleapis.com": "Cloud Storage API",
+        "compute.googleapis.com": "Compute Engine API",
+        "serviceusage.googleapis.com": "Service Usage API",
+    }
+
+    def require_service(self, project_id: str, service: str) -> None:
+        """PERMISSION_DENIED with GCP's SERVICE_DISABLED message unless ``service`` is enabled."""
+        p = self.project(project_id)
+        if service not in p["enabled_services"]:
+            title = self._SERVICE_TITLES.get(service, service)
+            raise EmulatorError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{title} has not been used in project {p['number']} before or it is disabled. Enable it "
+                f"by visiting https://console.developers.google.com/apis/api/{service}/overview?project="
+                f"{p['number']} then retry. [SERVICE_DISABLED service={service}]",
+            )
+
     # ---- IAM policies (project and service-account level) ----------------------------------------
     # A policy is stored as {"version", "etag_n", "bindings": [{"role", "members"}], "added": {
     # "role|member": time_written}} under data["policies"][resource], where resource is
