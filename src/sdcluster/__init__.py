@@ -1,0 +1,52 @@
+"""sdcluster: stand up a Stable Diffusion serving cluster on Google Cloud, terraform-style.
+
+Example::
+
+    import sdcluster
+    cfg = sdcluster.Config.load("sdcluster.toml")
+    plan = sdcluster.plan(cfg)
+    state = sdcluster.apply(plan)
+
+Importing this package is light: Google and Kubernetes libraries load only when a call needs them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+# The engine module is ``sdcluster.plan``; importing api (which imports it) first and then binding the
+# public *function* ``plan`` keeps ``sdcluster.plan(cfg)`` a function: a submodule already imported
+# is never re-bound on the package. Import engine names with ``from sdcluster.plan import Resource``.
+from .api import Workspace, apply, destroy, load_plan, plan, save_plan
+from .errors import SdclusterError
+from .plan import Change, Plan
+from .state import State
+
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = [
+    "Change",
+    "Config",
+    "Plan",
+    "SdclusterError",
+    "State",
+    "Workspace",
+    "__version__",
+    "apply",
+    "destroy",
+    "load_plan",
+    "plan",
+    "save_plan",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """``Config`` is loaded on first use (pydantic is the heaviest import of the package)."""
+    if name == "Config":
+        from .config import Config
+
+        return Config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,16 +1,299 @@
-"""placeholder"""
+"""The error tree, and the ONE place where library exceptions become sdcluster errors.
+
+::
+
+    SdclusterError                  every error sdcluster raises; carries a one-line ``hint``
+    ├── ConfigError                 invalid sdcluster.toml / flags / environment
+    ├── StateError                  the state file cannot be used
+    │   ├── StateLocked             another run holds the lock (names the holder)
+    │   ├── StateCorrupt            truncated / unparseable (points at the backup)
+    │   ├── StateVersionError       written by a newer sdcluster
+    │   └── StateConflict           remote state changed under us (lost a compare-and-swap)
+    ├── StalePlan                   a saved plan no longer matches the state
+    ├── CredentialsError            no / expired Application Default Credentials, clock skew
+    ├── ApiDisabled                 a required Google API is not enabled
+    ├── PermissionDenied            a principal lacks a permission (names both)
+    ├── NotFound                    a resource that must exist does not
+    ├── AlreadyExists               a name is taken by something we do not manage
+    ├── QuotaExceeded               metric, need, limit, options
+    ├── Conflict                    concurrent modification / operation in progress
+    ├── InvalidRequest              the API rejected the request (invalid argument)
+    ├── TransientError              retryable: unavailable, deadline, rate-limited
+    ├── WaitTimeout                 a wait exceeded its deadline (propagation, rollout, LB)
+    ├── ApplyError                  a resource change failed (address, completed addresses)
+    ├── RolloutStuck                a Deployment cannot become ready (pod reason)
+    └── UsageError                  a wrong use of the CLI / library (bad directory, prompt too long)
+
+``translate(exc)`` maps google.api_core, google.auth, grpc and kubernetes exceptions onto this tree;
+every module calls it (``raise translate(e) from e``) instead of inspecting library errors itself.
+"""
+
 from __future__ import annotations
+
+import re
+from typing import Any
 
 
 class SdclusterError(Exception):
+    """Root of every error sdcluster raises. ``hint`` tells the user what to do next."""
+
     def __init__(self, message: str, *, hint: str = "") -> None:
         super().__init__(message)
+        self.message = message
         self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ConfigError(SdclusterError):
     pass
 
 
-def translate(e: BaseException) -> SdclusterError:
-    return SdclusterError(str(e))
+class StateError(SdclusterError):
+    pass
+
+
+class StateLocked(StateError):
+    def __init__(self, message: str, *, hint: str = "", holder: dict[str, Any] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.holder = holder or {}
+
+
+class StateCorrupt(StateError):
+    pass
+
+
+class StateVersionError(StateError):
+    pass
+
+
+class StateConflict(StateError):
+    pass
+
+
+class StalePlan(SdclusterError):
+    pass
+
+
+class CredentialsError(SdclusterError):
+    pass
+
+
+class ApiDisabled(SdclusterError):
+    def __init__(self, message: str, *, hint: str = "", service: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.service = service
+
+
+class PermissionDenied(SdclusterError):
+    pass
+
+
+class NotFound(SdclusterError):
+    pass
+
+
+class AlreadyExists(SdclusterError):
+    pass
+
+
+class QuotaExceeded(SdclusterError):
+    pass
+
+
+class Conflict(SdclusterError):
+    pass
+
+
+class InvalidRequest(SdclusterError):
+    pass
+
+
+class TransientError(SdclusterError):
+    pass
+
+
+class WaitTimeout(SdclusterError):
+    pass
+
+
+class ApplyError(SdclusterError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str = "",
+        address: str = "",
+        completed: list[str] | None = None,
+        cause: SdclusterError | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.address = address
+        self.completed = completed or []
+        self.cause = cause
+
+
+class RolloutStuck(SdclusterError):
+    pass
+
+
+class UsageError(SdclusterError):
+    pass
+
+
+ADC_HINT = "run: gcloud auth application-default login"
+
+_QUOTA_RE = re.compile(r"Quota '([A-Z0-9_]+)' exceeded\.\s*Limit:\s*([0-9.]+)\s*(?:in region ([a-z0-9-]+)|globally)?")
+_SERVICE_DISABLED_RE = re.compile(r"SERVICE_DISABLED service=([a-z0-9.]+)|apis/api/([a-z0-9.]+)/")
+
+
+def translate(e: BaseException, *, project: str = "", context: str = "") -> SdclusterError:
+    """Map a library exception onto the error tree. Returns (does not raise) the new error.
+
+    Example::
+
+        try:
+            client.get_service_account(name=name)
+        except Exception as e:
+            raise translate(e, project=p) from e
+    """
+    if isinstance(e, SdclusterError):
+        return e
+    prefix = f"{context}: " if context else ""
+    text = _message_of(e)
+
+    # google.auth: missing, expired or unusable credentials.
+    auth_kind = _google_auth_kind(e)
+    if auth_kind:
+        if "certificate has expired or is not yet valid" in text or "clock" in text.lower():
+            return CredentialsError(
+                f"{prefix}credentials rejected because of the clock: {text}",
+                hint=f"sync this machine's clock (e.g. `sudo hwclock -s` on WSL), then {ADC_HINT}",
+            )
+        if auth_kind == "DefaultCredentialsError":
+            return CredentialsError(f"{prefix}no Application Default Credentials found", hint=ADC_HINT)
+        if "getAccessToken" in text or "iam.serviceAccounts" in text:
+            return PermissionDenied(
+                f"{prefix}cannot impersonate the service account: {text}",
+                hint="grant roles/iam.serviceAccountTokenCreator on it and wait for IAM propagation",
+            )
+        return CredentialsError(f"{prefix}credentials could not be refreshed: {text}", hint=ADC_HINT)
+
+    code = _status_code(e)
+    if code is None:
+        return SdclusterError(f"{prefix}{type(e).__name__}: {text}")
+
+    if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "503", "504", "500", "502", "429") or (
+        code == "RESOURCE_EXHAUSTED" and "Quota '" not in text
+    ):
+        return TransientError(f"{prefix}{text}", hint="a transient failure; run the command again")
+    if code in ("PERMISSION_DENIED", "403"):
+        m = _SERVICE_DISABLED_RE.search(text)
+        if m:
+            service = m.group(1) or m.group(2)
+            p = f" --project {project}" if project else ""
+            return ApiDisabled(
+                f"{prefix}the {service} API is not enabled: {text}",
+                hint=f"enable the API: gcloud services enable {service}{p}",
+                service=service,
+            )
+        return PermissionDenied(f"{prefix}{text}", hint=_permission_hint(text))
+    if code in ("UNAUTHENTICATED", "401"):
+        return CredentialsError(f"{prefix}{text}", hint=ADC_HINT)
+    if code in ("NOT_FOUND", "404"):
+        return NotFound(f"{prefix}{text}")
+    if code in ("ALREADY_EXISTS",):
+        return AlreadyExists(f"{prefix}{text}")
+    if code in ("ABORTED", "409"):
+        return Conflict(f"{prefix}{text}", hint="another change was made at the same time; run the command again")
+    if code == "FAILED_PRECONDITION" and "operation" in text.lower():
+        return Conflict(f"{prefix}{text}", hint="another operation is in progress; wait for it and run again")
+    if code == "RESOURCE_EXHAUSTED":
+        return quota_error(text, prefix)
+    if code in ("INVALID_ARGUMENT", "FAILED_PRECONDITION", "OUT_OF_RANGE", "400", "422"):
+        return InvalidRequest(f"{prefix}{text}")
+    return SdclusterError(f"{prefix}{text}")
+
+
+def quota_error(text: str, prefix: str = "", need: float | None = None) -> QuotaExceeded:
+    m = _QUOTA_RE.search(text)
+    metric = m.group(1) if m else "quota"
+    limit = m.group(2) if m else "?"
+    where = f"region {m.group(3)}" if m and m.group(3) else "all regions"
+    need_s = f" (needs {need:g})" if need is not None else ""
+    return QuotaExceeded(
+        f"{prefix}quota {metric} exceeded{need_s}: limit {limit} in {where}. {text}",
+        hint=(
+            "use a smaller machine type or fewer initial nodes (cluster.machine_type, cluster.initial_nodes), "
+            f"or request more {metric} quota: https://console.cloud.google.com/iam-admin/quotas"
+        ),
+    )
+
+
+def _permission_hint(text: str) -> str:
+    if "iam.serviceAccounts.actAs" in text or "does not have access to service account" in text:
+        return "grant roles/iam.serviceAccountUser on the node service account to the admin account (sdcluster apply does this)"
+    if "getAccessToken" in text:
+        return "grant roles/iam.serviceAccountTokenCreator on the admin service account to your user, then wait for IAM propagation"
+    m = re.search(r"Permission '([a-zA-Z.]+)'", text)
+    if m:
+        return f"ask a project owner for a role that contains {m.group(1)}"
+    return "check the IAM roles of the account in use (gcloud projects get-iam-policy PROJECT)"
+
+
+def _google_auth_kind(e: BaseException) -> str:
+    for cls in type(e).__mro__:
+        if cls.__module__.startswith("google.auth") and cls.__name__ in (
+            "DefaultCredentialsError",
+            "RefreshError",
+            "TransportError",
+        ):
+            return cls.__name__
+    return ""
+
+
+def _status_code(e: BaseException) -> str | None:
+    """The gRPC status name (or HTTP status as text) of a library exception, if it has one."""
+    grpc_status = getattr(e, "grpc_status_code", None)
+    if grpc_status is not None:
+        return str(grpc_status.name)
+    mod = type(e).__module__
+    if mod.startswith("google.api_core"):
+        code = getattr(e, "code", None)
+        if code is not None:
+            return str(int(code))
+    if mod.startswith("kubernetes") or type(e).__name__ == "ApiException":
+        status = getattr(e, "status", None)
+        if status:
+            return str(status)
+    code_fn = getattr(e, "code", None)
+    if callable(code_fn) and mod.startswith("grpc"):
+        try:
+            return str(code_fn().name)
+        except Exception:
+            return None
+    return None
+
+
+def _message_of(e: BaseException) -> str:
+    msg = getattr(e, "message", None)
+    if isinstance(msg, str) and msg:
+        return msg
+    body = getattr(e, "body", None)  # kubernetes ApiException carries a Status JSON
+    if body:
+        try:
+            import json
+
+            data = json.loads(body)
+            if isinstance(data, dict) and data.get("message"):
+                return str(data["message"])
+        except (ValueError, TypeError):
+            pass
+    details = getattr(e, "details", None)
+    if callable(details):
+        try:
+            return str(details())
+        except Exception:
+            pass
+    return str(e)

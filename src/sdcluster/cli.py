@@ -1,0 +1,382 @@
+"""The ``sdcluster`` command line: parses, calls the library, renders, maps errors to exit codes.
+
+Exit codes: 0 success, 1 error, 2 "changes present" with ``plan --detailed-exitcode``.
+Only ``SdclusterError`` is caught: it prints ``Error: ...`` and ``Hint: ...`` (traceback only with
+``--verbose``). Google and Kubernetes libraries are imported lazily, inside the commands.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from .errors import SdclusterError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="sdcluster",
+    help="Stand up a Stable Diffusion serving cluster on Google Cloud: plan, apply, destroy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+state_app = typer.Typer(help="Inspect and edit the state.", no_args_is_help=True)
+emulator_app = typer.Typer(help="The local emulator (offline use and CI).", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+app.add_typer(emulator_app, name="emulator")
+
+
+class Globals:
+    config: str = "sdcluster.toml"
+    state: str | None = None
+    emulator: str | None = None
+    verbose: bool = False
+
+
+G = Globals()
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _errors(fn: F) -> F:
+    """Turn SdclusterError into ``Error:``/``Hint:`` and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SdclusterError as e:
+            if G.verbose:
+                import traceback
+
+                traceback.print_exc()
+            err = _console(stderr=True)
+            err.print(f"[bold red]Error:[/] {e.message}", markup=True, highlight=False)
+            if e.hint:
+                err.print(f"[bold]Hint:[/] {e.hint}", markup=True, highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _main(
+    config: Annotated[str, typer.Option("--config", "-c", help="Configuration file.", envvar="SDCLUSTER_CONFIG")] = "sdcluster.toml",
+    state: Annotated[str | None, typer.Option("--state", help="State location (overrides state.path).", envvar="SDCLUSTER_STATE")] = None,
+    emulator: Annotated[
+        str | None, typer.Option("--emulator", help="Route every call to the emulator at HOST:PORT.", envvar="SDCLUSTER_EMULATOR")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+) -> None:
+    G.config, G.state, G.emulator, G.verbose = config, state, emulator, verbose
+
+
+def _load_config() -> Any:
+    from .config import Config
+
+    overrides = {"state.path": G.state} if G.state else None
+    return Config.load(G.config, overrides=overrides, env=os.environ)
+
+
+def _workspace() -> Any:
+    from .api import Workspace
+
+    return Workspace.open(_load_config(), state=G.state, emulator=G.emulator)
+
+
+def _print_lines(lines: Any) -> None:
+    from .render import rich_lines
+
+    _console().print(rich_lines(lines), end="")
+
+
+def _progress() -> Any:
+    from .render import ProgressPrinter
+
+    return ProgressPrinter(_console())
+
+
+def _confirm(what: str, auto_approve: bool) -> None:
+    if auto_approve:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"refusing to {what} without confirmation: standard input is not a terminal",
+            hint="pass -y/--auto-approve to approve non-interactively",
+        )
+    answer = typer.prompt(f"Do you want to {what}? Only 'yes' will be accepted to approve", default="", show_default=False)
+    if answer.strip() != "yes":
+        raise UsageError(f"{what} cancelled", hint="nothing was changed")
+
+
+# --------------------------------------------------------------------------------------------------
+# init
+
+
+@app.command()
+@_errors
+def init(
+    project: Annotated[str, typer.Option(help="Google Cloud project id.")],
+    user: Annotated[str, typer.Option(help="Member allowed to impersonate gke-admin (user:EMAIL or EMAIL).")],
+    region: Annotated[str | None, typer.Option(help="Region, e.g. us-central1.")] = None,
+    zone: Annotated[str | None, typer.Option(help="Zone of the cluster, e.g. us-central1-c.")] = None,
+    machine_type: Annotated[str | None, typer.Option(help="Node machine type.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write sdcluster.toml (the counterpart of the tutorial's setup.sh)."""
+    from .config import write_init
+
+    if "@" in user and ":" not in user:
+        user = f"user:{user}"
+    fields: dict[str, Any] = {"project": project, "user": user}
+    if region:
+        fields["region"] = region
+    cluster: dict[str, Any] = {}
+    if zone:
+        cluster["zone"] = zone
+    if machine_type:
+        cluster["machine_type"] = machine_type
+    if cluster:
+        fields["cluster"] = cluster
+    path = write_init(G.config, force=force, **fields)
+    typer.echo(f"Wrote {path}. Next: sdcluster plan")
+
+
+# --------------------------------------------------------------------------------------------------
+# plan / apply / destroy
+
+
+@app.command()
+@_errors
+def plan(
+    out: Annotated[Path | None, typer.Option("--out", help="Save the plan for `sdcluster apply FILE`.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (see README).")] = False,
+    destroy: Annotated[bool, typer.Option("--destroy", help="Plan a destroy.")] = False,
+    detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes.")] = False,
+) -> None:
+    """Show what apply would change."""
+    from . import api
+
+    p = api.plan(_workspace(), destroy=destroy)
+    if json_:
+        typer.echo(json.dumps(p.to_dict(), indent=2))
+    else:
+        from .render import plan_lines
+
+        _print_lines(plan_lines(p))
+    if out is not None:
+        api.save_plan(p, out)
+        if not json_:
+            typer.echo(f"\nSaved the plan to {out}. To apply exactly this plan: sdcluster apply {out}")
+    if detailed_exitcode and p.has_changes:
+        raise typer.Exit(2)
+
+
+@app.command()
+@_errors
+def apply(
+    planfile: Annotated[Path | None, typer.Argument(help="A plan saved with `plan --out`.")] = None,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Create or update everything so it matches the configuration."""
+    from . import api
+    from .render import plan_lines
+
+    if planfile is not None:
+        p = api.load_plan(planfile, state=G.state, emulator=G.emulator)
+        ws = p.context[0]
+        with ws.backend.lock("apply"):
+            _print_lines(plan_lines(p))
+            _run(p, "apply the plan", auto_approve=True)  # a saved plan was reviewed when saved
+        return
+    ws = _workspace()
+    with ws.backend.lock("apply"):
+        p = api.plan(ws)
+        _print_lines(plan_lines(p))
+        _run(p, "perform these actions", auto_approve)
+
+
+def _run(p: Any, what: str, auto_approve: bool) -> None:
+    from . import api
+
+    if not p.has_changes:
+        # Still record what was observed (adopt), without any mutating call.
+        api.apply(p)
+        _print_outputs(p.context[0])
+        return
+    _confirm(what, auto_approve)
+    with _progress() as progress:
+        state = api.apply(p, listener=progress)
+    n = p.counts()
+    if p.destroy:
+        kept = [c.address for c in p.changes if c.action == "keep"]
+        typer.echo(f"\nDestroy complete! Resources: {n['destroy']} destroyed.")
+        for a in kept:
+            typer.echo(f"Kept: {a}")
+    else:
+        typer.echo(f"\nApply complete! Resources: {n['add']} added, {n['change']} changed, {n['destroy']} destroyed.")
+        _print_outputs(p.context[0], state.outputs)
+
+
+def _print_outputs(ws: Any, outputs: dict[str, Any] | None = None) -> None:
+    if outputs is None:
+        st = ws.backend.read()
+        outputs = st.outputs if st else {}
+    if outputs:
+        typer.echo("\nOutputs:\n")
+        width = max(len(k) for k in outputs)
+        for k, v in outputs.items():
+            typer.echo(f"{k:<{width}} = {json.dumps(v)}")
+
+
+@app.command()
+@_errors
+def destroy(
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete what sdcluster created (the model bucket is kept unless configured otherwise)."""
+    from . import api
+    from .render import plan_lines
+
+    ws = _workspace()
+    with ws.backend.lock("destroy"):
+        p = api.plan(ws, destroy=True)
+        _print_lines(plan_lines(p))
+        _run(p, "destroy these resources", auto_approve)
+
+
+# --------------------------------------------------------------------------------------------------
+# outputs and state
+
+
+def _read_state(ws: Any) -> Any:
+    st = ws.backend.read()
+    if st is None:
+        raise UsageError(f"no state at {ws.backend.describe()}", hint="run: sdcluster apply")
+    return st
+
+
+@app.command()
+@_errors
+def output(
+    name: Annotated[str | None, typer.Argument(help="One output, printed bare.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """Print outputs (e.g. `curl $(sdcluster output endpoint)`)."""
+    st = _read_state(_workspace())
+    if name is not None:
+        if name not in st.outputs:
+            known = ", ".join(sorted(st.outputs)) or "none yet"
+            raise UsageError(f"no output named {name!r}", hint=f"outputs: {known}")
+        v = st.outputs[name]
+        typer.echo(json.dumps(v) if json_ or not isinstance(v, str) else v)
+        return
+    if json_:
+        typer.echo(json.dumps(st.outputs, indent=2))
+    else:
+        _print_outputs(None, st.outputs)
+
+
+@state_app.command("list")
+@_errors
+def state_list() -> None:
+    """List the addresses recorded in state."""
+    st = _read_state(_workspace())
+    for address in sorted(st.resources):
+        typer.echo(address)
+
+
+@state_app.command("show")
+@_errors
+def state_show(address: Annotated[str, typer.Argument(help="A resource address.")]) -> None:
+    """Show one resource recorded in state."""
+    st = _read_state(_workspace())
+    if address not in st.resources:
+        raise UsageError(f"no resource {address} in state", hint="see: sdcluster state list")
+    typer.echo(json.dumps({"address": address, **st.resources[address].to_dict()}, indent=2))
+
+
+@app.command("force-unlock")
+@_errors
+def force_unlock() -> None:
+    """Remove a state lock left behind by a run that died."""
+    ws = _workspace()
+    info = ws.backend.force_unlock()
+    if info is None:
+        typer.echo(f"{ws.backend.describe()} is not locked.")
+    else:
+        typer.echo(f"Removed the lock held by {info.describe()}.")
+
+
+@app.command()
+def version() -> None:
+    """Print the sdcluster version."""
+    from ._version import __version__
+
+    typer.echo(f"sdcluster {__version__}")
+
+
+# --------------------------------------------------------------------------------------------------
+# emulator
+
+
+@emulator_app.command("serve")
+@_errors
+def emulator_serve(
+    port: Annotated[int, typer.Option(help="gRPC port (0 = any free port).")] = 0,
+    state_file: Annotated[str | None, typer.Option(help="Persist and reload the emulator's state here.")] = None,
+    project: Annotated[str | None, typer.Option(help="Project to emulate (default: from sdcluster.toml, else demo-proj).")] = None,
+    owner: Annotated[str | None, typer.Option(help="Owner member (default: config user, else user:demo@example.com).")] = None,
+    latency_ms: float = 0.0,
+    fault_rate: float = 0.0,
+    iam_propagation_s: float = 0.0,
+    sa_propagation_s: float = 0.0,
+    operation_s: float = 2.0,
+    rollout_s: float = 2.0,
+    lb_s: float = 1.0,
+    seed: int = 0,
+) -> None:
+    """Serve the emulator until interrupted; prints `export SDCLUSTER_EMULATOR=...`."""
+    from .emulator import serve
+
+    if project is None or owner is None:
+        try:
+            cfg = _load_config()
+            project = project or cfg.project
+            owner = owner or cfg.user
+        except SdclusterError:
+            pass
+    serve(
+        port=port,
+        state_file=state_file,
+        project=project or "demo-proj",
+        owner=owner or "user:demo@example.com",
+        latency_ms=latency_ms,
+        fault_rate=fault_rate,
+        iam_propagation_s=iam_propagation_s,
+        sa_propagation_s=sa_propagation_s,
+        operation_s=operation_s,
+        rollout_s=rollout_s,
+        lb_s=lb_s,
+        seed=seed,
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The engine with small in-memory resources: ordering, waves, failure and resume, destroy order,
+retention, stale saved plans, zero mutations on re-apply."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sdcluster
+from sdcluster.api import Workspace
+from sdcluster.errors import ApplyError, StalePlan
+from sdcluster.state import LocalBackend
+
+from .memstore import MemStack, Store, Thing
+
+
+def make_ws(tmp_path: Path, store: Store, things: list[Thing]) -> Workspace:
+    cfg = sdcluster.Config.build(project="demo-proj", user="user:demo@example.com")
+    return Workspace(config=cfg, backend=LocalBackend(tmp_path / "state.json"), stack=MemStack(store, things))
+
+
+def diamond(store: Store, **kw: Any) -> list[Thing]:
+    # a <- b, a <- c, (b, c) <- d
+    return [
+        Thing(store, "a", **kw),
+        Thing(store, "b", ("test.thing.a",)),
+        Thing(store, "c", ("test.thing.a",)),
+        Thing(store, "d", ("test.thing.b", "test.thing.c")),
+    ]
+
+
+def starts(store: Store) -> list[str]:
+    return [a for kind, a, _ in store.timeline if kind == "start"]
+
+
+def test_fresh_apply_creates_in_dependency_order_and_records_state(tmp_path: Path) -> None:
+    store = Store()
+    ws = make_ws(tmp_path, store, diamond(store))
+    plan = sdcluster.plan(ws)
+    assert [c.action for c in plan.changes] == ["create"] * 4
+    assert plan.counts() == {"add": 4, "change": 0, "destroy": 0}
+    state = sdcluster.apply(plan)
+    order = [a for verb, a in store.mutations]
+    assert order.index("test.thing.a") < order.index("test.thing.b") < order.index("test.thing.d")
+    assert order.index("test.thing.c") < order.index("test.thing.d")
+    assert sorted(state.resources) == ["test.thing.a", "test.thing.b", "test.thing.c", "test.thing.d"]
+    assert state.resources["test.thing.d"].dependencies == ["test.thing.b", "test.thing.c"]
+    assert state.outputs == {"count": 4}
+    on_disk = json.loads((tmp_path / "state.json").read_text())
+    assert on_disk["serial"] == state.serial and on_disk["lineage"] == state.lineage
+
+
+def test_independent_changes_run_concurrently(tmp_path: Path) -> None:
+    store = Store()
+    things = diamond(store)
+    store.delay.update({"test.thing.b": 0.3, "test.thing.c": 0.3})
+    sdcluster.apply(sdcluster.plan(make_ws(tmp_path, store, things)))
+    # b and c overlap: c started before b ended.
+    t = {(k, a): ts for k, a, ts in store.timeline}
+    assert t[("start", "test.thing.c")] < t[("end", "test.thing.b")]
+    assert t[("start", "test.thing.b")] < t[("end", "test.thing.c")]
+    assert store.max_active >= 2
+
+
+def test_second_apply_is_all_noop_and_makes_zero_mutating_calls(tmp_path: Path) -> None:
+    store = Store()
+    ws = make_ws(tmp_path, store, diamond(store))
+    sdcluster.apply(sdcluster.plan(ws))
+    serial = ws.backend.read().serial  # type: ignore[union-attr]
+    store.calls.clear()
+    plan = sdcluster.plan(ws)
+    assert {c.action for c in plan.changes} == {"noop"}
+    assert not plan.has_changes
+    assert all("exists and matches" in c.reason for c in plan.changes)
+    sdcluster.apply(plan)
+    assert store.mutations == []
+    assert ws.backend.read().serial == serial  # type: ignore[union-attr]
+
+
+def test_update_and_replace_are_planned_attribute_by_attribute(tmp_path: Path) -> None:
+    store = Store()
+    sdcluster.apply(sdcluster.plan(make_ws(tmp_path, store, diamond(store))))
+    store.objects["test.thing.b"]["size"] = 5  # drift made out of band
+    things = diamond(store)
+    things[2] = Thing(store, "c", ("test.thing.a",), flavor="spicy")
+    plan = sdcluster.plan(make_ws(tmp_path, store, things))
+    by = {c.address: c for c in plan.changes}
+    assert by["test.thing.b"].action == "update"
+    assert [(d.path, d.before, d.after) for d in by["test.thing.b"].diffs] == [("size", 5, 1)]
+    assert by["test.thing.c"].action == "replace"
+    assert by["test.thing.c"].diffs[0].forces_replacement
+    assert plan.counts() == {"add": 1, "change": 1, "destroy": 1}
+    store.calls.clear()
+    sdcluster.apply(plan)
+    assert ("update", "test.thing.b") in store.mutations
+    assert store.objects["test.thing.b"]["size"] == 1
+    assert store.objects["test.thing.c"]["flavor"] == "spicy"
+
+
+def test_failure_mid_apply_saves_progress_and_rerun_continues(tmp_path: Path) -> None:
+    store = Store()
+    ws = make_ws(tmp_path, store, diamond(store))
+    store.fail["test.thing.c"] = "create"
+    store.delay["test.thing.b"] = 0.2  # in flight while c fails: must finish and be recorded
+    with pytest.raises(ApplyError) as err:
+        sdcluster.apply(sdcluster.plan(ws))
+    assert err.value.address == "test.thing.c"
+    assert "test.thing.a" in err.value.completed and "test.thing.b" in err.value.completed
+    assert "test.thing.c failed" in str(err.value) and "completed before the failure" in str(err.value)
+    assert "test.thing.d" not in store.objects  # nothing new started after the failure
+    saved = ws.backend.read()
+    assert saved is not None and sorted(saved.resources) == ["test.thing.a", "test.thing.b"]
+    store.calls.clear()
+    plan = sdcluster.plan(ws)
+    assert {c.address: c.action for c in plan.changes} == {
+        "test.thing.a": "noop",
+        "test.thing.b": "noop",
+        "test.thing.c": "create",
+        "test.thing.d": "create",
+    }
+    sdcluster.apply(plan)
+    assert sorted(a for _, a in store.mutations) == ["test.thing.c", "test.thing.d"]
+
+
+def test_destroy_runs_in_reverse_dependency_order(tmp_path: Path) -> None:
+    store = Store()
+    ws = make_ws(tmp_path, store, diamond(store))
+    sdcluster.apply(sdcluster.plan(ws))
+    store.calls.clear()
+    store.timeline.clear()
+    state = sdcluster.destroy(ws)
+    order = [a for _, a in store.mutations]
+    assert order[0] == "test.thing.d" and order[-1] == "test.thing.a"
+    assert store.objects == {} and state.resources == {}
+
+
+def test_retained_resource_is_reported_as_kept_not_deleted(tmp_path: Path) -> None:
+    store = Store()
+    things = diamond(store)
+    things[0].retain_on_destroy = "kept on destroy (bucket.keep_on_destroy = true)"
+    ws = make_ws(tmp_path, store, things)
+    sdcluster.apply(sdcluster.plan(ws))
+    plan = sdcluster.plan(ws, destroy=True)
+    kept = [c for c in plan.changes if c.action == "keep"]
+    assert [c.address for c in kept] == ["test.thing.a"] and "keep_on_destroy" in kept[0].reason
+    assert "1 to keep" in str(plan)
+    sdcluster.apply(plan)
+    assert list(store.objects) == ["test.thing.a"]
+    assert ws.backend.read().resources == {}  # type: ignore[union-attr]
+
+
+def test_resource_removed_from_config_is_deleted_as_orphan(tmp_path: Path) -> None:
+    store = Store()
+    sdcluster.apply(sdcluster.plan(make_ws(tmp_path, store, diamond(store))))
+    plan = sdcluster.plan(make_ws(tmp_path, store, diamond(store)[:3]))
+    d = next(c for c in plan.changes if c.address == "test.thing.d")
+    assert d.action == "delete" and "no longer in the configuration" in d.reason
+    sdcluster.apply(plan)
+    assert "test.thing.d" not in store.objects
+
+
+def test_saved_plan_applies_exactly_and_refuses_when_stale(tmp_path: Path) -> None:
+    store = Store()
+    ws = make_ws(tmp_path, store, diamond(store))
+    planfile = sdcluster.save_plan(sdcluster.plan(ws), tmp_path / "plan.json")
+    loaded = sdcluster.load_plan(planfile, state=str(tmp_path / "state.json"), stack=MemStack(store, diamond(store)))
+    sdcluster.apply(loaded)
+    assert len(store.objects) == 4
+    # The state moved on (serial changed): the same saved plan is now stale.
+    again = sdcluster.load_plan(planfile, state=str(tmp_path / "state.json"), stack=MemStack(store, diamond(store)))
+    store.calls.clear()
+    with pytest.raises(StalePlan) as err:
+        sdcluster.apply(again)
+    assert "serial" in str(err.value) and store.mutations == []
+
+
+def test_hand_edited_saved_plan_is_refused(tmp_path: Path) -> None:
+    store = Store()
+    ws = make_ws(tmp_path, store, diamond(store))
+    planfile = sdcluster.save_plan(sdcluster.plan(ws), tmp_path / "plan.json")
+    data = json.loads(planfile.read_text())
+    data["changes"][0]["after"]["size"] = 99
+    planfile.write_text(json.dumps(data))
+    with pytest.raises(StalePlan, match="modified after it was saved"):
+        sdcluster.load_plan(planfile, state=str(tmp_path / "state.json"), stack=MemStack(store, diamond(store)))
+
+
+def test_plan_renders_terraform_idiom(tmp_path: Path) -> None:
+    store = Store()
+    sdcluster.apply(sdcluster.plan(make_ws(tmp_path, store, diamond(store)[:2])))
+    things = diamond(store)
+    things[1] = Thing(store, "b", ("test.thing.a",), size=3)
+    text = str(sdcluster.plan(make_ws(tmp_path, store, things)))
+    assert "  = test.thing.a: test.thing a exists and matches" in text
+    assert "  # test.thing.b will be updated in-place" in text
+    assert '      ~ size = 1 -> 3' in text
+    assert '  + resource "test.thing" "c" {' in text
+    assert text.rstrip().endswith("Plan: 2 to add, 1 to change, 0 to destroy.")
+    html = sdcluster.plan(make_ws(tmp_path, store, things))._repr_html_()
+    assert html.startswith("<pre") and "Plan: 2 to add" in html
