@@ -30,7 +30,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
         if k.startswith("SDCLUSTER_"):
             monkeypatch.delenv(k)
     store = Store()
-    env: dict[str, Any] = {"store": store, "things": lambda: [Thing(store, "a"), Thing(store, "b", ("test.thing.a",))]}
+    env: dict[str, Any] = {
+        "store": store,
+        "things": lambda: [Thing(store, "a"), Thing(store, "b", ("test.thing.a",))],
+    }
     original = api.Workspace.open.__func__  # type: ignore[attr-defined]
 
     def open_with_memstack(cls: Any, config: Any, **kw: Any) -> Any:
@@ -132,7 +135,9 @@ def test_saved_plan_roundtrip_and_stale_refusal(project: dict[str, Any]) -> None
 
 
 def test_error_has_no_traceback_unless_verbose(project: dict[str, Any]) -> None:
-    Path("sdcluster.toml").write_text('project = "demo-proj"\nuser = "user:demo@example.com"\n[cluster]\nmachine_tpye = "x"\n')
+    Path("sdcluster.toml").write_text(
+        'project = "demo-proj"\nuser = "user:demo@example.com"\n[cluster]\nmachine_tpye = "x"\n'
+    )
     r = runner.invoke(app, ["plan"])
     assert r.exit_code == 1 and "Error:" in r.output and "machine_tpye" in r.output
     assert "Traceback" not in r.output

@@ -51,7 +51,9 @@ def test_backup_keeps_previous_content(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(b.backup_path).st_mode) == 0o600
 
 
-def test_crash_between_write_and_rename_leaves_parseable_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_between_write_and_rename_leaves_parseable_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     b = LocalBackend(tmp_path / "state.json")
     s = sample(1)
     b.write(s)
@@ -81,7 +83,9 @@ def test_future_format_refused_and_untouched(tmp_path: Path) -> None:
     assert json.loads(b.path.read_text())["format_version"] == 99
 
 
-@pytest.mark.parametrize("content", ["", "{", '{"format_version": 1, "serial": 1}', "[1, 2]", '{"serial": "x"}'])
+@pytest.mark.parametrize(
+    "content", ["", "{", '{"format_version": 1, "serial": 1}', "[1, 2]", '{"serial": "x"}']
+)
 def test_corrupt_or_truncated_file_refused_with_pointer_to_backup(tmp_path: Path, content: str) -> None:
     b = LocalBackend(tmp_path / "state.json")
     b.write(sample())
@@ -118,7 +122,9 @@ LOCKER = textwrap.dedent(
 
 def test_two_processes_contend_one_gets_state_locked_naming_holder(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
-    holder = subprocess.Popen([sys.executable, "-c", LOCKER, str(path), "30"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(path), "30"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         contender = subprocess.run(
@@ -126,9 +132,8 @@ def test_two_processes_contend_one_gets_state_locked_naming_holder(tmp_path: Pat
         )
         assert contender.returncode != 0
         assert "StateLocked" in contender.stderr and f"pid {holder.pid}" in contender.stderr
-        with pytest.raises(StateLocked) as err:
-            with LocalBackend(path).lock("plan"):
-                pass
+        with pytest.raises(StateLocked) as err, LocalBackend(path).lock("plan"):
+            pass
         assert err.value.holder["pid"] == holder.pid and err.value.holder["operation"] == "apply"
         assert "force-unlock" in err.value.hint
         with pytest.raises(StateLocked, match="live process"):
@@ -143,10 +148,14 @@ def test_two_processes_contend_one_gets_state_locked_naming_holder(tmp_path: Pat
 
 def test_force_unlock_removes_a_dead_lock_record(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
-    p = subprocess.run([sys.executable, "-c", LOCKER + "\nimport os; os._exit(0)", str(path), "0"], timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-c", LOCKER + "\nimport os; os._exit(0)", str(path), "0"], timeout=60
+    )
     assert p.returncode == 0
     b = LocalBackend(path)
-    b.lock_path.write_text(json.dumps({"operation": "apply", "pid": 999999, "host": "gone", "started_at": "then"}))
+    b.lock_path.write_text(
+        json.dumps({"operation": "apply", "pid": 999999, "host": "gone", "started_at": "then"})
+    )
     info = b.force_unlock()
     assert info is not None and info.pid == 999999 and not b.lock_path.exists()
     assert b.force_unlock() is None

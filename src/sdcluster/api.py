@@ -42,7 +42,11 @@ class Workspace:
         emulator: str | None = None,
         stack: Stack | None = None,
     ) -> Workspace:
-        backend = state if state is not None and not isinstance(state, str) else backend_for(state or config.state.path)
+        backend = (
+            state
+            if state is not None and not isinstance(state, str)
+            else backend_for(state or config.state.path)
+        )
         if stack is None:
             from .clients import emulator_address
             from .stack import GcpStack
@@ -124,7 +128,11 @@ def save_plan(p: Plan, path: str | Path) -> Path:
 
 
 def load_plan(
-    path: str | Path, *, state: str | Backend | None = None, emulator: str | None = None, stack: Stack | None = None
+    path: str | Path,
+    *,
+    state: str | Backend | None = None,
+    emulator: str | None = None,
+    stack: Stack | None = None,
 ) -> Plan:
     """A saved plan, bound to the config it was made from, ready for ``apply``."""
     from .config import Config
@@ -134,7 +142,9 @@ def load_plan(
     except FileNotFoundError as e:
         raise UsageError(f"no plan file {path}", hint="make one: sdcluster plan --out plan.json") from e
     except ValueError as e:
-        raise StalePlan(f"the plan file {path} is not valid JSON", hint="make a new one: sdcluster plan --out plan.json") from e
+        raise StalePlan(
+            f"the plan file {path} is not valid JSON", hint="make a new one: sdcluster plan --out plan.json"
+        ) from e
     p = Plan.from_dict(data)
     cfg = Config.from_dict(p.config)
     ws = Workspace.open(cfg, state=state, emulator=emulator, stack=stack)
@@ -147,7 +157,9 @@ def load_plan(
                 p.resources[c.address] = r
     missing = [c.address for c in p.changes if c.address not in p.resources]
     if missing:
-        raise StalePlan(f"the saved plan names resources this configuration does not know: {', '.join(missing)}",
-                        hint="make a new plan: sdcluster plan --out plan.json")
+        raise StalePlan(
+            f"the saved plan names resources this configuration does not know: {', '.join(missing)}",
+            hint="make a new plan: sdcluster plan --out plan.json",
+        )
     p.context = (ws, ws.stack.context(None))
     return p

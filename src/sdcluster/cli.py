@@ -73,10 +73,18 @@ def _errors(fn: F) -> F:
 
 @app.callback()
 def _main(
-    config: Annotated[str, typer.Option("--config", "-c", help="Configuration file.", envvar="SDCLUSTER_CONFIG")] = "sdcluster.toml",
-    state: Annotated[str | None, typer.Option("--state", help="State location (overrides state.path).", envvar="SDCLUSTER_STATE")] = None,
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="Configuration file.", envvar="SDCLUSTER_CONFIG")
+    ] = "sdcluster.toml",
+    state: Annotated[
+        str | None,
+        typer.Option("--state", help="State location (overrides state.path).", envvar="SDCLUSTER_STATE"),
+    ] = None,
     emulator: Annotated[
-        str | None, typer.Option("--emulator", help="Route every call to the emulator at HOST:PORT.", envvar="SDCLUSTER_EMULATOR")
+        str | None,
+        typer.Option(
+            "--emulator", help="Route every call to the emulator at HOST:PORT.", envvar="SDCLUSTER_EMULATOR"
+        ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
@@ -116,7 +124,9 @@ def _confirm(what: str, auto_approve: bool) -> None:
             f"refusing to {what} without confirmation: standard input is not a terminal",
             hint="pass -y/--auto-approve to approve non-interactively",
         )
-    answer = typer.prompt(f"Do you want to {what}? Only 'yes' will be accepted to approve", default="", show_default=False)
+    answer = typer.prompt(
+        f"Do you want to {what}? Only 'yes' will be accepted to approve", default="", show_default=False
+    )
     if answer.strip() != "yes":
         raise UsageError(f"{what} cancelled", hint="nothing was changed")
 
@@ -161,10 +171,14 @@ def init(
 @app.command()
 @_errors
 def plan(
-    out: Annotated[Path | None, typer.Option("--out", help="Save the plan for `sdcluster apply FILE`.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Save the plan for `sdcluster apply FILE`.")
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (see README).")] = False,
     destroy: Annotated[bool, typer.Option("--destroy", help="Plan a destroy.")] = False,
-    detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes.")] = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes.")
+    ] = False,
 ) -> None:
     """Show what apply would change."""
     from . import api
@@ -188,7 +202,9 @@ def plan(
 @_errors
 def apply(
     planfile: Annotated[Path | None, typer.Argument(help="A plan saved with `plan --out`.")] = None,
-    auto_approve: Annotated[bool, typer.Option("--auto-approve", "-y", help="Do not ask for confirmation.")] = False,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", "-y", help="Do not ask for confirmation.")
+    ] = False,
 ) -> None:
     """Create or update everything so it matches the configuration."""
     from . import api
@@ -226,7 +242,9 @@ def _run(p: Any, what: str, auto_approve: bool) -> None:
         for a in kept:
             typer.echo(f"Kept: {a}")
     else:
-        typer.echo(f"\nApply complete! Resources: {n['add']} added, {n['change']} changed, {n['destroy']} destroyed.")
+        typer.echo(
+            f"\nApply complete! Resources: {n['add']} added, {n['change']} changed, {n['destroy']} destroyed."
+        )
         _print_outputs(p.context[0], state.outputs)
 
 
@@ -244,7 +262,9 @@ def _print_outputs(ws: Any, outputs: dict[str, Any] | None = None) -> None:
 @app.command()
 @_errors
 def destroy(
-    auto_approve: Annotated[bool, typer.Option("--auto-approve", "-y", help="Do not ask for confirmation.")] = False,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", "-y", help="Do not ask for confirmation.")
+    ] = False,
 ) -> None:
     """Delete what sdcluster created (the model bucket is kept unless configured otherwise)."""
     from . import api
@@ -336,9 +356,15 @@ def version() -> None:
 @_errors
 def emulator_serve(
     port: Annotated[int, typer.Option(help="gRPC port (0 = any free port).")] = 0,
-    state_file: Annotated[str | None, typer.Option(help="Persist and reload the emulator's state here.")] = None,
-    project: Annotated[str | None, typer.Option(help="Project to emulate (default: from sdcluster.toml, else demo-proj).")] = None,
-    owner: Annotated[str | None, typer.Option(help="Owner member (default: config user, else user:demo@example.com).")] = None,
+    state_file: Annotated[
+        str | None, typer.Option(help="Persist and reload the emulator's state here.")
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option(help="Project to emulate (default: from sdcluster.toml, else demo-proj).")
+    ] = None,
+    owner: Annotated[
+        str | None, typer.Option(help="Owner member (default: config user, else user:demo@example.com).")
+    ] = None,
     latency_ms: float = 0.0,
     fault_rate: float = 0.0,
     iam_propagation_s: float = 0.0,

@@ -27,8 +27,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import grpc
     from google.auth.credentials import Credentials
-    from google.cloud import container_v1, iam_admin_v1, iam_credentials_v1, resourcemanager_v3, storage
-    from google.cloud import service_usage_v1
+    from google.cloud import (
+        container_v1,
+        iam_admin_v1,
+        iam_credentials_v1,
+        resourcemanager_v3,
+        service_usage_v1,
+    )
+    from google.cloud import storage  # type: ignore[attr-defined]
     from kubernetes import client as k8s_client
 
 ENV_EMULATOR = "SDCLUSTER_EMULATOR"
@@ -55,7 +61,7 @@ def emulator_credentials(member: str) -> Credentials:
 
     class EmulatorCredentials(ga_credentials.Credentials):
         def __init__(self) -> None:
-            super().__init__()
+            super().__init__()  # type: ignore[no-untyped-call]
             self.member = member
             self.token = emulator_token(member)
 
@@ -80,12 +86,14 @@ def _emulator_channel(address: str, credentials: Credentials) -> grpc.Channel:
     from google.auth.transport import requests as ga_requests
 
     local = grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
-    plugin = ga_grpc.AuthMetadataPlugin(credentials, ga_requests.Request())
+    plugin = ga_grpc.AuthMetadataPlugin(credentials, ga_requests.Request())  # type: ignore[no-untyped-call]
     creds = grpc.composite_channel_credentials(local, grpc.metadata_call_credentials(plugin))
     return grpc.secure_channel(address, creds)
 
 
-def control_call(address: str, method: str, payload: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
+def control_call(
+    address: str, method: str, payload: dict[str, Any] | None = None, timeout: float = 10.0
+) -> Any:
     """Call the emulator's control service (JSON in, JSON out): Info, Log, ClearLog, SetKnobs, Snapshot."""
     import grpc
 
@@ -125,7 +133,9 @@ class ClientFactory:
                     if not self.user:
                         from .errors import ConfigError
 
-                        raise ConfigError("the emulator needs a user member", hint="set `user` in sdcluster.toml")
+                        raise ConfigError(
+                            "the emulator needs a user member", hint="set `user` in sdcluster.toml"
+                        )
                     self._user_credentials = emulator_credentials(self.user)
                 else:
                     self._user_credentials = _application_default_credentials()
@@ -159,7 +169,9 @@ class ClientFactory:
         return self._info
 
     # ---- Google clients -------------------------------------------------------------------------
-    def _grpc_client(self, key: str, credentials: Credentials | None, build: Callable[..., Any], transport_cls: Any) -> Any:
+    def _grpc_client(
+        self, key: str, credentials: Credentials | None, build: Callable[..., Any], transport_cls: Any
+    ) -> Any:
         creds = credentials or self.user_credentials()
         cache_key = (key, id(creds))
         with self._lock:
@@ -180,14 +192,19 @@ class ClientFactory:
 
         return self._grpc_client("iam", credentials, iam_admin_v1.IAMClient, IAMGrpcTransport)  # type: ignore[no-any-return]
 
-    def iam_credentials(self, credentials: Credentials | None = None) -> iam_credentials_v1.IAMCredentialsClient:
+    def iam_credentials(
+        self, credentials: Credentials | None = None
+    ) -> iam_credentials_v1.IAMCredentialsClient:
         from google.cloud import iam_credentials_v1
         from google.cloud.iam_credentials_v1.services.iam_credentials.transports import (
             IAMCredentialsGrpcTransport,
         )
 
         return self._grpc_client(  # type: ignore[no-any-return]
-            "iamcredentials", credentials, iam_credentials_v1.IAMCredentialsClient, IAMCredentialsGrpcTransport
+            "iamcredentials",
+            credentials,
+            iam_credentials_v1.IAMCredentialsClient,
+            IAMCredentialsGrpcTransport,
         )
 
     def projects(self, credentials: Credentials | None = None) -> resourcemanager_v3.ProjectsClient:
@@ -216,12 +233,12 @@ class ClientFactory:
 
     def storage(self, project: str, credentials: Credentials | None = None) -> storage.Client:
         """Cloud Storage (JSON API). On the emulator: its gcp-storage-emulator endpoint."""
-        from google.cloud import storage
+        from google.cloud import storage  # type: ignore[attr-defined]
 
         key = ("storage:" + project, id(credentials))
         with self._lock:
             if key in self._cache:
-                return self._cache[key]  # type: ignore[no-any-return]
+                return self._cache[key]
         if self.emulator:
             from google.auth.credentials import AnonymousCredentials
 
@@ -237,7 +254,9 @@ class ClientFactory:
         return client
 
     # ---- Kubernetes -----------------------------------------------------------------------------
-    def kubernetes(self, endpoint: str, ca_certificate_b64: str, credentials: Credentials) -> k8s_client.ApiClient:
+    def kubernetes(
+        self, endpoint: str, ca_certificate_b64: str, credentials: Credentials
+    ) -> k8s_client.ApiClient:
         """An ApiClient for a GKE cluster: TLS verified against the cluster CA, bearer token from
         ``credentials`` (refreshed before expiry on every request). No kubeconfig is written."""
         import base64
@@ -261,11 +280,11 @@ class ClientFactory:
         def refresh_token(c: Any) -> None:
             with lock:
                 if not credentials.valid:
-                    credentials.refresh(request)
+                    credentials.refresh(request)  # type: ignore[no-untyped-call]
                 c.api_key["authorization"] = str(credentials.token)
 
         conf.api_key_prefix["authorization"] = "Bearer"
-        conf.refresh_api_key_hook = refresh_token
+        conf.refresh_api_key_hook = refresh_token  # type: ignore[assignment]
         refresh_token(conf)
         return k8s.ApiClient(conf)
 
@@ -276,7 +295,7 @@ def _application_default_credentials() -> Credentials:
     from .errors import translate
 
     try:
-        creds, _project = google.auth.default(scopes=[CLOUD_PLATFORM])  # type: ignore[no-untyped-call]
+        creds, _project = google.auth.default(scopes=[CLOUD_PLATFORM])
     except Exception as e:  # DefaultCredentialsError and friends
         raise translate(e) from e
-    return creds  # type: ignore[no-any-return]
+    return creds

@@ -36,6 +36,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import json
@@ -46,12 +47,19 @@ import tomllib
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pydantic import model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from sdcluster.errors import ConfigError
 
@@ -115,10 +123,6 @@ def _q(value: object) -> str:
     return repr(value)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 # --------------------------------------------------------------------------------------------------
 # Naming rules of GCP and Kubernetes, each checked in the order that gives the most useful message.
 
@@ -179,7 +183,10 @@ def _lowercase_name(kind: str, lo: int, hi: int, hint: str, *, first: str = LOWE
 
 
 PROJECT_ID = _lowercase_name(
-    "project id", 6, 30, "use the project ID (e.g. my-project-123), not its name or number: gcloud projects list"
+    "project id",
+    6,
+    30,
+    "use the project ID (e.g. my-project-123), not its name or number: gcloud projects list",
 )
 SERVICE_ACCOUNT_ID = _lowercase_name(
     "service account id", 6, 30, 'use 6-30 characters like "gke-admin" (the part before @ of the email)'
@@ -201,7 +208,7 @@ BUCKET_NAME = _NameRule(
     hint="see Cloud Storage bucket naming rules; e.g. my-project-bucket",
 )
 # Names with dots may be up to 222 characters, each dot-separated part at most 63.
-DOTTED_BUCKET_NAME = _NameRule(**{**BUCKET_NAME.__dict__, "max_len": 222})
+DOTTED_BUCKET_NAME = dataclasses.replace(BUCKET_NAME, max_len=222)
 
 
 def check_project_id(value: str) -> str:
@@ -215,7 +222,7 @@ def check_bucket_name(name: str) -> str:
 
     Example: ``check_bucket_name("goog-models")`` raises: must not start with "goog".
     """
-    BUCKET_NAME(name) if "." not in name else DOTTED_BUCKET_NAME(name)
+    (DOTTED_BUCKET_NAME if "." in name else BUCKET_NAME)(name)
     problem = None
     if "." in name and any(len(part) > 63 for part in name.split(".")):
         problem = "has a dot-separated part longer than 63 characters"
@@ -251,7 +258,9 @@ def check_region(value: str) -> str:
             f'set region = "{zone.group(1)}" and put the zone under [cluster] zone',
         )
     if not REGION_RE.fullmatch(value):
-        raise _Invalid(f"{_q(value)} is not a region name like \"us-central1\"", "list them: gcloud compute regions list")
+        raise _Invalid(
+            f'{_q(value)} is not a region name like "us-central1"', "list them: gcloud compute regions list"
+        )
     return value
 
 
@@ -263,7 +272,9 @@ def check_zone(value: str) -> str:
             f'pick a zone of that region, e.g. zone = "{value}-c" (gcloud compute zones list --filter=region:{value})',
         )
     if not ZONE_RE.fullmatch(value):
-        raise _Invalid(f"{_q(value)} is not a zone name like \"us-central1-c\"", "list them: gcloud compute zones list")
+        raise _Invalid(
+            f'{_q(value)} is not a zone name like "us-central1-c"', "list them: gcloud compute zones list"
+        )
     return value
 
 
@@ -281,8 +292,10 @@ def check_member(value: str) -> str:
     kind, sep, rest = value.partition(":")
     if not sep:
         if _EMAIL_RE.fullmatch(value):
-            raise _Invalid(f"{_q(value)} has no member type prefix; write {_q('user:' + value)}", _MEMBER_HINT)
-        raise _Invalid(f"{_q(value)} is not an IAM member like \"user:me@example.com\"", _MEMBER_HINT)
+            raise _Invalid(
+                f"{_q(value)} has no member type prefix; write {_q('user:' + value)}", _MEMBER_HINT
+            )
+        raise _Invalid(f'{_q(value)} is not an IAM member like "user:me@example.com"', _MEMBER_HINT)
     if kind not in MEMBER_KINDS:
         near = [k for k in MEMBER_KINDS if k.lower() == kind.lower()]
         did_you_mean = f"; did you mean {_q(near[0] + ':' + rest)}?" if near else ""
@@ -343,7 +356,7 @@ def quantity_value(quantity: str) -> Decimal:
         if suffix[:1] in ("e", "E") and len(suffix) > 1:
             return Decimal(number) * Decimal(10) ** int(suffix[1:])
         return Decimal(number) * _SUFFIX_SCALE[suffix]
-    except (InvalidOperation, OverflowError) as e:
+    except (ArithmeticError, ValueError) as e:  # decimal overflow; int() of a 5000-digit exponent
         raise ValueError(f"{_q(quantity)} is out of range") from e
 
 
@@ -351,20 +364,22 @@ def quantity_value(quantity: str) -> Decimal:
 MIN_MEMORY_BYTES = 16 * 1024**2
 
 
-def _quantity(kind: str, examples: str) -> Callable[[Any], str]:
+def _quantity(kind: str, examples: str) -> Callable[[str], str]:
     def check(value: str) -> str:
         try:
             amount = quantity_value(value)
         except ValueError:
             raise _Invalid(
-                f"{_q(value)} is not a Kubernetes quantity like {examples}", f"e.g. {kind} = {examples.split(',')[0]}"
+                f"{_q(value)} is not a Kubernetes quantity like {examples}",
+                f"e.g. {kind} = {examples.split(',')[0]}",
             ) from None
         if amount <= 0:
-            raise _Invalid(f"{_q(value)} must be greater than zero", f"e.g. {kind} = {examples.split(',')[0]}")
-        if kind == "memory" and amount < MIN_MEMORY_BYTES:
             raise _Invalid(
-                f"{_q(value)} is only {amount} bytes; did you mean {_q(value + 'Gi')}?", 'units: "Mi", "Gi", "G"'
+                f"{_q(value)} must be greater than zero", f"e.g. {kind} = {examples.split(',')[0]}"
             )
+        if kind == "memory" and amount < MIN_MEMORY_BYTES:
+            guess = f"; did you mean {_q(value + 'Gi')}?" if value.isdigit() else ""
+            raise _Invalid(f"{_q(value)} is only {amount} bytes{guess}", 'add a unit: "Mi", "Gi", "G"')
         return value
 
     return check
@@ -426,7 +441,9 @@ def check_labels(labels: dict[str, str]) -> dict[str, str]:
 # The image reference grammar of distribution/reference (what docker and the kubelet parse).
 _PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _HOST_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_HOST = rf"(?:{_HOST_PART}(?:\.{_HOST_PART})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+# Like docker, a first component is a registry host only if it has a dot or a port or is localhost;
+# otherwise it is a (lowercase) repository path, so "Tensorflow/serving" is rejected, not sent to a host.
+_HOST = rf"(?:{_HOST_PART}(?:\.{_HOST_PART})+(?::[0-9]+)?|{_HOST_PART}:[0-9]+|localhost(?::[0-9]+)?|\[[0-9a-fA-F:]+\](?::[0-9]+)?)"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 IMAGE_RE = re.compile(rf"(?:{_HOST}/)?{_PATH_PART}(?:/{_PATH_PART})*(?::{_TAG})?(?:@{_DIGEST})?")
@@ -435,7 +452,7 @@ IMAGE_RE = re.compile(rf"(?:{_HOST}/)?{_PATH_PART}(?:/{_PATH_PART})*(?::{_TAG})?
 def check_image(value: str) -> str:
     if not IMAGE_RE.fullmatch(value) or len(value) > 512:
         raise _Invalid(
-            f"{_q(value)} is not a container image reference like \"tensorflow/serving:2.11.0\"",
+            f'{_q(value)} is not a container image reference like "tensorflow/serving:2.11.0"',
             "repository paths are lowercase; tags follow ':' and digests '@sha256:'",
         )
     return value
@@ -447,7 +464,7 @@ _LOCATION_RE = re.compile(r"[A-Za-z]+[0-9]*(?:-[A-Za-z]+[0-9]+)?")
 def check_bucket_location(value: str) -> str:
     if not _LOCATION_RE.fullmatch(value):
         raise _Invalid(
-            f"{_q(value)} is not a Cloud Storage location like \"us-central1\", \"US\" or \"EU\"",
+            f'{_q(value)} is not a Cloud Storage location like "us-central1", "US" or "EU"',
             "leave it unset to use the region",
         )
     return value
@@ -547,18 +564,24 @@ class IamConfig(_Section):
     """``[iam]``: the two service accounts sdcluster creates."""
 
     admin_account: ServiceAccountId = Field(
-        "gke-admin", description="service account that creates the cluster (you impersonate it)"
+        default="gke-admin", description="service account that creates the cluster (you impersonate it)"
     )
-    node_account: ServiceAccountId = Field("gke-node", description="service account the nodes run as")
+    node_account: ServiceAccountId = Field(default="gke-node", description="service account the nodes run as")
     propagation_timeout_s: int = Field(
-        420, gt=0, description="seconds to wait for new IAM bindings to take effect"
+        default=420, gt=0, description="seconds to wait for new IAM bindings to take effect"
     )
 
     @model_validator(mode="after")
     def _distinct_accounts(self) -> Self:
         if self.admin_account == self.node_account:
             raise _Problems(
-                [_Invalid("must differ from iam.admin_account", "the nodes must not hold admin rights", "node_account")]
+                [
+                    _Invalid(
+                        "must differ from iam.admin_account",
+                        "the nodes must not hold admin rights",
+                        "node_account",
+                    )
+                ]
             )
         return self
 
@@ -566,28 +589,38 @@ class IamConfig(_Section):
 class ClusterConfig(_Section):
     """``[cluster]``: the zonal GKE cluster and its autoscaled node pool."""
 
-    name: GkeName = Field("sd-cluster", description="GKE cluster name")
-    zone: Zone = Field("us-central1-c", description="zone of the (zonal) cluster; must be in region")
-    node_pool: GkeName = Field("sd-node-pool", description="node pool name")
-    machine_type: MachineType = Field("n2-standard-4", description="Compute Engine machine type of the nodes")
-    min_nodes: int = Field(1, ge=0, description="autoscaler minimum")
-    max_nodes: int = Field(2, ge=1, description="autoscaler maximum")
-    initial_nodes: int = Field(1, ge=0, description="nodes created with the pool")
-    spot: bool = Field(True, description="use Spot VMs (cheaper, may be reclaimed)")
-    preemptible: bool = Field(False, description="use legacy preemptible VMs (not together with spot)")
-    disk_size_gb: int = Field(100, ge=10, le=65536, description="boot disk size per node, GB")
-    disk_type: Literal["pd-standard", "pd-balanced", "pd-ssd"] = Field(
-        "pd-balanced", description="boot disk type: pd-standard, pd-balanced or pd-ssd"
+    name: GkeName = Field(default="sd-cluster", description="GKE cluster name")
+    zone: Zone = Field(default="us-central1-c", description="zone of the (zonal) cluster; must be in region")
+    node_pool: GkeName = Field(default="sd-node-pool", description="node pool name")
+    machine_type: MachineType = Field(
+        default="n2-standard-4", description="Compute Engine machine type of the nodes"
     )
-    accelerator_type: AcceleratorType | None = Field(None, description='GPU type, e.g. "nvidia-tesla-t4"')
-    accelerator_count: int = Field(0, ge=0, description="GPUs per node (>= 1 when accelerator_type is set)")
+    min_nodes: int = Field(default=1, ge=0, description="autoscaler minimum")
+    max_nodes: int = Field(default=2, ge=1, description="autoscaler maximum")
+    initial_nodes: int = Field(default=1, ge=0, description="nodes created with the pool")
+    spot: bool = Field(default=True, description="use Spot VMs (cheaper, may be reclaimed)")
+    preemptible: bool = Field(
+        default=False, description="use legacy preemptible VMs (not together with spot)"
+    )
+    disk_size_gb: int = Field(default=100, ge=10, le=65536, description="boot disk size per node, GB")
+    disk_type: Literal["pd-standard", "pd-balanced", "pd-ssd"] = Field(
+        default="pd-balanced", description="boot disk type: pd-standard, pd-balanced or pd-ssd"
+    )
+    accelerator_type: AcceleratorType | None = Field(
+        default=None, description='GPU type, e.g. "nvidia-tesla-t4"'
+    )
+    accelerator_count: int = Field(
+        default=0, ge=0, description="GPUs per node (>= 1 when accelerator_type is set)"
+    )
     labels: Labels = Field(default_factory=dict, description="GCP labels put on the cluster")
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         problems = []
         if self.min_nodes > self.initial_nodes:
-            problems.append(_Invalid(f"{self.min_nodes} is above initial_nodes ({self.initial_nodes})", "", "min_nodes"))
+            problems.append(
+                _Invalid(f"{self.min_nodes} is above initial_nodes ({self.initial_nodes})", "", "min_nodes")
+            )
         if self.initial_nodes > self.max_nodes:
             problems.append(
                 _Invalid(f"{self.initial_nodes} is above max_nodes ({self.max_nodes})", "", "initial_nodes")
@@ -595,13 +628,29 @@ class ClusterConfig(_Section):
         if problems:
             problems[0].hint = "keep 0 <= min_nodes <= initial_nodes <= max_nodes"
         if self.spot and self.preemptible:
-            problems.append(_Invalid("cannot be true together with spot", "set spot = false or preemptible = false", "preemptible"))
+            problems.append(
+                _Invalid(
+                    "cannot be true together with spot",
+                    "set spot = false or preemptible = false",
+                    "preemptible",
+                )
+            )
         if self.accelerator_type and self.accelerator_count < 1:
             problems.append(
-                _Invalid(f"must be at least 1 when accelerator_type is {_q(self.accelerator_type)}", "", "accelerator_count")
+                _Invalid(
+                    f"must be at least 1 when accelerator_type is {_q(self.accelerator_type)}",
+                    "",
+                    "accelerator_count",
+                )
             )
         if not self.accelerator_type and self.accelerator_count:
-            problems.append(_Invalid("is set but accelerator_type is not", 'e.g. accelerator_type = "nvidia-tesla-t4"', "accelerator_count"))
+            problems.append(
+                _Invalid(
+                    "is set but accelerator_type is not",
+                    'e.g. accelerator_type = "nvidia-tesla-t4"',
+                    "accelerator_count",
+                )
+            )
         _raise_all(problems)
         return self
 
@@ -609,39 +658,50 @@ class ClusterConfig(_Section):
 class BucketConfig(_Section):
     """``[bucket]``: the Cloud Storage bucket that holds the model and outlives the cluster."""
 
-    enabled: bool = Field(True, description="create and manage the bucket")
-    name: str = Field("{project}-bucket", description="bucket name; {project} is replaced")
-    keep_on_destroy: bool = Field(True, description="keep the bucket (and the model) on destroy")
-    location: BucketLocation | None = Field(None, description="bucket location (default: the region)")
+    enabled: bool = Field(default=True, description="create and manage the bucket")
+    name: str = Field(default="{project}-bucket", description="bucket name; {project} is replaced")
+    keep_on_destroy: bool = Field(default=True, description="keep the bucket (and the model) on destroy")
+    location: BucketLocation | None = Field(default=None, description="bucket location (default: the region)")
 
 
 class ServingConfig(_Section):
     """``[serving]``: TensorFlow Serving on the cluster."""
 
     # model_name becomes part of Kubernetes object names, hence DNS-1123 rather than TF Serving's rules.
-    namespace: DnsLabel = Field("default", description="Kubernetes namespace")
-    model_name: DnsLabel = Field("stable-diffusion", description="TF Serving model name")
+    namespace: DnsLabel = Field(default="default", description="Kubernetes namespace")
+    model_name: DnsLabel = Field(default="stable-diffusion", description="TF Serving model name")
     model_path: str = Field(
-        "gs://{bucket}/stable_diffusion_model", description="model base path; {bucket} and {project} are replaced"
+        default="gs://{bucket}/stable_diffusion_model",
+        description="model base path; {bucket} and {project} are replaced",
     )
-    image: Image = Field("tensorflow/serving:2.11.0", description="TF Serving container image")
-    replicas: int = Field(1, ge=1, description="Deployment replicas")
-    cpu: CpuQuantity = Field("3", description="CPU request per replica (Kubernetes quantity)")
-    memory: MemoryQuantity = Field("12Gi", description="memory request per replica (Kubernetes quantity)")
-    rest_api_timeout_ms: int = Field(240000, gt=0, description="TF Serving REST timeout, ms")
-    batching: bool = Field(False, description="enable TF Serving request batching")
+    image: Image = Field(default="tensorflow/serving:2.11.0", description="TF Serving container image")
+    replicas: int = Field(default=1, ge=1, description="Deployment replicas")
+    cpu: CpuQuantity = Field(default="3", description="CPU request per replica (Kubernetes quantity)")
+    memory: MemoryQuantity = Field(
+        default="12Gi", description="memory request per replica (Kubernetes quantity)"
+    )
+    rest_api_timeout_ms: int = Field(default=240000, gt=0, description="TF Serving REST timeout, ms")
+    batching: bool = Field(default=False, description="enable TF Serving request batching")
     allowed_source_ranges: tuple[Cidr, ...] = Field(
-        (), strict=False, description="CIDR ranges allowed to reach the load balancer (empty: anyone)"
+        default=(), strict=False, description="CIDR ranges allowed to reach the load balancer (empty: anyone)"
     )
-    autoscaling: bool = Field(False, description="add a HorizontalPodAutoscaler")
-    max_replicas: int = Field(2, ge=1, description="autoscaler maximum (>= replicas)")
-    target_cpu_utilization: int = Field(80, ge=1, le=100, description="autoscaler CPU target, percent")
+    autoscaling: bool = Field(default=False, description="add a HorizontalPodAutoscaler")
+    max_replicas: int = Field(default=2, ge=1, description="autoscaler maximum (>= replicas)")
+    target_cpu_utilization: int = Field(
+        default=80, ge=1, le=100, description="autoscaler CPU target, percent"
+    )
 
     @model_validator(mode="after")
     def _autoscaling_bounds(self) -> Self:
         if self.autoscaling and self.max_replicas < self.replicas:
             raise _Problems(
-                [_Invalid(f"{self.max_replicas} is below replicas ({self.replicas})", "raise max_replicas", "max_replicas")]
+                [
+                    _Invalid(
+                        f"{self.max_replicas} is below replicas ({self.replicas})",
+                        "raise max_replicas",
+                        "max_replicas",
+                    )
+                ]
             )
         return self
 
@@ -649,7 +709,9 @@ class ServingConfig(_Section):
 class StateConfig(_Section):
     """``[state]``: where the state document lives."""
 
-    path: StatePath = Field(".sdcluster/state.json", description="local path or gs://BUCKET/PREFIX/state.json")
+    path: StatePath = Field(
+        default=".sdcluster/state.json", description="local path or gs://BUCKET/PREFIX/state.json"
+    )
 
 
 SECTIONS: dict[str, type[_Section]] = {
@@ -671,9 +733,11 @@ class Config(_Section):
     """
 
     project: ProjectId = Field(description="GCP project id")
-    region: Region = Field("us-central1", description="GCP region")
+    region: Region = Field(default="us-central1", description="GCP region")
     user: Member = Field(description="member allowed to impersonate the admin account")
-    manage_apis: bool = Field(True, description="enable the required Google APIs (false: only check them)")
+    manage_apis: bool = Field(
+        default=True, description="enable the required Google APIs (false: only check them)"
+    )
     iam: IamConfig = Field(default_factory=IamConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     bucket: BucketConfig = Field(default_factory=BucketConfig)
@@ -682,7 +746,9 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
-        problems = [p for check in (self._zone_in_region, self._bucket_ok, self._model_path_ok) if (p := check())]
+        problems = [
+            p for check in (self._zone_in_region, self._bucket_ok, self._model_path_ok) if (p := check())
+        ]
         _raise_all(problems)
         return self
 
@@ -692,7 +758,9 @@ class Config(_Section):
             return None
         hint = f'set [cluster] zone = "{self.region}-c" (gcloud compute zones list --filter=region:{self.region}) or region = "{zone_region}"'
         given = "defaults to" if "zone" not in self.cluster.model_fields_set else "is"
-        return _Invalid(f"{given} {_q(self.cluster.zone)}, which is not in region {_q(self.region)}", hint, "cluster.zone")
+        return _Invalid(
+            f"{given} {_q(self.cluster.zone)}, which is not in region {_q(self.region)}", hint, "cluster.zone"
+        )
 
     def _bucket_ok(self) -> _Invalid | None:
         # The name matters only if the bucket is managed or the model path points into it.
@@ -703,7 +771,9 @@ class Config(_Section):
     def _model_path_ok(self) -> _Invalid | None:
         example = "gs://my-bucket/stable_diffusion_model"
         return _problem_of(
-            lambda: check_gs_object(self.model_path, "model path", example), "serving.model_path", self.serving.model_path
+            lambda: check_gs_object(self.model_path, "model path", example),
+            "serving.model_path",
+            self.serving.model_path,
         )
 
     # --- resolved values ------------------------------------------------------------------------
@@ -894,7 +964,11 @@ def _coerce_env(raw: str, annotation: Any) -> Any:
     if base is int:
         return _toml_value(raw)
     if get_origin(base) in (tuple, list):
-        return _toml_value(raw) if raw.lstrip().startswith("[") else [s.strip() for s in raw.split(",") if s.strip()]
+        return (
+            _toml_value(raw)
+            if raw.lstrip().startswith("[")
+            else [s.strip() for s in raw.split(",") if s.strip()]
+        )
     if get_origin(base) is dict:
         return _toml_value(raw)
     return raw
@@ -918,7 +992,9 @@ def _toml_value(raw: str) -> Any:
 
 def _validate(data: Mapping[str, Any], *, source: str | None, origins: Mapping[str, str]) -> Config:
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source or 'configuration'}: expected a table of settings, got {_toml_type(data)}")
+        raise ConfigError(
+            f"{source or 'configuration'}: expected a table of settings, got {_toml_type(data)}"
+        )
     try:
         return Config.model_validate(dict(data))
     except ValidationError as e:
@@ -940,7 +1016,9 @@ def _explain(error: Mapping[str, Any]) -> list[_Line]:
     if isinstance(cause, _Problems):
         return [_Line(loc + tuple(p.field.split(".")), p.message, p.hint) for p in cause.problems]
     if isinstance(cause, _Invalid):
-        return [_Line(loc + (tuple(cause.field.split(".")) if cause.field else ()), cause.message, cause.hint)]
+        return [
+            _Line(loc + (tuple(cause.field.split(".")) if cause.field else ()), cause.message, cause.hint)
+        ]
     if error["type"] == "extra_forbidden":
         return [_unknown_key(loc)]
     return [_Line(loc, _builtin_message(error), _builtin_hint(loc, error))]
@@ -959,13 +1037,15 @@ def _unknown_key(loc: tuple[str | int, ...]) -> _Line:
     key = str(loc[-1])
     model = _model_at(loc[:-1])
     fields = list(model.model_fields) if model else []
-    where = f"[{'.'.join(map(str, loc[:-1]))}]" if loc[:-1] else "at the top level"
+    where = f"in [{'.'.join(map(str, loc[:-1]))}]" if loc[:-1] else "at the top level"
     message = f"unknown key {_q(key)} {where}"
     close = difflib.get_close_matches(key, fields, n=1)
     if close:
         return _Line(loc, f"{message}; did you mean {_q(close[0])}?", f"rename it to {close[0]}")
     # A field of another section written in the wrong place ("zone" at the top level).
-    homes = [s for s, m in SECTIONS.items() if key in m.model_fields and s != (loc[0] if len(loc) > 1 else None)]
+    homes = [
+        s for s, m in SECTIONS.items() if key in m.model_fields and s != (loc[0] if len(loc) > 1 else None)
+    ]
     if homes:
         return _Line(loc, f"{message}; it belongs under [{homes[0]}]", f"move it under [{homes[0]}]")
     return _Line(loc, message, f"remove it; valid keys {where}: {', '.join(fields)}")
@@ -1041,19 +1121,24 @@ def _origin(path: tuple[str | int, ...], origins: Mapping[str, str]) -> str:
 
 
 def _config_error(lines: list[_Line], source: str | None, origins: Mapping[str, str]) -> ConfigError:
+    """One problem: ``FILE: path: message`` + its hint. Several: a header, then one line each with its
+    own fix after ``; `` (a single joined hint would not say which fix goes with which line)."""
     texts = [f"{_format_path(line.path)}{_origin(line.path, origins)}: {line.message}" for line in lines]
-    hints = list(dict.fromkeys(line.hint for line in lines if line.hint))
-    hint = "; ".join(hints) or (f"fix it in {source}" if source else "")
+    where = f" in {source}" if source else ""
     if len(texts) == 1:
-        return ConfigError(f"{source or 'invalid configuration'}: {texts[0]}", hint=hint)
-    head = f"{source}: {_plural(len(texts), 'problem')}" if source else f"invalid configuration ({len(texts)} problems)"
-    return ConfigError("\n  ".join([head + ":", *texts]), hint=hint)
+        return ConfigError(
+            f"{source or 'invalid configuration'}: {texts[0]}", hint=lines[0].hint or f"fix it{where}"
+        )
+    head = f"{source}: {len(texts)} problems" if source else f"invalid configuration ({len(texts)} problems)"
+    texts = [f"{text}; {line.hint}" if line.hint else text for text, line in zip(texts, lines, strict=True)]
+    return ConfigError("\n  ".join([head + ":", *texts]), hint=f"fix the {len(texts)} problems above{where}")
 
 
 # --------------------------------------------------------------------------------------------------
 # Rendering sdcluster.toml.
 
-_EXAMPLES = {"cluster.accelerator_type": "nvidia-tesla-t4", "cluster.labels": {"team": "ml"}}
+# Shown (commented) for fields whose default is "unset".
+_EXAMPLES: dict[str, Any] = {"cluster.accelerator_type": "nvidia-tesla-t4", "cluster.labels": {"team": "ml"}}
 
 
 def render_toml(cfg_or_fields: Config | Mapping[str, Any]) -> str:
@@ -1068,13 +1153,16 @@ def render_toml(cfg_or_fields: Config | Mapping[str, Any]) -> str:
         "# Precedence: this file < SDCLUSTER_* environment variables < command-line flags.",
         "",
     ]
-    lines += _render_fields(cfg, Config, "")
+    examples = {**_EXAMPLES, "bucket.location": cfg.region}
+    lines += _render_fields(cfg, Config, "", examples)
     for section, model in SECTIONS.items():
-        lines += ["", f"[{section}]", *_render_fields(getattr(cfg, section), model, section + ".")]
+        lines += ["", f"[{section}]", *_render_fields(getattr(cfg, section), model, section + ".", examples)]
     return "\n".join(lines) + "\n"
 
 
-def _render_fields(values: BaseModel, model: type[BaseModel], prefix: str) -> list[str]:
+def _render_fields(
+    values: BaseModel, model: type[BaseModel], prefix: str, examples: Mapping[str, Any]
+) -> list[str]:
     lines = []
     for name, field in model.model_fields.items():
         if name in SECTIONS and model is Config:
@@ -1085,8 +1173,7 @@ def _render_fields(values: BaseModel, model: type[BaseModel], prefix: str) -> li
         if value != default or field.is_required():
             lines.append(f"{name} = {_toml(value)}")
         else:
-            shown = _EXAMPLES.get(prefix + name, default)
-            lines.append(f"# {name} = {_toml(shown)}" if shown is not None else f"# {name} =")
+            lines.append(f"# {name} = {_toml(examples.get(prefix + name, default))}")
     return lines
 
 
@@ -1127,8 +1214,14 @@ def write_init(path: str | os.PathLike[str], *, force: bool, **fields: Any) -> P
     if isinstance(data.get("user"), str):
         data["user"] = normalize_member(data["user"])
     text = render_toml(data)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)  # atomic: a crash never leaves a half-written config
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(
+            f"{target}: cannot write the config file: {e}", hint="check the path and permissions"
+        ) from e
     return target

@@ -144,7 +144,9 @@ class UsageError(SdclusterError):
 
 ADC_HINT = "run: gcloud auth application-default login"
 
-_QUOTA_RE = re.compile(r"Quota '([A-Z0-9_]+)' exceeded\.\s*Limit:\s*([0-9.]+)\s*(?:in region ([a-z0-9-]+)|globally)?")
+_QUOTA_RE = re.compile(
+    r"Quota '([A-Z0-9_]+)' exceeded\.\s*Limit:\s*([0-9.]+)\s*(?:in region ([a-z0-9-]+)|globally)?"
+)
 _SERVICE_DISABLED_RE = re.compile(r"SERVICE_DISABLED service=([a-z0-9.]+)|apis/api/([a-z0-9.]+)/")
 
 
@@ -206,7 +208,9 @@ def translate(e: BaseException, *, project: str = "", context: str = "") -> Sdcl
     if code in ("ALREADY_EXISTS",):
         return AlreadyExists(f"{prefix}{text}")
     if code in ("ABORTED", "409"):
-        return Conflict(f"{prefix}{text}", hint="another change was made at the same time; run the command again")
+        return Conflict(
+            f"{prefix}{text}", hint="another change was made at the same time; run the command again"
+        )
     if code == "FAILED_PRECONDITION" and "operation" in text.lower():
         return Conflict(f"{prefix}{text}", hint="another operation is in progress; wait for it and run again")
     if code == "RESOURCE_EXHAUSTED":

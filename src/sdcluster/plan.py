@@ -396,7 +396,9 @@ def plan_changes(
 
 def _destroy_change(r: Resource, observed: dict[str, Any] | None, orphaned: bool) -> Change:
     if observed is None:
-        return Change(r.address, r.type, "noop", f"{r.type} {r.name} is already gone", dependencies=list(r.dependencies))
+        return Change(
+            r.address, r.type, "noop", f"{r.type} {r.name} is already gone", dependencies=list(r.dependencies)
+        )
     if r.retain_on_destroy:
         return Change(
             r.address,
@@ -408,7 +410,9 @@ def _destroy_change(r: Resource, observed: dict[str, Any] | None, orphaned: bool
             dependencies=list(r.dependencies),
         )
     reason = "no longer in the configuration" if orphaned else "destroy requested"
-    return Change(r.address, r.type, "delete", reason, before=dict(observed), dependencies=list(r.dependencies))
+    return Change(
+        r.address, r.type, "delete", reason, before=dict(observed), dependencies=list(r.dependencies)
+    )
 
 
 def _topological(resources: list[Resource]) -> list[Resource]:

@@ -16,7 +16,14 @@ if TYPE_CHECKING:
     from .plan import Change, Plan
 
 SYMBOL = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "noop": "=", "keep": "!"}
-STYLE = {"create": "green", "update": "yellow", "replace": "magenta", "delete": "red", "noop": "dim", "keep": "cyan"}
+STYLE = {
+    "create": "green",
+    "update": "yellow",
+    "replace": "magenta",
+    "delete": "red",
+    "noop": "dim",
+    "keep": "cyan",
+}
 VERB = {
     "create": "will be created",
     "update": "will be updated in-place",
@@ -53,10 +60,16 @@ def change_lines(c: Change) -> list[Line]:
     lines.append((style, f"{sym:>3} resource {_value(kind)} {_value(name)} {{"))
     if c.action == "create":
         width = max((len(k) for k in c.after or {}), default=0)
-        lines += [(STYLE["create"], f"      + {k:<{width}} = {_value(v)}") for k, v in sorted((c.after or {}).items())]
+        lines += [
+            (STYLE["create"], f"      + {k:<{width}} = {_value(v)}")
+            for k, v in sorted((c.after or {}).items())
+        ]
     elif c.action == "delete":
         width = max((len(k) for k in c.before or {}), default=0)
-        lines += [(STYLE["delete"], f"      - {k:<{width}} = {_value(v)}") for k, v in sorted((c.before or {}).items())]
+        lines += [
+            (STYLE["delete"], f"      - {k:<{width}} = {_value(v)}")
+            for k, v in sorted((c.before or {}).items())
+        ]
     else:
         width = max((len(d.path) for d in c.diffs), default=0)
         for d in c.diffs:
@@ -67,7 +80,10 @@ def change_lines(c: Change) -> list[Line]:
                 lines.append((STYLE["delete"], f"      - {d.path:<{width}} = {_value(d.before)}{note}"))
             else:
                 lines.append(
-                    (STYLE["update"], f"      ~ {d.path:<{width}} = {_value(d.before)} -> {_value(d.after)}{note}")
+                    (
+                        STYLE["update"],
+                        f"      ~ {d.path:<{width}} = {_value(d.before)} -> {_value(d.after)}{note}",
+                    )
                 )
     lines.append((style, "    }"))
     return lines
@@ -98,7 +114,9 @@ def plan_lines(plan: Plan) -> list[Line]:
     else:
         kept = sum(1 for c in plan.changes if c.action == "keep")
         tail = f", {kept} to keep" if kept else ""
-        lines.append(("bold", f"Plan: {n['add']} to add, {n['change']} to change, {n['destroy']} to destroy{tail}."))
+        lines.append(
+            ("bold", f"Plan: {n['add']} to add, {n['change']} to change, {n['destroy']} to destroy{tail}.")
+        )
     return lines
 
 
@@ -107,7 +125,14 @@ def plan_text(plan: Plan) -> str:
 
 
 def plan_html(plan: Plan) -> str:
-    colors = {"green": "#22863a", "yellow": "#b08800", "magenta": "#6f42c1", "red": "#cb2431", "dim": "#6a737d", "cyan": "#1b7c83"}
+    colors = {
+        "green": "#22863a",
+        "yellow": "#b08800",
+        "magenta": "#6f42c1",
+        "red": "#cb2431",
+        "dim": "#6a737d",
+        "cyan": "#1b7c83",
+    }
     out = []
     for style, text in plan_lines(plan):
         color = colors.get(style)
@@ -201,7 +226,10 @@ class ProgressPrinter:
                 self._last[a] = event.message
             elif event.kind == "done":
                 self._status.pop(a, None)
-                self._print(f"{a}: {_DONE.get(event.action, event.action)} complete after {event.elapsed:.0f}s", "green")
+                self._print(
+                    f"{a}: {_DONE.get(event.action, event.action)} complete after {event.elapsed:.0f}s",
+                    "green",
+                )
             elif event.kind == "failed":
                 self._status.pop(a, None)
                 self._print(f"{a}: failed: {event.message}", "red")

@@ -195,7 +195,7 @@ class LocalBackend:
             return None
         try:
             data = json.loads(raw)
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             raise self._corrupt(f"is not valid JSON ({e.msg} at line {e.lineno})") from e
         try:
             return State.from_dict(data, source=f"state file {self.path}")

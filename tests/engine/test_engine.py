@@ -166,11 +166,15 @@ def test_saved_plan_applies_exactly_and_refuses_when_stale(tmp_path: Path) -> No
     store = Store()
     ws = make_ws(tmp_path, store, diamond(store))
     planfile = sdcluster.save_plan(sdcluster.plan(ws), tmp_path / "plan.json")
-    loaded = sdcluster.load_plan(planfile, state=str(tmp_path / "state.json"), stack=MemStack(store, diamond(store)))
+    loaded = sdcluster.load_plan(
+        planfile, state=str(tmp_path / "state.json"), stack=MemStack(store, diamond(store))
+    )
     sdcluster.apply(loaded)
     assert len(store.objects) == 4
     # The state moved on (serial changed): the same saved plan is now stale.
-    again = sdcluster.load_plan(planfile, state=str(tmp_path / "state.json"), stack=MemStack(store, diamond(store)))
+    again = sdcluster.load_plan(
+        planfile, state=str(tmp_path / "state.json"), stack=MemStack(store, diamond(store))
+    )
     store.calls.clear()
     with pytest.raises(StalePlan) as err:
         sdcluster.apply(again)
@@ -185,7 +189,9 @@ def test_hand_edited_saved_plan_is_refused(tmp_path: Path) -> None:
     data["changes"][0]["after"]["size"] = 99
     planfile.write_text(json.dumps(data))
     with pytest.raises(StalePlan, match="modified after it was saved"):
-        sdcluster.load_plan(planfile, state=str(tmp_path / "state.json"), stack=MemStack(store, diamond(store)))
+        sdcluster.load_plan(
+            planfile, state=str(tmp_path / "state.json"), stack=MemStack(store, diamond(store))
+        )
 
 
 def test_plan_renders_terraform_idiom(tmp_path: Path) -> None:
@@ -196,7 +202,7 @@ def test_plan_renders_terraform_idiom(tmp_path: Path) -> None:
     text = str(sdcluster.plan(make_ws(tmp_path, store, things)))
     assert "  = test.thing.a: test.thing a exists and matches" in text
     assert "  # test.thing.b will be updated in-place" in text
-    assert '      ~ size = 1 -> 3' in text
+    assert "      ~ size = 1 -> 3" in text
     assert '  + resource "test.thing" "c" {' in text
     assert text.rstrip().endswith("Plan: 2 to add, 1 to change, 0 to destroy.")
     html = sdcluster.plan(make_ws(tmp_path, store, things))._repr_html_()
