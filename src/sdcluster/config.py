@@ -8,7 +8,7 @@ Sources, lowest precedence first (a later source wins key by key):
    ``SDCLUSTER_REGION``, ``SDCLUSTER_USER``, ``SDCLUSTER_MANAGE_APIS``) and
    ``SDCLUSTER_<SECTION>__<FIELD>`` for the others (``SDCLUSTER_CLUSTER__ZONE``); ``SDCLUSTER_STATE``
    is an alias of ``SDCLUSTER_STATE__PATH``. Values are read by the field's type: strings verbatim;
-   integers, and arrays/tables as TOML (``[\"10.0.0.0/8\"]``; lists also as ``a,b``); booleans as
+   integers, and arrays/tables as TOML (``["10.0.0.0/8"]``; lists also as ``a,b``); booleans as
    true/false/1/0/yes/no/on/off. Empty values count as unset. ``SDCLUSTER_EMULATOR`` and
    ``SDCLUSTER_CONFIG`` belong to other parts of sdcluster and are not fields. Any other
    ``SDCLUSTER_<SECTION>__<NAME>`` that is not a field is an error, and so is a top-level name close
@@ -116,11 +116,10 @@ def _raise_all(problems: list[_Invalid]) -> None:
 
 def _q(value: object) -> str:
     """A value as it would be written in TOML (strings double-quoted), for messages."""
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value)
+    try:
+        return _toml(value)
+    except TypeError:  # not a config value type (None, a date from TOML, ...)
+        return repr(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,16 +390,22 @@ def _number_as_text(value: Any) -> Any:
 
 
 def check_cidr(value: str) -> str:
-    if "/" not in value:
-        hint = f"write {_q(value + '/32' if ':' not in value else value + '/128')}"
-        raise _Invalid(f"{_q(value)} is an address, not a CIDR range", hint)
+    """A CIDR range with no host bits set, as Kubernetes ``loadBalancerSourceRanges`` requires.
+
+    Example: ``check_cidr("10.0.0.1/8")`` raises: has host bits set; did you mean "10.0.0.0/8"?
+    """
+    if "/" not in value and _is_ip_address(value):
+        single = f"{value}/{128 if ':' in value else 32}"
+        raise _Invalid(
+            f"{_q(value)} is an address, not a CIDR range", f"for this address alone write {_q(single)}"
+        )
     try:
         ipaddress.ip_network(value, strict=True)
-    except ValueError as e:
+    except ValueError:
         try:
             network = ipaddress.ip_network(value, strict=False)
         except ValueError:
-            raise _Invalid(f"{_q(value)} is not a CIDR range ({e})", 'e.g. "203.0.113.0/24"') from None
+            raise _Invalid(f'{_q(value)} is not a CIDR range like "203.0.113.0/24"', "") from None
         raise _Invalid(f"{_q(value)} has host bits set", f"did you mean {_q(str(network))}?") from None
     return value
 
@@ -417,7 +422,7 @@ def check_labels(labels: dict[str, str]) -> dict[str, str]:
     """GCP label rules: at most 64; keys 1-63 chars starting with a lowercase letter; values 0-63 chars;
     both only lowercase letters, digits, ``_`` and ``-``.
 
-    Example: ``check_labels({"Team": "ml"})`` raises: label key "Team" must start with a lowercase letter.
+    Example: ``check_labels({"1team": "ml"})`` raises: label key "1team" must start with a lowercase letter.
     """
     hint = 'labels look like {team = "ml", env = "dev"}'
     if len(labels) > MAX_LABELS:
@@ -535,7 +540,7 @@ def substitute(template: str, values: Mapping[str, str], field: str) -> str:
     Example: ``substitute("{project}-bucket", {"project": "p1"}, "bucket.name")`` -> ``'p1-bucket'``.
     """
     allowed = ", ".join("{" + name + "}" for name in values)
-    hint = f"{field} may use {allowed}; write {{{{ and }}}} for literal braces"
+    hint = f"{field} may use {allowed}"
     try:
         parts = list(string.Formatter().parse(template))
     except ValueError as e:
@@ -546,7 +551,10 @@ def substitute(template: str, values: Mapping[str, str], field: str) -> str:
         if name is None:
             continue
         if name not in values or spec or conversion:
-            raise _Invalid(f"{_q(template)} has unknown placeholder {{{name}}}", hint, field)
+            placeholder = (
+                "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            )
+            raise _Invalid(f"{_q(template)} has unknown placeholder {placeholder}", hint, field)
         out.append(values[name])
     return "".join(out)
 
@@ -574,14 +582,8 @@ class IamConfig(_Section):
     @model_validator(mode="after")
     def _distinct_accounts(self) -> Self:
         if self.admin_account == self.node_account:
-            raise _Problems(
-                [
-                    _Invalid(
-                        "must differ from iam.admin_account",
-                        "the nodes must not hold admin rights",
-                        "node_account",
-                    )
-                ]
+            raise _Invalid(
+                "must differ from iam.admin_account", "the nodes must not hold admin rights", "node_account"
             )
         return self
 
@@ -694,15 +696,8 @@ class ServingConfig(_Section):
     @model_validator(mode="after")
     def _autoscaling_bounds(self) -> Self:
         if self.autoscaling and self.max_replicas < self.replicas:
-            raise _Problems(
-                [
-                    _Invalid(
-                        f"{self.max_replicas} is below replicas ({self.replicas})",
-                        "raise max_replicas",
-                        "max_replicas",
-                    )
-                ]
-            )
+            message = f"{self.max_replicas} is below replicas ({self.replicas})"
+            raise _Invalid(message, "raise max_replicas", "max_replicas")
         return self
 
 
@@ -746,13 +741,14 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:
-        problems = [
-            p for check in (self._zone_in_region, self._bucket_ok, self._model_path_ok) if (p := check())
-        ]
-        _raise_all(problems)
+        bucket = self._bucket_problem()
+        # A broken bucket name would be reported twice: once more through the model path using it.
+        uses_bucket = "{bucket}" in self.serving.model_path
+        model_path = None if bucket and uses_bucket else self._model_path_problem()
+        _raise_all([p for p in (self._zone_problem(), bucket, model_path) if p])
         return self
 
-    def _zone_in_region(self) -> _Invalid | None:
+    def _zone_problem(self) -> _Invalid | None:
         zone_region = self.cluster.zone.rsplit("-", 1)[0]
         if zone_region == self.region:
             return None
@@ -762,13 +758,13 @@ class Config(_Section):
             f"{given} {_q(self.cluster.zone)}, which is not in region {_q(self.region)}", hint, "cluster.zone"
         )
 
-    def _bucket_ok(self) -> _Invalid | None:
+    def _bucket_problem(self) -> _Invalid | None:
         # The name matters only if the bucket is managed or the model path points into it.
         if not (self.bucket.enabled or "{bucket}" in self.serving.model_path):
             return None
         return _problem_of(lambda: check_bucket_name(self.bucket_name), "bucket.name", self.bucket.name)
 
-    def _model_path_ok(self) -> _Invalid | None:
+    def _model_path_problem(self) -> _Invalid | None:
         example = "gs://my-bucket/stable_diffusion_model"
         return _problem_of(
             lambda: check_gs_object(self.model_path, "model path", example),
@@ -850,15 +846,15 @@ class Config(_Section):
         Example: ``Config.load(overrides={"cluster.zone": "us-central1-a"}, env={})``.
         """
         env = os.environ if env is None else env
-        file = Path(path if path is not None else env.get(ENV_CONFIG) or DEFAULT_CONFIG_FILE)
+        file = Path(path if path is not None else env.get(ENV_CONFIG) or DEFAULT_CONFIG_FILE).expanduser()
         data = _read_toml(file) if file.exists() else {}
         origins: dict[str, str] = {}
         for key, value, var in _env_values(env):
             _set_dotted(data, key, value)
-            origins[key] = f"from {var}"
+            origins[key] = var
         for key, value in _flatten(overrides or {}):
             _set_dotted(data, key, value)
-            origins[key] = "from overrides"
+            origins[key] = "overrides"
         if not file.exists() and "project" not in data:
             raise ConfigError(f"{file}: config file not found and no project given", hint=INIT_HINT)
         return _validate(data, source=str(file) if file.exists() else None, origins=origins)
@@ -869,9 +865,9 @@ def _problem_of(check: Callable[[], object], field: str, template: str) -> _Inva
     try:
         check()
     except _Invalid as e:
-        e.field = field
-        if "{" in template:
+        if not e.field and "{" in template:  # a rule broken by the resolved value, not the template itself
             e.message += f" (from template {_q(template)})"
+        e.field = field
         return e
     return None
 
@@ -893,7 +889,7 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str
     """``{"cluster": {"zone": z}, "cluster.name": n}`` -> ``("cluster.zone", z), ("cluster.name", n)``."""
     for key, value in mapping.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and dotted.count(".") == 0 and dotted in SECTIONS:
+        if isinstance(value, Mapping) and dotted in SECTIONS:
             yield from _flatten(value, dotted + ".")
         elif value is not None:
             yield dotted, value
@@ -1112,26 +1108,29 @@ def _format_path(path: tuple[str | int, ...]) -> str:
 
 
 def _origin(path: tuple[str | int, ...], origins: Mapping[str, str]) -> str:
+    """Where a value came from when not from the file: an environment variable or "overrides"."""
     keys = [str(p) for p in path if isinstance(p, str)]
     for n in range(len(keys), 0, -1):
         origin = origins.get(".".join(keys[:n]))
         if origin:
-            return f" ({origin})"
+            return origin
     return ""
 
 
 def _config_error(lines: list[_Line], source: str | None, origins: Mapping[str, str]) -> ConfigError:
     """One problem: ``FILE: path: message`` + its hint. Several: a header, then one line each with its
     own fix after ``; `` (a single joined hint would not say which fix goes with which line)."""
-    texts = [f"{_format_path(line.path)}{_origin(line.path, origins)}: {line.message}" for line in lines]
     where = f" in {source}" if source else ""
+    texts, fallback = [], f"fix it{where}"
+    for line in lines:
+        origin = _origin(line.path, origins)
+        texts.append(f"{_format_path(line.path)}{f' (from {origin})' if origin else ''}: {line.message}")
+        fallback = f"fix {origin}" if origin else fallback
     if len(texts) == 1:
-        return ConfigError(
-            f"{source or 'invalid configuration'}: {texts[0]}", hint=lines[0].hint or f"fix it{where}"
-        )
+        return ConfigError(f"{source or 'invalid configuration'}: {texts[0]}", hint=lines[0].hint or fallback)
     head = f"{source}: {len(texts)} problems" if source else f"invalid configuration ({len(texts)} problems)"
     texts = [f"{text}; {line.hint}" if line.hint else text for text, line in zip(texts, lines, strict=True)]
-    return ConfigError("\n  ".join([head + ":", *texts]), hint=f"fix the {len(texts)} problems above{where}")
+    return ConfigError("\n  ".join([head + ":", *texts]), hint=f"fix the {len(texts)} problems above")
 
 
 # --------------------------------------------------------------------------------------------------
