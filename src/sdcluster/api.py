@@ -41,6 +41,8 @@ class Workspace:
         state: str | Backend | None = None,
         emulator: str | None = None,
         stack: Stack | None = None,
+        delete_bucket: bool = False,
+        force_bucket: bool = False,
     ) -> Workspace:
         backend = (
             state
@@ -51,7 +53,12 @@ class Workspace:
             from .clients import emulator_address
             from .stack import GcpStack
 
-            stack = GcpStack(config, emulator=emulator_address(emulator))
+            stack = GcpStack(
+                config,
+                emulator=emulator_address(emulator),
+                delete_bucket=delete_bucket,
+                force_bucket=force_bucket,
+            )
         return cls(config=config, backend=backend, stack=stack)
 
 
@@ -72,6 +79,7 @@ def plan(
     with ws.backend.lock("plan"):
         current = ws.backend.read()
         ctx = ws.stack.context(listener)
+        ctx.destroying = destroy
         changes, warnings, resources = plan_changes(
             ws.stack.resources(), current, ctx, destroy=destroy, orphan=ws.stack.orphan
         )
@@ -161,5 +169,7 @@ def load_plan(
             f"the saved plan names resources this configuration does not know: {', '.join(missing)}",
             hint="make a new plan: sdcluster plan --out plan.json",
         )
-    p.context = (ws, ws.stack.context(None))
+    ctx = ws.stack.context(None)
+    ctx.destroying = p.destroy
+    p.context = (ws, ctx)
     return p

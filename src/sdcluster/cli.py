@@ -98,10 +98,10 @@ def _load_config() -> Any:
     return Config.load(G.config, overrides=overrides, env=os.environ)
 
 
-def _workspace() -> Any:
+def _workspace(**options: Any) -> Any:
     from .api import Workspace
 
-    return Workspace.open(_load_config(), state=G.state, emulator=G.emulator)
+    return Workspace.open(_load_config(), state=G.state, emulator=G.emulator, **options)
 
 
 def _print_lines(lines: Any) -> None:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         resourcemanager_v3,
         service_usage_v1,
     )
-    from google.cloud import storage  # type: ignore[attr-defined]
+    from google.cloud import storage as storage  # type: ignore[attr-defined]
     from kubernetes import client as k8s_client
 
 ENV_EMULATOR = "SDCLUSTER_EMULATOR"

@@ -185,7 +185,36 @@ def translate(e: BaseException, *, project: str = "", context: str = "") -> Sdcl
     code = _status_code(e)
     if code is None:
         return SdclusterError(f"{prefix}{type(e).__name__}: {text}")
+    return classify(code, text, project=project, context=context)
 
+
+_RPC_CODES = {
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    16: "UNAUTHENTICATED",
+}
+
+
+def from_rpc_status(code: int, message: str, *, project: str = "", context: str = "") -> SdclusterError:
+    """An error carried inside a result (e.g. a failed GKE Operation's google.rpc.Status)."""
+    return classify(_RPC_CODES.get(code, "UNKNOWN"), message, project=project, context=context)
+
+
+def classify(code: str, text: str, *, project: str = "", context: str = "") -> SdclusterError:
+    """Map a gRPC status name (or an HTTP status as text) and a message onto the error tree."""
+    prefix = f"{context}: " if context else ""
     if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "503", "504", "500", "502", "429") or (
         code == "RESOURCE_EXHAUSTED" and "Quota '" not in text
     ):
@@ -205,9 +234,9 @@ def translate(e: BaseException, *, project: str = "", context: str = "") -> Sdcl
         return CredentialsError(f"{prefix}{text}", hint=ADC_HINT)
     if code in ("NOT_FOUND", "404"):
         return NotFound(f"{prefix}{text}")
-    if code in ("ALREADY_EXISTS",):
+    if code == "ALREADY_EXISTS":
         return AlreadyExists(f"{prefix}{text}")
-    if code in ("ABORTED", "409"):
+    if code in ("ABORTED", "409", "412"):
         return Conflict(
             f"{prefix}{text}", hint="another change was made at the same time; run the command again"
         )

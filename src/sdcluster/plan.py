@@ -204,6 +204,8 @@ class Context:
 
     def __init__(self, listener: Listener | None = None) -> None:
         self.listener = listener
+        # True while planning/applying a destroy (a resource may skip work its parent's deletion does).
+        self.destroying = False
         self._starts: dict[str, float] = {}
         self._lock = threading.Lock()
 
