@@ -208,7 +208,10 @@ class _Member(Resource):
         return f"{self.policy_name} {self.role} {self.member}"
 
     def read(self, ctx: GcpContext, prior: ResourceState | None) -> dict[str, Any] | None:
-        policy = retry.call(lambda: self._get_policy(ctx), project=self.project)
+        try:
+            policy = retry.call(lambda: self._get_policy(ctx), project=self.project)
+        except NotFound:
+            return None  # the service account holding the policy does not exist (yet)
         if has_member(policy, self.role, self.member):
             return {"role": self.role, "member": self.member}
         return None

@@ -119,7 +119,7 @@ class Emulator:
     def stop(self) -> None:
         self._stop.set()
         if self._grpc:
-            self._grpc.stop(grace=0.5).wait()
+            self._grpc.stop(grace=0.1).wait()
         if self._http:
             self._http.shutdown()
             self._http.server_close()
