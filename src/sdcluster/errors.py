@@ -115,7 +115,9 @@ class TransientError(SdclusterError):
 
 
 class WaitTimeout(SdclusterError):
-    pass
+    def __init__(self, message: str, *, hint: str = "", last_error: SdclusterError | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.last_error = last_error
 
 
 class ApplyError(SdclusterError):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import retry
-from .errors import AlreadyExists, Conflict, InvalidRequest, NotFound, PermissionDenied, from_rpc_status
+from .errors import AlreadyExists, Conflict, InvalidRequest, NotFound, PermissionDenied, WaitTimeout, from_rpc_status
 from .plan import Change, Resource
 from .state import ResourceState
 
@@ -222,13 +222,24 @@ def mutate(ctx: GcpContext, call: Callable[[], T], *, location: str, cluster: st
             ctx.report(address, "waiting for IAM propagation (actAs on the node service account)")
             raise _Propagating(str(e), hint=e.hint) from e
 
-    return retry.until(
-        probe,
-        timeout_s=ctx.config.iam.propagation_timeout_s,
-        what="GKE to accept the request",
-        retry_on=(_Propagating,),
-        hint="IAM changes can take up to 7 minutes; check the bindings with: sdcluster plan",
-    )
+    try:
+        return retry.until(
+            probe,
+            timeout_s=ctx.config.iam.propagation_timeout_s,
+            what="GKE to accept the request",
+            retry_on=(_Propagating,),
+        )
+    except WaitTimeout as e:
+        cfg = ctx.config
+        raise PermissionDenied(
+            f"serviceAccount:{cfg.admin_email} may not act as the node service account {cfg.node_email} "
+            f"(permission iam.serviceAccounts.actAs) after waiting {cfg.iam.propagation_timeout_s:g}s for IAM; "
+            f"GKE said: {e.last_error}",
+            hint=(
+                f"grant roles/iam.serviceAccountUser on {cfg.node_email} to serviceAccount:{cfg.admin_email} "
+                "(sdcluster apply does this); a fresh grant can take up to 7 minutes (iam.propagation_timeout_s)"
+            ),
+        ) from e
 
 
 class _Propagating(PermissionDenied):

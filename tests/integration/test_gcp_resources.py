@@ -15,7 +15,7 @@ from google.iam.v1 import iam_policy_pb2
 
 import sdcluster
 from sdcluster import iam as sd_iam
-from sdcluster.errors import ApplyError, QuotaExceeded
+from sdcluster.errors import ApplyError, PermissionDenied, QuotaExceeded
 
 PROJECT = "demo-proj"
 USER = "user:demo@example.com"
@@ -131,21 +131,24 @@ def test_iam_propagation_is_polled_not_slept(setup: Any) -> None:
 def test_missing_act_as_is_a_clear_permission_error(setup: Any) -> None:
     emu, ws = setup()
     sdcluster.apply(sdcluster.plan(ws))
-    # Another admin removes actAs; with a long propagation the restored member is not effective
-    # before our (short) deadline: the pool replace fails with a clear error.
+    _, ws2 = setup(cluster={"machine_type": "n2-standard-2"}, iam={"propagation_timeout_s": 2})
+    ws2 = sdcluster.Workspace.open(ws2.config, emulator=emu.address)
+    plan = sdcluster.plan(ws2)  # a pool replace; actAs is in place at plan time
+    # ...then another admin removes gke-admin's actAs on gke-node before the apply.
     iam = emu.factory().iam_admin()
     res = f"projects/{PROJECT}/serviceAccounts/{NODE}"
     pol = iam.get_iam_policy(request=iam_policy_pb2.GetIamPolicyRequest(resource=res))
     sd_iam.remove_member(pol, "roles/iam.serviceAccountUser", f"serviceAccount:{ADMIN}")
     iam.set_iam_policy(request=iam_policy_pb2.SetIamPolicyRequest(resource=res, policy=pol))
-    emu.world.knobs.iam_propagation_s = 600.0
-    _, ws2 = setup(cluster={"machine_type": "n2-standard-2"}, iam={"propagation_timeout_s": 2})
-    ws2 = sdcluster.Workspace.open(ws2.config, emulator=emu.address)
     with pytest.raises(ApplyError) as err:
-        sdcluster.apply(sdcluster.plan(ws2))
+        sdcluster.apply(plan)
     text = str(err.value)
     assert err.value.address == "gke.node_pool.sd-node-pool"
+    assert isinstance(err.value.cause, PermissionDenied)
     assert "iam.serviceAccounts.actAs" in text and ADMIN in text and NODE in text
+    assert "roles/iam.serviceAccountUser" in err.value.hint
+    denied = [e for e in emu.log.entries() if e.method == "CreateNodePool" and e.code == "PERMISSION_DENIED"]
+    assert denied and denied[0].caller == f"serviceAccount:{ADMIN}"
 
 
 def test_quota_warning_for_max_nodes_and_failure_for_initial_nodes(setup: Any, tmp_path: Path) -> None:
