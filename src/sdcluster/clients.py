@@ -240,11 +240,11 @@ class ClientFactory:
             if key in self._cache:
                 return self._cache[key]
         if self.emulator:
-            from google.auth.credentials import AnonymousCredentials
-
+            # Plain HTTP to the emulator's storage endpoint, with the caller's emulator token: the
+            # emulator checks storage permissions like GCS does.
             client = storage.Client(
                 project=project,
-                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                credentials=credentials or self.user_credentials(),
                 client_options={"api_endpoint": f"http://{self.emulator_info()['storage']}"},
             )
         else:

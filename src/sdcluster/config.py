@@ -684,6 +684,12 @@ class ServingConfig(_Section):
     )
     rest_api_timeout_ms: int = Field(default=240000, gt=0, description="TF Serving REST timeout, ms")
     batching: bool = Field(default=False, description="enable TF Serving request batching")
+    rollout_timeout_s: float = Field(
+        default=900, gt=0, description="how long apply waits for the Deployment rollout"
+    )
+    lb_timeout_s: float = Field(
+        default=600, gt=0, description="how long apply waits for the load balancer address"
+    )
     allowed_source_ranges: tuple[Cidr, ...] = Field(
         default=(), strict=False, description="CIDR ranges allowed to reach the load balancer (empty: anyone)"
     )

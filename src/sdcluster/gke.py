@@ -18,7 +18,15 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import retry
-from .errors import AlreadyExists, Conflict, InvalidRequest, NotFound, PermissionDenied, WaitTimeout, from_rpc_status
+from .errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    WaitTimeout,
+    from_rpc_status,
+)
 from .plan import Change, Resource
 from .state import ResourceState
 

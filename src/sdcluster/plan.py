@@ -249,7 +249,12 @@ class Resource:
 
     @property
     def name(self) -> str:
-        return self.address.rsplit(".", 1)[-1]
+        prefix = f"{self.type}."
+        return (
+            self.address[len(prefix) :]
+            if self.address.startswith(prefix)
+            else self.address.rsplit(".", 1)[-1]
+        )
 
     def desired(self) -> dict[str, Any]:
         return dict(self._desired)

@@ -43,7 +43,9 @@ def _value(v: Any) -> str:
     return json.dumps(v, sort_keys=True, default=str)
 
 
-def _split(address: str) -> tuple[str, str]:
+def _split(address: str, type_: str) -> tuple[str, str]:
+    if address.startswith(type_ + "."):
+        return type_, address[len(type_) + 1 :]
     kind, _, name = address.rpartition(".")
     return kind, name
 
@@ -53,7 +55,7 @@ def change_lines(c: Change) -> list[Line]:
         return [(STYLE["noop"], f"  = {c.address}: {c.reason}")]
     style = STYLE[c.action]
     sym = SYMBOL[c.action]
-    kind, name = _split(c.address)
+    kind, name = _split(c.address, c.type)
     lines: list[Line] = [("bold", f"  # {c.address} {VERB[c.action]}"), ("dim", f"  # ({c.reason})")]
     if c.action == "keep":
         return lines

@@ -103,4 +103,6 @@ def until(
         interval = min(interval * 2, max_interval_s * BACKOFF_SCALE)
     waited = time.monotonic() - start
     detail = f"; last error: {last_error}" if last_error else ""
-    raise WaitTimeout(f"timed out after {waited:.1f}s waiting for {what}{detail}", hint=hint, last_error=last_error)
+    raise WaitTimeout(
+        f"timed out after {waited:.1f}s waiting for {what}{detail}", hint=hint, last_error=last_error
+    )

@@ -61,6 +61,7 @@ class GcpContext(Context):
         self.project = config.project
         self._admin: Credentials | None = None
         self._admin_lock = threading.Lock()
+        self._kube: dict[bool, Any] = {}
 
     def admin_credentials(self, address: str = "") -> Credentials:
         """Impersonated gke-admin credentials, once the token-creator binding has propagated.
@@ -96,6 +97,31 @@ class GcpContext(Context):
                 ),
             )
             return self._admin
+
+    def kube(self, admin: bool = False) -> Any:
+        """A Kubernetes ApiClient for the cluster, or None while the cluster does not run.
+
+        Reads use the user's credentials, writes the impersonated gke-admin's.
+        """
+        with self._admin_lock:
+            if admin in self._kube:
+                return self._kube[admin]
+        from .errors import NotFound
+
+        client = self.factory.cluster_manager()
+        try:
+            cluster = retry.call(
+                lambda: client.get_cluster(name=self.config.cluster_key), project=self.project
+            )
+        except NotFound:
+            return None
+        if cluster.status.name not in ("RUNNING", "RECONCILING") or not cluster.endpoint:
+            return None
+        creds = self.admin_credentials() if admin else self.factory.user_credentials()
+        api = self.factory.kubernetes(cluster.endpoint, cluster.master_auth.cluster_ca_certificate, creds)
+        with self._admin_lock:
+            self._kube[admin] = api
+        return api
 
 
 class GcpStack(Stack):
@@ -133,6 +159,7 @@ class GcpStack(Stack):
             ServiceAccount,
             ServiceAccountMember,
         )
+        from .serving import serving_resources
         from .storage import Bucket, BucketMember
 
         cfg = self.config
@@ -171,15 +198,17 @@ class GcpStack(Stack):
                 svc("compute.googleapis.com"),
             ),
         )
-        out += [cluster, NodePool(cfg, (cluster.address,))]
+        pool = NodePool(cfg, (cluster.address,))
+        out += [cluster, pool]
+        model_deps: tuple[str, ...] = ()
         if cfg.bucket.enabled:
             bucket = Bucket(
                 cfg, (svc("storage.googleapis.com"),), delete=self.delete_bucket, force=self.force_bucket
             )
-            out += [
-                bucket,
-                BucketMember(cfg, BUCKET_READER, node_member, node_id, (bucket.address, sa_node.address)),
-            ]
+            reader = BucketMember(cfg, BUCKET_READER, node_member, node_id, (bucket.address, sa_node.address))
+            out += [bucket, reader]
+            model_deps = (reader.address,)
+        out += serving_resources(cfg, (cluster.address, pool.address), model_deps)
         return out
 
     def orphan(self, address: str, rstate: ResourceState) -> Resource | None:
@@ -227,6 +256,13 @@ class GcpStack(Stack):
         if t == Bucket.type:
             moved = cfg.model_copy(update={"bucket": cfg.bucket.model_copy(update={"name": name})})
             return Bucket(moved, deps, delete=self.delete_bucket, force=self.force_bucket)
+        if t.startswith("k8s."):
+            from .serving import KubeObject
+
+            kind, _, rest = rstate.id.partition("/")
+            namespace, _, obj = rest.rpartition("/")
+            meta = {"name": obj, **({"namespace": namespace} if namespace else {})}
+            return KubeObject(cfg, {"kind": kind, "metadata": meta}, deps)
         if t == BucketMember.type:
             bucket, _, rest = name.partition("/")
             who = rest.rsplit("/", 1)[-1]
@@ -251,4 +287,8 @@ class GcpStack(Stack):
         if cfg.bucket.enabled and f"storage.bucket.{cfg.bucket_name}" in state.resources:
             out["bucket_url"] = f"gs://{cfg.bucket_name}"
         out["model_path"] = cfg.model_path
+        from .serving import APP, endpoint_outputs
+
+        service = state.resources.get(f"k8s.service.{cfg.serving.namespace}/{APP}")
+        out.update(endpoint_outputs(cfg, str(service.attributes.get("lb_ip", "")) if service else None))
         return out

@@ -36,7 +36,11 @@ def setup(make_emu: Callable[..., Any], tmp_path: Path) -> Callable[..., tuple[A
 
 
 def project_policy(emu: Any) -> Any:
-    return emu.factory().projects().get_iam_policy(request=iam_policy_pb2.GetIamPolicyRequest(resource=f"projects/{PROJECT}"))
+    return (
+        emu.factory()
+        .projects()
+        .get_iam_policy(request=iam_policy_pb2.GetIamPolicyRequest(resource=f"projects/{PROJECT}"))
+    )
 
 
 def edit_project_policy(emu: Any, fn: Callable[[Any], None]) -> None:
@@ -60,15 +64,25 @@ def test_fresh_apply_then_noop_plan_and_zero_mutating_reapply(setup: Any) -> Non
     cluster = gke.get_cluster(name=f"projects/{PROJECT}/locations/us-central1-c/clusters/sd-cluster")
     assert [p.name for p in cluster.node_pools] == ["sd-node-pool"]  # one-shot: no default pool
     pool = cluster.node_pools[0]
-    assert pool.config.spot and pool.config.service_account == NODE and pool.config.machine_type == "n2-standard-4"
+    assert (
+        pool.config.spot
+        and pool.config.service_account == NODE
+        and pool.config.machine_type == "n2-standard-4"
+    )
     assert (pool.autoscaling.min_node_count, pool.autoscaling.max_node_count) == (1, 2)
     assert [m for m, _ in mutating(emu)].count("CreateCluster") == 1
     assert "DeleteNodePool" not in [m for m, _ in mutating(emu)]
-    sa_policy = emu.factory().iam_admin().get_iam_policy(
-        request=iam_policy_pb2.GetIamPolicyRequest(resource=f"projects/{PROJECT}/serviceAccounts/{NODE}")
+    sa_policy = (
+        emu.factory()
+        .iam_admin()
+        .get_iam_policy(
+            request=iam_policy_pb2.GetIamPolicyRequest(resource=f"projects/{PROJECT}/serviceAccounts/{NODE}")
+        )
     )
     assert sd_iam.has_member(sa_policy, "roles/iam.serviceAccountUser", f"serviceAccount:{ADMIN}")
-    assert not sd_iam.has_member(project_policy(emu), "roles/iam.serviceAccountUser", f"serviceAccount:{ADMIN}")
+    assert not sd_iam.has_member(
+        project_policy(emu), "roles/iam.serviceAccountUser", f"serviceAccount:{ADMIN}"
+    )
 
     emu.log.clear()
     again = sdcluster.plan(ws)
@@ -113,7 +127,11 @@ def test_concurrent_policy_change_is_retried_and_both_changes_survive(
 
     monkeypatch.setattr(sd_iam.ProjectMember, "_get_policy", racing_read)
     sdcluster.apply(sdcluster.plan(ws))
-    codes = [e.code for e in emu.log.entries() if e.method == "SetIamPolicy" and e.resource == f"projects/{PROJECT}"]
+    codes = [
+        e.code
+        for e in emu.log.entries()
+        if e.method == "SetIamPolicy" and e.resource == f"projects/{PROJECT}"
+    ]
     assert "ABORTED" in codes  # the stale etag was rejected, then the whole RMW redone
     pol = project_policy(emu)
     assert sd_iam.has_member(pol, "roles/viewer", intruder)
@@ -157,7 +175,8 @@ def test_quota_warning_for_max_nodes_and_failure_for_initial_nodes(setup: Any, t
     assert any("N2_CPUS" in w and "autoscaler cannot reach max_nodes" in w for w in p.warnings)
     sdcluster.apply(p)
     emu2, ws2 = setup(
-        cluster={"max_nodes": 3, "initial_nodes": 3, "min_nodes": 1}, state={"path": str(tmp_path / "other.json")}
+        cluster={"max_nodes": 3, "initial_nodes": 3, "min_nodes": 1},
+        state={"path": str(tmp_path / "other.json")},
     )
     p2 = sdcluster.plan(ws2)
     assert any("apply will fail" in w for w in p2.warnings)
@@ -177,15 +196,20 @@ def test_drift_is_planned_attribute_by_attribute_and_restored(setup: Any) -> Non
     gke = emu.factory().cluster_manager()
     op = gke.set_node_pool_autoscaling(
         request=container_v1.SetNodePoolAutoscalingRequest(
-            name=POOL, autoscaling=container_v1.NodePoolAutoscaling(enabled=True, min_node_count=1, max_node_count=5)
+            name=POOL,
+            autoscaling=container_v1.NodePoolAutoscaling(enabled=True, min_node_count=1, max_node_count=5),
         )
     )
-    edit_project_policy(emu, lambda p: sd_iam.remove_member(p, "roles/compute.viewer", f"serviceAccount:{ADMIN}"))
+    edit_project_policy(
+        emu, lambda p: sd_iam.remove_member(p, "roles/compute.viewer", f"serviceAccount:{ADMIN}")
+    )
     _wait_op(gke, op)
     p = sdcluster.plan(ws)
     by = {c.address: c for c in p.changes}
     pool = by["gke.node_pool.sd-node-pool"]
-    assert pool.action == "update" and [(d.path, d.before, d.after) for d in pool.diffs] == [("max_nodes", 5, 2)]
+    assert pool.action == "update" and [(d.path, d.before, d.after) for d in pool.diffs] == [
+        ("max_nodes", 5, 2)
+    ]
     assert by["iam.project_member.gke-admin/roles/compute.viewer"].action == "create"
     sdcluster.apply(p)
     assert gke.get_node_pool(name=POOL).autoscaling.max_node_count == 2
@@ -222,9 +246,12 @@ def test_machine_type_change_replaces_the_pool_not_the_cluster(setup: Any) -> No
     assert "CreateNodePool" in methods and "DeleteNodePool" in methods
     assert methods.index("CreateNodePool") < methods.index("DeleteNodePool")  # new pool first
     assert "DeleteCluster" not in methods and "CreateCluster" not in methods
-    pools = emu.factory().cluster_manager().list_node_pools(
-        parent=f"projects/{PROJECT}/locations/us-central1-c/clusters/sd-cluster"
-    ).node_pools
+    pools = (
+        emu.factory()
+        .cluster_manager()
+        .list_node_pools(parent=f"projects/{PROJECT}/locations/us-central1-c/clusters/sd-cluster")
+        .node_pools
+    )
     assert [p.config.machine_type for p in pools] == ["n2-standard-2"]
 
 
