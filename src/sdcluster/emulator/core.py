@@ -180,6 +180,7 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "storage.objects.delete",
         "storage.objects.get",
         "storage.objects.list",
+        "storage.objects.update",
         *_CONTAINER_ADMIN,
         # NOTE: deliberately no iam.serviceAccounts.getAccessToken: owner alone cannot mint tokens.
     },
@@ -236,6 +237,7 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "storage.objects.list",
         "storage.objects.create",
         "storage.objects.delete",
+        "storage.objects.update",
     },
     "roles/storage.admin": {
         "storage.buckets.create",
@@ -243,10 +245,13 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "storage.buckets.get",
         "storage.buckets.list",
         "storage.buckets.update",
+        "storage.buckets.getIamPolicy",
+        "storage.buckets.setIamPolicy",
         "storage.objects.get",
         "storage.objects.list",
         "storage.objects.create",
         "storage.objects.delete",
+        "storage.objects.update",
     },
 }
 

@@ -89,17 +89,9 @@ class Emulator:
         return self
 
     def _start_storage(self) -> None:
-        from gcp_storage_emulator.server import create_server
+        from .storage import start_storage
 
-        port = _free_port(self.host)
-        data_dir = None
-        in_memory = True
-        if self.world.state_file:
-            data_dir = self.world.state_file + ".storage"
-            in_memory = False
-        self._storage = create_server(self.host, port, in_memory=in_memory, data_dir=data_dir)
-        self._storage.start()
-        self.storage_address = f"{self.host}:{port}"
+        self._storage, self.storage_address = start_storage(self.world, self.host)
 
     def _spawn(self, fn: Any) -> None:
         t = threading.Thread(target=fn, daemon=True)
