@@ -1,0 +1,164 @@
+"""TF Serving on the emulated cluster: server-side apply, drift by field manager, rollout failures,
+destroy ordering, and the endpoint answering like TF Serving."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from kubernetes import client as k8s
+
+import sdcluster
+from sdcluster import serving
+from sdcluster.errors import ApplyError, RolloutStuck
+
+PROJECT = "demo-proj"
+USER = "user:demo@example.com"
+KEY = f"projects/{PROJECT}/locations/us-central1-c/clusters/sd-cluster"
+
+
+@pytest.fixture
+def setup(make_emu: Callable[..., Any], tmp_path: Path) -> Callable[..., tuple[Any, Any]]:
+    def make(knobs: dict[str, Any] | None = None, **cfg: Any) -> tuple[Any, Any]:
+        emu = make_emu(**(knobs or {}))
+        cfg.setdefault("state", {"path": str(tmp_path / "state.json")})
+        config = sdcluster.Config.build(project=PROJECT, user=USER, **cfg)
+        return emu, sdcluster.Workspace.open(config, emulator=emu.address)
+
+    return make
+
+
+def kube_api(emu: Any) -> Any:
+    cluster = emu.factory().cluster_manager().get_cluster(name=KEY)
+    factory = emu.factory()
+    return factory.kubernetes(
+        cluster.endpoint, cluster.master_auth.cluster_ca_certificate, factory.user_credentials()
+    )
+
+
+def raw(resp: Any) -> dict[str, Any]:
+    return json.loads(resp.data)  # type: ignore[no-any-return]
+
+
+def test_apply_creates_valid_objects_noop_replan_and_a_working_endpoint(setup: Any) -> None:
+    emu, ws = setup(serving={"batching": True, "autoscaling": True})
+    state = sdcluster.apply(sdcluster.plan(ws))
+    api = kube_api(emu)
+    apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
+    dep = raw(apps.read_namespaced_deployment("stable-diffusion", "default", _preload_content=False))
+    svc = raw(core.read_namespaced_service("stable-diffusion", "default", _preload_content=False))
+    cm = raw(core.read_namespaced_config_map("tfserving-configs", "default", _preload_content=False))
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "tensorflow/serving:2.11.0"
+    assert "--model_name=stable-diffusion" in container["args"]
+    assert f"--model_base_path=gs://{PROJECT}-bucket/stable_diffusion_model" in container["args"]
+    assert "--enable_batching" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v1/models/stable-diffusion/metadata"
+    assert container["resources"]["requests"] == {"cpu": "3", "memory": "12Gi"}
+    assert dep["status"]["readyReplicas"] == 1
+    assert svc["spec"]["type"] == "LoadBalancer" and {p["port"] for p in svc["spec"]["ports"]} == {8500, 8501}
+    assert "batching_parameters.txt" in cm["data"]
+    managers = {m["manager"] for m in dep["metadata"]["managedFields"]}
+    assert "sdcluster" in managers
+    # Every object we send, and every object the server stores, passes the upstream schemas.
+    for manifest in (
+        serving.configmap_manifest(ws.config),
+        serving.deployment_manifest(ws.config),
+        serving.service_manifest(ws.config),
+        serving.hpa_manifest(ws.config),
+        dep,
+        svc,
+        cm,
+    ):
+        kubernetes_validate.validate(manifest, "1.30", strict=True)
+    ip = svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+    assert state.outputs["endpoint"] == f"http://{ip}:8501/v1/models/stable-diffusion"
+    with urllib.request.urlopen(state.outputs["endpoint"], timeout=10) as r:
+        status = json.loads(r.read())
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    emu.log.clear()
+    again = sdcluster.plan(ws)
+    assert {c.action for c in again.changes} == {"noop"}, str(again)
+    sdcluster.apply(again)
+    assert [e for e in emu.log.mutating() if e.service == "k8s"] == []
+
+
+def test_other_managers_fields_are_not_drift_ours_are_and_apply_restores(setup: Any) -> None:
+    emu, ws = setup()
+    sdcluster.apply(sdcluster.plan(ws))
+    apps = k8s.AppsV1Api(kube_api(emu))
+    # Another manager sets a field sdcluster does not manage: not drift.
+    apps.patch_namespaced_deployment(
+        "stable-diffusion",
+        "default",
+        {"spec": {"revisionHistoryLimit": 3}, "metadata": {"annotations": {"team": "ml"}}},
+        field_manager="kubectl-edit",
+        _content_type="application/merge-patch+json",
+    )
+    assert {c.action for c in sdcluster.plan(ws).changes} == {"noop"}
+    # ...and one of ours changed out of band (kubectl scale): drift, shown attribute by attribute.
+    apps.patch_namespaced_deployment(
+        "stable-diffusion",
+        "default",
+        {"spec": {"replicas": 2}},
+        field_manager="kubectl-scale",
+        _content_type="application/merge-patch+json",
+    )
+    p = sdcluster.plan(ws)
+    dep = next(c for c in p.changes if c.address == "k8s.deployment.default/stable-diffusion")
+    assert dep.action == "update"
+    assert [(d.path, d.before, d.after) for d in dep.diffs] == [("spec.replicas", 2, 1)]
+    sdcluster.apply(p)
+    live = raw(apps.read_namespaced_deployment("stable-diffusion", "default", _preload_content=False))
+    assert live["spec"]["replicas"] == 1 and live["spec"]["revisionHistoryLimit"] == 3
+    assert live["metadata"]["annotations"]["team"] == "ml"
+
+
+def test_stuck_rollout_names_the_reason(setup: Any) -> None:
+    emu, ws = setup(serving={"cpu": "8", "rollout_timeout_s": 20})
+    p = sdcluster.plan(ws)
+    assert any("never be scheduled" in w for w in p.warnings)
+    with pytest.raises(ApplyError) as err:
+        sdcluster.apply(p)
+    assert err.value.address == "k8s.deployment.default/stable-diffusion"
+    assert isinstance(err.value.cause, RolloutStuck)
+    assert "Insufficient cpu" in str(err.value) and "serving.cpu" in err.value.hint
+
+
+def test_bad_image_rollout_names_image_pull(setup: Any) -> None:
+    emu, ws = setup(serving={"image": "example.invalid/nope/serving:1", "rollout_timeout_s": 20})
+    with pytest.raises(ApplyError) as err:
+        sdcluster.apply(sdcluster.plan(ws))
+    assert "ImagePull" in str(err.value) or "ErrImagePull" in str(err.value)
+    assert "serving.image" in err.value.hint
+
+
+def test_destroy_deletes_the_service_and_waits_before_deleting_the_cluster(setup: Any) -> None:
+    emu, ws = setup(knobs={"lb_s": 0.5})
+    sdcluster.apply(sdcluster.plan(ws))
+    emu.log.clear()
+    sdcluster.destroy(ws)
+    log = emu.log.entries()
+    svc_path = "/api/v1/namespaces/default/services/stable-diffusion"
+    delete_svc = next(i for i, e in enumerate(log) if e.method == "DELETE" and e.resource.endswith(svc_path))
+    gone = next(
+        i
+        for i, e in enumerate(log)
+        if i > delete_svc
+        and e.method == "GET"
+        and e.resource.endswith(svc_path)
+        and e.code in ("NOT_FOUND", "404")
+    )
+    still_there = [
+        e
+        for e in log[delete_svc + 1 : gone]
+        if e.method == "GET" and e.resource.endswith(svc_path) and e.code == "OK"
+    ]
+    delete_cluster = next(i for i, e in enumerate(log) if e.method == "DeleteCluster")
+    assert delete_svc < gone < delete_cluster
+    assert still_there  # the Service lingered while its load balancer was released, and we waited
