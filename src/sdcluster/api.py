@@ -128,10 +128,10 @@ def destroy(config: Config | Workspace, *, listener: Listener | None = None, **k
 
 
 def save_plan(p: Plan, path: str | Path) -> Path:
-    from .state import _atomic_write
+    from .state import atomic_write
 
     out = Path(path)
-    _atomic_write(out, (json.dumps(p.to_dict(), indent=2) + "\n").encode())
+    atomic_write(out, (json.dumps(p.to_dict(), indent=2) + "\n").encode())
     return out
 
 
@@ -173,3 +173,45 @@ def load_plan(
     ctx.destroying = p.destroy
     p.context = (ws, ctx)
     return p
+
+
+_STATE_WORDS = {
+    "noop": "in sync",
+    "create": "missing",
+    "update": "drifted",
+    "replace": "drifted (replace needed)",
+    "delete": "no longer configured",
+    "keep": "kept",
+}
+
+
+def status(config: Config | Workspace, *, listener: Listener | None = None, **kw: Any) -> dict[str, Any]:
+    """What is there now: each managed resource's state, the cluster, the Deployment, the endpoint.
+
+    Refreshes like ``plan`` (no mutation) and returns plain data (``sdcluster status --json``).
+    """
+    p = plan(config, listener=listener, **kw)
+    ws, _ = p.context
+    rows = []
+    cluster: dict[str, Any] = {}
+    deployment: dict[str, Any] = {}
+    for c in p.changes:
+        observed = c.before or {}
+        rows.append({"address": c.address, "state": _STATE_WORDS[c.action], "detail": c.reason})
+        if c.type == "gke.cluster" and observed:
+            cluster = {
+                "status": observed.get("status"),
+                "location": observed.get("location"),
+                "nodes": observed.get("current_node_count"),
+                "endpoint": observed.get("endpoint"),
+            }
+        if c.type == "k8s.deployment" and observed:
+            deployment = {"ready": observed.get("ready", ""), "replicas": observed.get("spec.replicas")}
+    current = ws.backend.read()
+    return {
+        "resources": rows,
+        "cluster": cluster,
+        "deployment": deployment,
+        "outputs": current.outputs if current else {},
+        "warnings": p.warnings,
+    }

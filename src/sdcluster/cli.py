@@ -328,6 +328,61 @@ def state_show(address: Annotated[str, typer.Argument(help="A resource address."
     typer.echo(json.dumps({"address": address, **st.resources[address].to_dict()}, indent=2))
 
 
+@app.command()
+@_errors
+def status(json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """Show the managed resources, the cluster, the Deployment and the endpoint (refreshes, changes nothing)."""
+    from . import api
+    from .render import state_table
+
+    st = api.status(_workspace())
+    if json_:
+        typer.echo(json.dumps(st, indent=2, default=str))
+        return
+    console = _console()
+    console.print(state_table(st["resources"], ["address", "state", "detail"]))
+    c, d = st["cluster"], st["deployment"]
+    if c:
+        console.print(f"\nCluster: {c['status']} in {c['location']}, {c['nodes']} node(s), endpoint {c['endpoint']}")
+    else:
+        console.print("\nCluster: not created")
+    if d:
+        console.print(f"Deployment: {d['ready']} ready")
+    if st["outputs"].get("endpoint"):
+        console.print(f"Endpoint: {st['outputs']['endpoint']}")
+    for w in st["warnings"]:
+        console.print(f"[yellow]Warning:[/] {w}")
+
+
+@app.command()
+@_errors
+def kubeconfig(
+    out: Annotated[Path | None, typer.Option("--out", help="Write here instead of standard output.")] = None,
+) -> None:
+    """Write a kubeconfig for kubectl (uses gke-gcloud-auth-plugin; no token is embedded)."""
+    from . import retry
+    from .clients import ClientFactory
+    from .errors import NotFound
+    from .serving import kubeconfig as render_kubeconfig
+
+    cfg = _load_config()
+    factory = ClientFactory.for_user(cfg.user, G.emulator)
+    client = factory.cluster_manager()
+    try:
+        cluster = retry.call(lambda: client.get_cluster(name=cfg.cluster_key), project=cfg.project)
+    except NotFound as e:
+        raise NotFound(f"cluster {cfg.cluster.name} does not exist in {cfg.cluster.zone}", hint="run: sdcluster apply") from e
+    text = render_kubeconfig(cfg, cluster.endpoint, cluster.master_auth.cluster_ca_certificate)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    from .state import atomic_write
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, text.encode())
+    typer.echo(f"Wrote {out}. Use: KUBECONFIG={out} kubectl get pods")
+
+
 @app.command("force-unlock")
 @_errors
 def force_unlock() -> None:

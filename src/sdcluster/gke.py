@@ -318,7 +318,7 @@ class Cluster(Resource):
             description="Stable Diffusion serving cluster (managed by sdcluster)",
             node_pools=[node_pool_proto(cfg, cfg.cluster.node_pool)],
             workload_identity_config=gke.WorkloadIdentityConfig(workload_pool=f"{cfg.project}.svc.id.goog"),
-            resource_labels=dict(LABELS),
+            resource_labels={**cfg.cluster.labels, **LABELS},
         )
         request = gke.CreateClusterRequest(
             parent=f"projects/{cfg.project}/locations/{cfg.cluster.zone}", cluster=cluster

@@ -404,6 +404,10 @@ class Deployment(KubeObject):
     def warnings(self, ctx: GcpContext, observed: Mapping[str, Any] | None) -> list[str]:
         return capacity_warnings(self.cfg)
 
+    def extra(self, live: Mapping[str, Any]) -> dict[str, Any]:
+        status = live.get("status", {}) or {}
+        return {"ready": f"{status.get('readyReplicas', 0) or 0}/{live.get('spec', {}).get('replicas', 0)}"}
+
     def after_apply(self, ctx: GcpContext, live: dict[str, Any]) -> None:
         wait_for_rollout(ctx, self, int(live.get("metadata", {}).get("generation", 0)))
 

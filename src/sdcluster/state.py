@@ -232,8 +232,8 @@ class LocalBackend:
         state.sdcluster_version = __version__
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if current is not None:
-            _atomic_write(self.backup_path, self.path.read_bytes())
-        _atomic_write(self.path, state.to_json().encode("utf-8"))
+            atomic_write(self.backup_path, self.path.read_bytes())
+        atomic_write(self.path, state.to_json().encode("utf-8"))
         return state
 
     # ---- locking ---------------------------------------------------------------------------------
@@ -296,7 +296,7 @@ class LocalBackend:
         return info
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old or the new content."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
