@@ -19,7 +19,7 @@ from ._version import __version__
 # The engine module is ``sdcluster.plan``; importing api (which imports it) first and then binding the
 # public *function* ``plan`` keeps ``sdcluster.plan(cfg)`` a function: a submodule already imported
 # is never re-bound on the package. Import engine names with ``from sdcluster.plan import Resource``.
-from .api import Workspace, apply, destroy, load_plan, plan, save_plan
+from .api import Workspace, apply, destroy, load_plan, plan, save_plan, status
 from .errors import SdclusterError
 from .plan import Change, Plan
 from .state import State
@@ -40,6 +40,7 @@ __all__ = [
     "load_plan",
     "plan",
     "save_plan",
+    "status",
 ]
 
 
