@@ -333,17 +333,21 @@ def state_show(address: Annotated[str, typer.Argument(help="A resource address."
 def status(json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
     """Show the managed resources, the cluster, the Deployment and the endpoint (refreshes, changes nothing)."""
     from . import api
-    from .render import state_table
 
     st = api.status(_workspace())
     if json_:
         typer.echo(json.dumps(st, indent=2, default=str))
         return
     console = _console()
-    console.print(state_table(st["resources"], ["address", "state", "detail"]))
+    width = max((len(r["state"]) for r in st["resources"]), default=0)
+    for r in st["resources"]:
+        style = "green" if r["state"] == "in sync" else "yellow"
+        console.print(f"[{style}]{r['state']:<{width}}[/]  {r['address']}", highlight=False)
     c, d = st["cluster"], st["deployment"]
     if c:
-        console.print(f"\nCluster: {c['status']} in {c['location']}, {c['nodes']} node(s), endpoint {c['endpoint']}")
+        console.print(
+            f"\nCluster: {c['status']} in {c['location']}, {c['nodes']} node(s), endpoint {c['endpoint']}"
+        )
     else:
         console.print("\nCluster: not created")
     if d:
@@ -371,7 +375,9 @@ def kubeconfig(
     try:
         cluster = retry.call(lambda: client.get_cluster(name=cfg.cluster_key), project=cfg.project)
     except NotFound as e:
-        raise NotFound(f"cluster {cfg.cluster.name} does not exist in {cfg.cluster.zone}", hint="run: sdcluster apply") from e
+        raise NotFound(
+            f"cluster {cfg.cluster.name} does not exist in {cfg.cluster.zone}", hint="run: sdcluster apply"
+        ) from e
     text = render_kubeconfig(cfg, cluster.endpoint, cluster.master_auth.cluster_ca_certificate)
     if out is None:
         typer.echo(text, nl=False)
@@ -381,6 +387,92 @@ def kubeconfig(
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, text.encode())
     typer.echo(f"Wrote {out}. Use: KUBECONFIG={out} kubectl get pods")
+
+
+@app.command("upload-model")
+@_errors
+def upload_model(
+    directory: Annotated[Path, typer.Argument(help="A TensorFlow SavedModel directory.")],
+    version: Annotated[
+        int | None, typer.Option("--version", help="Model version (default: the highest there, or 1).")
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="JSON summary.")] = False,
+) -> None:
+    """Upload a SavedModel to <model_path>/<version>/ in parallel, skipping unchanged files."""
+    from .clients import ClientFactory
+    from .render import upload_progress_line
+    from .upload import summarize
+    from .upload import upload_model as upload
+
+    cfg = _load_config()
+    console = _console()
+    last = [0.0]
+
+    def progress(p: Any) -> None:
+        import time
+
+        now = time.monotonic()
+        if json_ or (p.phase == "uploading" and now - last[0] < 0.5):
+            return
+        last[0] = now
+        console.print(upload_progress_line(p), highlight=False)
+
+    result = upload(
+        cfg,
+        directory,
+        version=version,
+        factory=ClientFactory.for_user(cfg.user, G.emulator),
+        progress=progress,
+    )
+    if json_:
+        typer.echo(json.dumps(summarize(result), indent=2))
+    else:
+        typer.echo(result.message)
+
+
+@app.command()
+@_errors
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    negative_prompt: Annotated[str, typer.Option("--negative-prompt", help="What to avoid.")] = "",
+    steps: Annotated[int, typer.Option("--steps", min=1, max=1000, help="Diffusion steps.")] = 30,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=8, help="Images per request.")] = 1,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the PNG files.")] = Path("."),
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for the images (CPU takes minutes).")
+    ] = 600.0,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="Model URL (default: the `endpoint` output).")
+    ] = None,
+) -> None:
+    """Generate images from the deployed model and save them as PNG."""
+    import time
+
+    from .generate import generate as run_generate
+    from .generate import save_images
+
+    cfg = _load_config()
+    if endpoint is None:
+        st = _workspace().backend.read()
+        endpoint = (st.outputs.get("endpoint") if st else None) or None
+        if endpoint is None:
+            raise UsageError("no endpoint yet", hint="run: sdcluster apply (or pass --endpoint URL)")
+    console = _console()
+    started = time.monotonic()
+    result = run_generate(
+        cfg,
+        prompt,
+        endpoint=endpoint,
+        negative_prompt=negative_prompt,
+        steps=steps,
+        batch_size=batch_size,
+        timeout_s=timeout,
+        progress=lambda msg: console.print(msg, highlight=False),
+    )
+    paths = save_images(result, out)
+    for path in paths:
+        typer.echo(f"Wrote {path}")
+    typer.echo(f"{len(paths)} image(s) in {time.monotonic() - started:.1f}s from {result.endpoint}")
 
 
 @app.command("force-unlock")
@@ -393,6 +485,20 @@ def force_unlock() -> None:
         typer.echo(f"{ws.backend.describe()} is not locked.")
     else:
         typer.echo(f"Removed the lock held by {info.describe()}.")
+
+
+@app.command()
+@_errors
+def demo(
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the emulator running at the end.")] = False,
+    workdir: Annotated[
+        Path | None, typer.Option("--dir", help="Working directory (default: a new temp dir).")
+    ] = None,
+) -> None:
+    """Run init, plan, apply, status, upload-model, generate and destroy on an embedded emulator."""
+    from .demo import run
+
+    run(_console(), keep=keep, workdir=workdir)
 
 
 @app.command()

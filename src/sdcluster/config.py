@@ -614,7 +614,9 @@ class ClusterConfig(_Section):
     accelerator_count: int = Field(
         default=0, ge=0, description="GPUs per node (>= 1 when accelerator_type is set)"
     )
-    labels: Labels = Field(default_factory=dict, description="GCP labels put on the cluster when it is created")
+    labels: Labels = Field(
+        default_factory=dict, description="GCP labels put on the cluster when it is created"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

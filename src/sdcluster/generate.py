@@ -198,17 +198,18 @@ def generate(
     ).encode()
     session = _session()
     say = progress or (lambda _message: None)
-    loading = [True]  # whether the model was found loading since the last "generating" message
+    announce = True  # say "generating" on the first attempt and on the first one after a wait
 
     def attempt() -> list[Any]:
-        if loading[0]:
-            loading[0] = False
+        nonlocal announce
+        if announce:
+            announce = False
             say(f"generating {batch_size} image(s) with {steps} steps at {url}")
         try:
             return _predict(session, url, body, (connect_timeout_s, timeout_s))
         except TransientError as e:
-            loading[0] = True
-            say(f"the model is not ready yet ({e}); retrying")
+            announce = True
+            say(f"{e}; retrying")
             raise
 
     start = time.monotonic()

@@ -33,6 +33,7 @@ VERB = {
 }
 
 Line = tuple[str, str]  # (rich style or "", text)
+DELETE_ATTRS_SHOWN = 6
 
 
 def _value(v: Any) -> str:
@@ -56,7 +57,9 @@ def change_lines(c: Change) -> list[Line]:
     style = STYLE[c.action]
     sym = SYMBOL[c.action]
     kind, name = _split(c.address, c.type)
-    lines: list[Line] = [("bold", f"  # {c.address} {VERB[c.action]}"), ("dim", f"  # ({c.reason})")]
+    lines: list[Line] = [("bold", f"  # {c.address} {VERB[c.action]}")]
+    if c.action != "create":  # "does not exist" says nothing the verb does not
+        lines.append(("dim", f"  # ({c.reason})"))
     if c.action == "keep":
         return lines
     lines.append((style, f"{sym:>3} resource {_value(kind)} {_value(name)} {{"))
@@ -67,11 +70,12 @@ def change_lines(c: Change) -> list[Line]:
             for k, v in sorted((c.after or {}).items())
         ]
     elif c.action == "delete":
-        width = max((len(k) for k in c.before or {}), default=0)
-        lines += [
-            (STYLE["delete"], f"      - {k:<{width}} = {_value(v)}")
-            for k, v in sorted((c.before or {}).items())
-        ]
+        before = sorted((c.before or {}).items())
+        shown = before[:DELETE_ATTRS_SHOWN]
+        width = max((len(k) for k, _ in shown), default=0)
+        lines += [(STYLE["delete"], f"      - {k:<{width}} = {_value(v)}") for k, v in shown]
+        if len(before) > len(shown):
+            lines.append(("dim", f"        # ({len(before) - len(shown)} more attributes)"))
     else:
         width = max((len(d.path) for d in c.diffs), default=0)
         for d in c.diffs:
@@ -155,15 +159,13 @@ def rich_lines(lines: Iterable[Line]) -> Any:
     return text
 
 
-def state_table(rows: list[dict[str, Any]], columns: list[str]) -> Any:
-    from rich.table import Table
-
-    table = Table(show_header=True, header_style="bold", box=None)
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*[str(r.get(c, "")) for c in columns])
-    return table
+def upload_progress_line(p: Any) -> str:
+    """``uploading: 12.0/40.0 MiB (30%) at 8.1 MiB/s``."""
+    mib = 1024 * 1024
+    if p.phase == "checking":
+        return f"checking {p.files_total} file(s) against the bucket..."
+    pct = 100 * p.bytes_done / p.bytes_total if p.bytes_total else 100
+    return f"{p.phase}: {p.bytes_done / mib:.1f}/{p.bytes_total / mib:.1f} MiB ({pct:.0f}%) at {p.rate_bps / mib:.1f} MiB/s"
 
 
 _ING = {"create": "Creating", "update": "Modifying", "replace": "Replacing", "delete": "Destroying"}

@@ -215,7 +215,7 @@ def _remote_versions(client: Any, bucket: str, base: str, project: str) -> list[
     """The numeric version directories under ``base`` (TF Serving ignores non-numeric ones too)."""
 
     def list_prefixes() -> set[str]:
-        pages = client.list_blobs(bucket, prefix=f"{base}/", delimiter="/")
+        pages = client.list_blobs(bucket, prefix=f"{base}/", delimiter="/", retry=_storage_retry())
         for _ in pages:  # prefixes are filled in as the pages are read
             pass
         return set(pages.prefixes)
@@ -233,11 +233,24 @@ def _remote_versions(client: Any, bucket: str, base: str, project: str) -> list[
 def _remote_objects(client: Any, bucket: str, prefix: str, project: str) -> dict[str, tuple[int, str]]:
     """Object name -> (size, base64 CRC32C) for everything under ``prefix``, from one listing."""
     blobs = retry.call(
-        lambda: list(client.list_blobs(bucket, prefix=prefix)),
+        lambda: list(client.list_blobs(bucket, prefix=prefix, retry=_storage_retry())),
         project=project,
         context=f"list gs://{bucket}/{prefix}",
     )
     return {b.name: (int(b.size or 0), b.crc32c or "") for b in blobs}
+
+
+def _storage_retry() -> Any:
+    """google-cloud-storage's default retry (transient errors, 1 s doubling to 60 s, 120 s in all),
+    scaled like sdcluster's other backoffs (tests shrink ``retry.BACKOFF_SCALE``).
+
+    Passed to uploads too: by default the library retries a media upload only under a generation
+    precondition, but re-sending a whole file is idempotent for us (same name, same bytes).
+    """
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    scale = retry.BACKOFF_SCALE
+    return DEFAULT_RETRY.with_delay(initial=1.0 * scale, maximum=60.0 * scale, multiplier=2.0)
 
 
 def _same_content(local: LocalFile, remote: tuple[int, str] | None) -> bool:
@@ -269,7 +282,6 @@ def _upload(
     destination: str,
 ) -> None:
     from google.cloud.storage import transfer_manager
-    from google.cloud.storage.retry import DEFAULT_RETRY
 
     if not files:
         return
@@ -278,13 +290,11 @@ def _upload(
         blob = bucket.blob(prefix + f.name)
         blob.chunk_size = CHUNK_SIZE
         pairs.append((_CountingReader(f, tracker), blob))
-    # Media uploads are retried only with a generation precondition by default. Re-sending the whole
-    # file is idempotent for us (same name, same bytes), so transient failures are retried anyway.
     tracker.emit("uploading", force=True)
     try:
         transfer_manager.upload_many(
             pairs,
-            upload_kwargs={"retry": DEFAULT_RETRY},
+            upload_kwargs={"retry": _storage_retry()},
             worker_type=transfer_manager.THREAD,
             max_workers=max_workers,
             raise_exception=True,

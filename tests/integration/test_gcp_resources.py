@@ -170,11 +170,11 @@ def test_missing_act_as_is_a_clear_permission_error(setup: Any) -> None:
 
 
 def test_quota_warning_for_max_nodes_and_failure_for_initial_nodes(setup: Any, tmp_path: Path) -> None:
-    emu, ws = setup(cluster={"max_nodes": 3})
+    _emu, ws = setup(cluster={"max_nodes": 3})
     p = sdcluster.plan(ws)
     assert any("N2_CPUS" in w and "autoscaler cannot reach max_nodes" in w for w in p.warnings)
     sdcluster.apply(p)
-    emu2, ws2 = setup(
+    _emu2, ws2 = setup(
         cluster={"max_nodes": 3, "initial_nodes": 3, "min_nodes": 1},
         state={"path": str(tmp_path / "other.json")},
     )

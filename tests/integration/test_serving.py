@@ -120,7 +120,7 @@ def test_other_managers_fields_are_not_drift_ours_are_and_apply_restores(setup: 
 
 
 def test_stuck_rollout_names_the_reason(setup: Any) -> None:
-    emu, ws = setup(serving={"cpu": "8", "rollout_timeout_s": 20})
+    _emu, ws = setup(serving={"cpu": "8", "rollout_timeout_s": 20})
     p = sdcluster.plan(ws)
     assert any("never be scheduled" in w for w in p.warnings)
     with pytest.raises(ApplyError) as err:
@@ -131,7 +131,7 @@ def test_stuck_rollout_names_the_reason(setup: Any) -> None:
 
 
 def test_bad_image_rollout_names_image_pull(setup: Any) -> None:
-    emu, ws = setup(serving={"image": "example.invalid/nope/serving:1", "rollout_timeout_s": 20})
+    _emu, ws = setup(serving={"image": "example.invalid/nope/serving:1", "rollout_timeout_s": 20})
     with pytest.raises(ApplyError) as err:
         sdcluster.apply(sdcluster.plan(ws))
     assert "ImagePull" in str(err.value) or "ErrImagePull" in str(err.value)

@@ -204,7 +204,11 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "container.operations.list",
     },
     "roles/container.admin": {*_CONTAINER_ADMIN, "resourcemanager.projects.get"},
-    "roles/compute.viewer": {"compute.zones.list", "compute.machineTypes.list", "resourcemanager.projects.get"},
+    "roles/compute.viewer": {
+        "compute.zones.list",
+        "compute.machineTypes.list",
+        "resourcemanager.projects.get",
+    },
     "roles/iam.serviceAccountUser": {
         "iam.serviceAccounts.actAs",
         "iam.serviceAccounts.get",
@@ -229,7 +233,10 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "resourcemanager.projects.getIamPolicy",
         "resourcemanager.projects.setIamPolicy",
     },
-    "roles/container.defaultNodeServiceAccount": {"logging.logEntries.create", "monitoring.timeSeries.create"},
+    "roles/container.defaultNodeServiceAccount": {
+        "logging.logEntries.create",
+        "monitoring.timeSeries.create",
+    },
     "roles/container.nodeServiceAccount": {"logging.logEntries.create", "monitoring.timeSeries.create"},
     "roles/storage.objectViewer": {"storage.objects.get", "storage.objects.list"},
     "roles/storage.objectAdmin": {
@@ -421,7 +428,9 @@ class World:
     def etag_of(policy: dict[str, Any]) -> bytes:
         return f"BwY{policy['etag_n']:08d}".encode()
 
-    def set_policy(self, resource: str, bindings: list[dict[str, Any]], etag: bytes, version: int = 1) -> dict[str, Any]:
+    def set_policy(
+        self, resource: str, bindings: list[dict[str, Any]], etag: bytes, version: int = 1
+    ) -> dict[str, Any]:
         """Replace the policy's bindings, compare-and-swap on ``etag`` (empty etag = blind write).
 
         A stale etag -> ABORTED (what GCP returns for a concurrent policy change).
@@ -451,7 +460,9 @@ class World:
             for b in clean:
                 merged.setdefault(b["role"], set()).update(b["members"])
             pol["bindings"] = [{"role": r, "members": sorted(ms)} for r, ms in merged.items()]
-            pol["added"] = {k: v for k, v in added.items() if k.split("|", 1)[1] in merged.get(k.split("|", 1)[0], set())}
+            pol["added"] = {
+                k: v for k, v in added.items() if k.split("|", 1)[1] in merged.get(k.split("|", 1)[0], set())
+            }
             pol["version"] = version
             pol["etag_n"] += 1
             self.changed()
@@ -469,7 +480,9 @@ class World:
                     return True
         return False
 
-    def has_permission(self, member: str, permission: str, project: str, service_account: str | None = None) -> bool:
+    def has_permission(
+        self, member: str, permission: str, project: str, service_account: str | None = None
+    ) -> bool:
         """Project-level bindings, plus the service account's own policy when the target is one."""
         with self.lock:
             if self._has_permission_in(f"projects/{project}", member, permission):
@@ -499,13 +512,16 @@ class World:
             )
         token = authorization.split(" ", 1)[1].strip()
         if not token.startswith("emulator:"):
-            raise EmulatorError(grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication credentials.")
+            raise EmulatorError(
+                grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication credentials."
+            )
         member = token[len("emulator:") :]
         if "#" in member:
             member, _, exp = member.rpartition("#")
             if float(exp) < self.now():
                 raise EmulatorError(
-                    grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication credentials (token expired)."
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "Request had invalid authentication credentials (token expired).",
                 )
         return member
 
@@ -518,9 +534,13 @@ class World:
             with self.lock:
                 roll = self.rng.random()
             if roll < self.knobs.fault_rate:
-                raise EmulatorError(grpc.StatusCode.UNAVAILABLE, "The service is currently unavailable (injected).")
+                raise EmulatorError(
+                    grpc.StatusCode.UNAVAILABLE, "The service is currently unavailable (injected)."
+                )
 
-    def record(self, service: str, method: str, resource: str, caller: str, code: str, mutating: bool) -> None:
+    def record(
+        self, service: str, method: str, resource: str, caller: str, code: str, mutating: bool
+    ) -> None:
         self.log.add(LogEntry(self.now(), service, method, resource, caller, code, mutating))
 
     @contextmanager

@@ -27,7 +27,9 @@ class Method:
     authenticated: bool = True
 
 
-def method(request_type: Any, response_type: Any, fn: Callable[[Any, str], Any], mutating: bool = False) -> Method:
+def method(
+    request_type: Any, response_type: Any, fn: Callable[[Any, str], Any], mutating: bool = False
+) -> Method:
     return Method(request_type, response_type, fn, mutating)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 from concurrent import futures
 from dataclasses import asdict, fields
@@ -33,16 +32,12 @@ from .core import EmulatorError, Knobs, World
 TICK_S = 0.05
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 class Emulator:
     """The whole emulator, in-process. Use as a context manager or call start()/stop()."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, state_file: str | None = None, **knobs: Any) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, state_file: str | None = None, **knobs: Any
+    ) -> None:
         known = {f.name for f in fields(Knobs)}
         unknown = set(knobs) - known
         if unknown:
@@ -221,7 +216,9 @@ def _rest_handler(world: World) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(length) if length else b"{}"
             m = _GENERATE.match(self.path)
             if not m:
-                self._send(404, {"error": {"code": 404, "message": f"no route {self.path}", "status": "NOT_FOUND"}})
+                self._send(
+                    404, {"error": {"code": 404, "message": f"no route {self.path}", "status": "NOT_FOUND"}}
+                )
                 return
             email = m.group(1)
             try:
@@ -231,9 +228,14 @@ def _rest_handler(world: World) -> type[BaseHTTPRequestHandler]:
                     "iamcredentials", "GenerateAccessToken", f"projects/-/serviceAccounts/{email}", False
                 ) as call:
                     call.caller = world.authenticate(self.headers.get("Authorization"))
-                    token, expiry = iam.generate_access_token(world, call.caller, email, body.get("scope", []), lifetime)
+                    token, expiry = iam.generate_access_token(
+                        world, call.caller, email, body.get("scope", []), lifetime
+                    )
             except EmulatorError as e:
-                self._send(e.http_status, {"error": {"code": e.http_status, "message": e.message, "status": e.code.name}})
+                self._send(
+                    e.http_status,
+                    {"error": {"code": e.http_status, "message": e.message, "status": e.code.name}},
+                )
                 return
             import datetime as dt
 

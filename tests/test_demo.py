@@ -1,0 +1,39 @@
+"""`sdcluster demo` as a user runs it: a real subprocess, end to end on the embedded emulator."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+
+def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("sdcluster")
+    workdir = tmp_path / "demo"
+    out = subprocess.run(
+        [str(exe), "demo", "--dir", str(workdir)], capture_output=True, text=True, timeout=240
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout
+    for step in (
+        "init",
+        "plan",
+        "apply --auto-approve",
+        "status",
+        "upload-model",
+        "generate",
+        "destroy --auto-approve",
+    ):
+        assert f"$ sdcluster {step}" in text
+    assert "Apply complete! Resources: 14 added" in text
+    assert "TF Serving will load version 1" in text
+    assert "Destroy complete!" in text and "Kept: storage.bucket.demo-proj-bucket" in text
+    images = sorted((workdir / "images").glob("*.png"))
+    assert len(images) == 1 and "synthetic" in text
+    with Image.open(images[0]) as img:
+        assert img.size == (512, 512) and img.mode == "RGB"
+    state = (workdir / ".sdcluster" / "state.json").read_text()
+    assert '"resources": {}' in state and "emulator:" not in state  # destroyed; no token persisted
+    assert "emulator:" not in text  # no token printed

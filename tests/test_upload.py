@@ -1,0 +1,206 @@
+"""``upload_model`` against the emulator's Cloud Storage, through the official google-cloud-storage client.
+
+Each test builds a SavedModel-shaped directory (saved_model.pb, a variables index and several data
+shards, assets) and checks what a user would see in the bucket and in the result.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sdcluster.config import Config
+from sdcluster.errors import NotFound, UsageError
+from sdcluster.upload import UploadProgress, crc32c_b64, upload_model
+
+PROJECT = "demo-proj"
+BUCKET = f"{PROJECT}-bucket"
+BASE = f"gs://{BUCKET}/stable_diffusion_model"
+SHARDS = 4
+SHARD_BYTES = 700_000
+
+
+def make_saved_model(root: Path) -> dict[str, int]:
+    """A SavedModel-shaped directory of ~3 MB; returns relative name -> size."""
+    files = {
+        "saved_model.pb": os.urandom(120_000),
+        "fingerprint.pb": os.urandom(60),
+        "variables/variables.index": os.urandom(9_000),
+        "assets/vocab.txt": b"a\nphoto\nof\ncat\n",
+        **{
+            f"variables/variables.data-{i:05d}-of-{SHARDS:05d}": os.urandom(SHARD_BYTES + i)
+            for i in range(SHARDS)
+        },
+    }
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return {name: len(data) for name, data in files.items()}
+
+
+@pytest.fixture
+def setup(make_emu: Any) -> tuple[Any, Config, Any]:
+    # A little latency per request, as over a network: uploads then overlap visibly.
+    emu = make_emu(latency_ms=30)
+    factory = emu.factory()
+    factory.storage(PROJECT).create_bucket(BUCKET, location="us-central1")
+    cfg = Config.build(project=PROJECT, user=emu.world.knobs.owner)
+    return emu, cfg, factory
+
+
+def objects(factory: Any, prefix: str) -> dict[str, int]:
+    blobs = factory.storage(PROJECT).list_blobs(BUCKET, prefix=prefix)
+    return {b.name.removeprefix(prefix): b.size for b in blobs}
+
+
+def uploads(emu: Any) -> int:
+    """Object writes the emulator answered (a resumable upload's chunks are PUTs after one POST)."""
+    return sum(e.method.startswith("POST /upload/") and e.code == "OK" for e in emu.log.entries())
+
+
+def test_upload_sends_every_file_in_parallel_to_version_1(setup: Any, tmp_path: Path) -> None:
+    emu, cfg, factory = setup
+    sizes = make_saved_model(tmp_path / "model")
+    events: list[UploadProgress] = []
+
+    result = upload_model(cfg, tmp_path / "model", factory=factory, progress=events.append)
+
+    assert result.version == 1
+    assert result.destination == f"{BASE}/1/"
+    assert result.message == f"TF Serving will load version 1 from {BASE}/1/"
+    assert objects(factory, "stable_diffusion_model/1/") == sizes
+    assert sorted(result.uploaded) == sorted(sizes) and result.skipped == ()
+    assert result.bytes_sent == sum(sizes.values())
+    assert uploads(emu) == len(sizes)
+    assert result.workers > 1  # several upload threads each carried files
+    # Progress: starts by checking, ends with everything done.
+    assert events[0].phase == "checking" and events[-1].phase == "done"
+    assert events[-1].bytes_done == events[-1].bytes_total == sum(sizes.values())
+    done = [e.bytes_done for e in events]
+    assert done == sorted(done)  # never goes backwards
+
+
+def test_a_rerun_skips_every_file_and_sends_nothing(setup: Any, tmp_path: Path) -> None:
+    emu, cfg, factory = setup
+    sizes = make_saved_model(tmp_path / "model")
+    upload_model(cfg, tmp_path / "model", factory=factory)
+    writes = len(emu.log.mutating())
+
+    again = upload_model(cfg, tmp_path / "model", factory=factory)
+
+    assert again.version == 1  # the highest version in the bucket is reused
+    assert again.uploaded == () and sorted(again.skipped) == sorted(sizes)
+    assert again.bytes_sent == 0
+    assert len(emu.log.mutating()) == writes  # zero mutating calls
+
+
+def test_only_a_changed_file_is_uploaded_again(setup: Any, tmp_path: Path) -> None:
+    emu, cfg, factory = setup
+    make_saved_model(tmp_path / "model")
+    upload_model(cfg, tmp_path / "model", factory=factory)
+    shard = tmp_path / "model" / "variables" / f"variables.data-00001-of-{SHARDS:05d}"
+    # Same size, different bytes: only the checksum tells them apart.
+    shard.write_bytes(os.urandom(shard.stat().st_size))
+    before = uploads(emu)
+
+    result = upload_model(cfg, tmp_path / "model", factory=factory)
+
+    assert result.uploaded == (f"variables/variables.data-00001-of-{SHARDS:05d}",)
+    assert result.bytes_sent == shard.stat().st_size
+    assert uploads(emu) == before + 1
+    blob = factory.storage(PROJECT).bucket(BUCKET).get_blob(f"stable_diffusion_model/1/{result.uploaded[0]}")
+    assert blob.crc32c == crc32c_b64(shard)
+
+
+def test_an_explicit_version_goes_to_its_directory_and_the_highest_is_reused(
+    setup: Any, tmp_path: Path
+) -> None:
+    _emu, cfg, factory = setup
+    sizes = make_saved_model(tmp_path / "model")
+    upload_model(cfg, tmp_path / "model", factory=factory)
+
+    v3 = upload_model(cfg, tmp_path / "model", version=3, factory=factory)
+    assert v3.destination == f"{BASE}/3/"
+    assert objects(factory, "stable_diffusion_model/3/") == sizes
+    assert upload_model(cfg, tmp_path / "model", factory=factory).version == 3
+
+    v2 = upload_model(cfg, tmp_path / "model", version=2, factory=factory)
+    assert v2.serving_version == 3  # TF Serving serves the highest version, and the message says so
+    assert "TF Serving serves the highest version, 3" in v2.message
+
+
+def test_objects_not_in_the_directory_are_reported_and_kept(setup: Any, tmp_path: Path) -> None:
+    _emu, cfg, factory = setup
+    make_saved_model(tmp_path / "model")
+    bucket = factory.storage(PROJECT).bucket(BUCKET)
+    bucket.blob("stable_diffusion_model/1/variables/old.data").upload_from_string(b"old")
+
+    result = upload_model(cfg, tmp_path / "model", factory=factory)
+
+    assert result.stale == ("variables/old.data",)
+    assert bucket.get_blob("stable_diffusion_model/1/variables/old.data") is not None
+
+
+@pytest.mark.parametrize(
+    ("present", "missing"),
+    [
+        (["variables/variables.index"], "missing saved_model.pb"),
+        (["saved_model.pb"], "missing variables/"),
+        ([], "missing saved_model.pb and variables/"),
+    ],
+)
+def test_a_directory_that_is_not_a_saved_model_is_refused(
+    setup: Any, tmp_path: Path, present: list[str], missing: str
+) -> None:
+    emu, cfg, factory = setup
+    for name in present:
+        (tmp_path / "dir" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "dir" / name).write_bytes(b"x")
+    (tmp_path / "dir").mkdir(exist_ok=True)
+
+    with pytest.raises(UsageError, match=f"is not a SavedModel: {missing}$") as err:
+        upload_model(cfg, tmp_path / "dir", factory=factory)
+    assert "saved_model.save" in err.value.hint
+    assert uploads(emu) == 0
+
+
+@pytest.mark.parametrize("version", [0, -1, True, "2"])
+def test_a_version_must_be_a_positive_integer(setup: Any, tmp_path: Path, version: Any) -> None:
+    _emu, cfg, factory = setup
+    make_saved_model(tmp_path / "model")
+    with pytest.raises(UsageError, match="model version must be a positive integer"):
+        upload_model(cfg, tmp_path / "model", version=version, factory=factory)
+
+
+def test_a_missing_bucket_says_how_to_create_it(make_emu: Any, tmp_path: Path) -> None:
+    emu = make_emu()
+    cfg = Config.build(project=PROJECT, user=emu.world.knobs.owner)
+    make_saved_model(tmp_path / "model")
+    with pytest.raises(NotFound, match=f"bucket {BUCKET} does not exist") as err:
+        upload_model(cfg, tmp_path / "model", factory=emu.factory())
+    assert "sdcluster apply" in err.value.hint
+
+
+def test_transient_failures_are_retried_and_the_objects_are_intact(
+    make_emu: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sdcluster.retry.BACKOFF_SCALE", 0.05)  # retry after ~50 ms, not ~1 s
+    emu = make_emu(seed=3)
+    factory = emu.factory()
+    factory.storage(PROJECT).create_bucket(BUCKET, location="us-central1")
+    cfg = Config.build(project=PROJECT, user=emu.world.knobs.owner)
+    make_saved_model(tmp_path / "model")
+    emu.world.knobs.fault_rate = 0.25  # one request in four answers 503
+
+    result = upload_model(cfg, tmp_path / "model", factory=factory)
+
+    emu.world.knobs.fault_rate = 0.0
+    assert any(e.code == "UNAVAILABLE" for e in emu.log.entries())
+    bucket = factory.storage(PROJECT).bucket(BUCKET)
+    for name in result.uploaded:  # a retried chunk was re-read from the right offset
+        blob = bucket.get_blob(f"stable_diffusion_model/1/{name}")
+        assert blob.crc32c == crc32c_b64(tmp_path / "model" / name)
