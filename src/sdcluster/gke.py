@@ -258,6 +258,9 @@ class _Propagating(PermissionDenied):
 # Resources
 
 
+_TRANSITIONAL = ("PROVISIONING", "RECONCILING", "STOPPING")
+
+
 class Cluster(Resource):
     type = "gke.cluster"
     replace_on = frozenset({"location"})
@@ -291,14 +294,43 @@ class Cluster(Resource):
         if cluster is None and location != self.cfg.cluster.zone:
             location = self.cfg.cluster.zone
             cluster = self._get(ctx, location)
-        if cluster is None or cluster.status.name == "STOPPING":
+        if cluster is not None and cluster.status.name in _TRANSITIONAL:
+            cluster = self._settle(ctx, location)
+        if cluster is None:
             return None
         return cluster_attributes(cluster)
+
+    def _settle(self, ctx: GcpContext, location: str) -> Any | None:
+        """Wait out an operation in flight (e.g. one left by an interrupted run): reading a cluster
+        that is still provisioning or stopping would plan the wrong change."""
+
+        def probe() -> tuple[Any | None] | None:
+            cluster = self._get(ctx, location)
+            if cluster is not None and cluster.status.name in _TRANSITIONAL:
+                ctx.report(self.address, f"cluster is {cluster.status.name.lower()}; waiting for it to settle")
+                return None
+            return (cluster,)
+
+        settled = retry.until(
+            probe, timeout_s=OPERATION_TIMEOUT_S, what=f"cluster {self.cluster_name} to settle", max_interval_s=10.0
+        )
+        return settled[0]
 
     def noop_reason(self, observed: Mapping[str, Any]) -> str:
         return f"cluster {self.cluster_name} in {observed.get('location')} is {str(observed.get('status', '')).lower()}"
 
     def diff(self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> Change:
+        if observed is not None and observed.get("status") == "ERROR":
+            return Change(
+                self.address,
+                self.type,
+                "replace",
+                f"cluster {self.cluster_name} is in ERROR state and must be created again",
+                before=dict(observed),
+                after={**observed, **desired},
+                dependencies=list(self.dependencies),
+                warnings=[f"the cluster {self.cluster_name} is broken (ERROR) and will be deleted and created again"],
+            )
         change = super().diff(desired, observed)
         if change.action == "replace":
             change.warnings.append(
