@@ -88,7 +88,12 @@ def test_plan_json_is_machine_readable(project: dict[str, Any]) -> None:
     r = runner.invoke(app, ["plan", "--json"])
     assert r.exit_code == 0
     doc = json.loads(r.output)
-    assert doc["format"] == "sdcluster-plan/1" and doc["summary"] == {"add": 2, "change": 0, "destroy": 0}
+    assert doc["format"] == "sdcluster-plan/1" and doc["summary"] == {
+        "import": 0,
+        "add": 2,
+        "change": 0,
+        "destroy": 0,
+    }
     assert [c["action"] for c in doc["changes"]] == ["create", "create"]
 
 

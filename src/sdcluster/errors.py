@@ -149,6 +149,11 @@ ADC_HINT = "run: gcloud auth application-default login"
 _QUOTA_RE = re.compile(
     r"Quota '([A-Z0-9_]+)' exceeded\.\s*Limit:\s*([0-9.]+)\s*(?:in region ([a-z0-9-]+)|globally)?"
 )
+# The JSON error body google-auth quotes when a token endpoint fails (e.g. impersonation's
+# generateAccessToken): {"error": {"code": 503, ..., "status": "UNAVAILABLE"}}.
+_AUTH_TRANSIENT_RE = re.compile(
+    r'"status":\s*"(?:UNAVAILABLE|INTERNAL|DEADLINE_EXCEEDED)"|"code":\s*(?:429|500|502|503|504)\b'
+)
 _SERVICE_DISABLED_RE = re.compile(r"SERVICE_DISABLED service=([a-z0-9.]+)|apis/api/([a-z0-9.]+)/")
 
 
@@ -175,6 +180,10 @@ def translate(e: BaseException, *, project: str = "", context: str = "") -> Sdcl
                 f"{prefix}credentials rejected because of the clock: {text}",
                 hint=f"sync this machine's clock (e.g. `sudo hwclock -s` on WSL), then {ADC_HINT}",
             )
+        if _AUTH_TRANSIENT_RE.search(text):
+            # A token endpoint that answered 503/429/... (e.g. IAM Credentials behind impersonation):
+            # transient like any other call, not a credentials problem the user must fix.
+            return TransientError(f"{prefix}{text}", hint="a transient failure; run the command again")
         if auth_kind == "DefaultCredentialsError":
             return CredentialsError(f"{prefix}no Application Default Credentials found", hint=ADC_HINT)
         if "getAccessToken" in text or "iam.serviceAccounts" in text:

@@ -215,7 +215,7 @@ def mutate(ctx: GcpContext, call: Callable[[], T], *, location: str, cluster: st
             wait_for_cluster_idle(ctx, location, cluster, address)
             return None
 
-    def propagating(e: Exception) -> bool:
+    def act_as(e: Exception) -> bool:
         text = str(e)
         return "does not have access to service account" in text or (
             "does not exist" in text and "ervice account" in text
@@ -225,20 +225,28 @@ def mutate(ctx: GcpContext, call: Callable[[], T], *, location: str, cluster: st
         try:
             return attempt()
         except (PermissionDenied, InvalidRequest) as e:
-            if not propagating(e):
+            # actAs / a new node account: IAM may simply not have caught up. Any other denial is
+            # retried only while bindings this run made may still be propagating.
+            if not (act_as(e) or (isinstance(e, PermissionDenied) and ctx.iam_propagating())):
                 raise
-            ctx.report(address, "waiting for IAM propagation (actAs on the node service account)")
+            ctx.report(address, "waiting for IAM propagation")
             raise _Propagating(str(e), hint=e.hint) from e
 
+    cfg = ctx.config
     try:
         return retry.until(
             probe,
-            timeout_s=ctx.config.iam.propagation_timeout_s,
+            timeout_s=cfg.iam.propagation_timeout_s,
             what="GKE to accept the request",
             retry_on=(_Propagating,),
         )
     except WaitTimeout as e:
-        cfg = ctx.config
+        if e.last_error is not None and not act_as(e.last_error):
+            raise PermissionDenied(
+                f"serviceAccount:{cfg.admin_email} was still denied after waiting "
+                f"{cfg.iam.propagation_timeout_s:g}s for IAM propagation: {e.last_error}",
+                hint=e.last_error.hint,
+            ) from e
         raise PermissionDenied(
             f"serviceAccount:{cfg.admin_email} may not act as the node service account {cfg.node_email} "
             f"(permission iam.serviceAccounts.actAs) after waiting {cfg.iam.propagation_timeout_s:g}s for IAM; "
@@ -307,12 +315,17 @@ class Cluster(Resource):
         def probe() -> tuple[Any | None] | None:
             cluster = self._get(ctx, location)
             if cluster is not None and cluster.status.name in _TRANSITIONAL:
-                ctx.report(self.address, f"cluster is {cluster.status.name.lower()}; waiting for it to settle")
+                ctx.report(
+                    self.address, f"cluster is {cluster.status.name.lower()}; waiting for it to settle"
+                )
                 return None
             return (cluster,)
 
         settled = retry.until(
-            probe, timeout_s=OPERATION_TIMEOUT_S, what=f"cluster {self.cluster_name} to settle", max_interval_s=10.0
+            probe,
+            timeout_s=OPERATION_TIMEOUT_S,
+            what=f"cluster {self.cluster_name} to settle",
+            max_interval_s=10.0,
         )
         return settled[0]
 
@@ -329,7 +342,9 @@ class Cluster(Resource):
                 before=dict(observed),
                 after={**observed, **desired},
                 dependencies=list(self.dependencies),
-                warnings=[f"the cluster {self.cluster_name} is broken (ERROR) and will be deleted and created again"],
+                warnings=[
+                    f"the cluster {self.cluster_name} is broken (ERROR) and will be deleted and created again"
+                ],
             )
         change = super().diff(desired, observed)
         if change.action == "replace":

@@ -241,6 +241,7 @@ class _Member(Resource):
             self._edit(ctx, add=True)
             return True
 
+        ctx.iam_changed()
         retry.until(
             add,
             timeout_s=ctx.config.iam.propagation_timeout_s,

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 from .errors import ApplyError, SdclusterError, StalePlan, translate
 from .state import Backend, ResourceState, State
 
-Action = Literal["create", "update", "replace", "delete", "noop", "keep"]
+Action = Literal["create", "update", "replace", "delete", "noop", "keep", "import"]
 MUTATING: frozenset[str] = frozenset({"create", "update", "replace", "delete"})
 MAX_WORKERS = 8
 
@@ -118,13 +118,14 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return any(c.mutating or c.action == "keep" for c in self.changes)
+        return any(c.mutating or c.action in ("keep", "import") for c in self.changes)
 
     def counts(self) -> dict[str, int]:
         add = sum(1 for c in self.changes if c.action in ("create", "replace"))
         change = sum(1 for c in self.changes if c.action == "update")
         destroy = sum(1 for c in self.changes if c.action in ("delete", "replace"))
-        return {"add": add, "change": change, "destroy": destroy}
+        imported = sum(1 for c in self.changes if c.action == "import")
+        return {"import": imported, "add": add, "change": change, "destroy": destroy}
 
     def to_dict(self) -> dict[str, Any]:
         body = self._body()
@@ -392,19 +393,44 @@ def plan_changes(
     for r in _topological(list(by_address.values())):
         observed, warns = results[r.address]
         warnings.extend(warns)
+        managed = state is not None and r.address in state.resources
         if destroy or r.address not in wanted:
-            changes.append(_destroy_change(r, observed, orphaned=r.address not in wanted and not destroy))
-        else:
-            change = r.diff(r.desired(), observed)
-            change.warnings.extend(warns)
-            changes.append(change)
+            changes.append(
+                _destroy_change(
+                    r, observed, orphaned=r.address not in wanted and not destroy, managed=managed
+                )
+            )
+            continue
+        change = r.diff(r.desired(), observed)
+        change.warnings.extend(warns)
+        if observed is not None and not managed and not r.retain_on_destroy:
+            # It exists but sdcluster never recorded it (made by hand, by the tutorial's Terraform, or by
+            # a run that died before saving): say so, because from now on destroy will delete it.
+            adopt = (
+                "exists but is not in the state: it will be adopted, and `sdcluster destroy` will delete it"
+            )
+            if change.action == "noop":
+                change.action = "import"
+                change.reason = f"{r.type} {r.name} {adopt}"
+            else:
+                change.reason = f"{change.reason}; it {adopt}"
+        changes.append(change)
     return changes, warnings, by_address
 
 
-def _destroy_change(r: Resource, observed: dict[str, Any] | None, orphaned: bool) -> Change:
+def _destroy_change(r: Resource, observed: dict[str, Any] | None, orphaned: bool, managed: bool) -> Change:
     if observed is None:
         return Change(
             r.address, r.type, "noop", f"{r.type} {r.name} is already gone", dependencies=list(r.dependencies)
+        )
+    if not managed:
+        # Never delete what sdcluster did not record as its own: no surprise deletions.
+        return Change(
+            r.address,
+            r.type,
+            "noop",
+            f"{r.type} {r.name} exists but is not in the state (not managed by sdcluster): left alone",
+            dependencies=list(r.dependencies),
         )
     if r.retain_on_destroy:
         return Change(
@@ -491,10 +517,10 @@ def execute(
     def run(change: Change) -> None:
         r = resources[change.address]
         ctx._started(change.address)
-        if change.action in ("noop", "keep"):
+        if change.action in ("noop", "keep", "import"):
             # No API call. A noop still records what was observed (adopts what exists); a kept
             # resource is forgotten, so destroy leaves no entry behind.
-            record(change, change.after if change.action == "noop" else None)
+            record(change, change.after if change.action in ("noop", "import") else None)
             return
         ctx.emit(Event("start", change.address, change.action))
         try:
@@ -564,7 +590,7 @@ def _change_dependencies(changes: list[Change]) -> dict[str, set[str]]:
     in_plan = {c.address: c for c in changes}
     deps: dict[str, set[str]] = {c.address: set() for c in changes}
     for c in changes:
-        if c.action in ("noop", "keep"):
+        if c.action in ("noop", "keep", "import"):
             continue
         if c.action == "delete":
             for other in changes:

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .plan import Change, Plan
 
-SYMBOL = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "noop": "=", "keep": "!"}
+SYMBOL = {
+    "create": "+",
+    "update": "~",
+    "replace": "-/+",
+    "delete": "-",
+    "noop": "=",
+    "keep": "!",
+    "import": "<=",
+}
 STYLE = {
     "create": "green",
     "update": "yellow",
@@ -23,6 +31,7 @@ STYLE = {
     "delete": "red",
     "noop": "dim",
     "keep": "cyan",
+    "import": "cyan",
 }
 VERB = {
     "create": "will be created",
@@ -30,6 +39,7 @@ VERB = {
     "replace": "must be replaced",
     "delete": "will be destroyed",
     "keep": "will be kept",
+    "import": "will be imported (adopted into the state)",
 }
 
 Line = tuple[str, str]  # (rich style or "", text)
@@ -60,7 +70,7 @@ def change_lines(c: Change) -> list[Line]:
     lines: list[Line] = [("bold", f"  # {c.address} {VERB[c.action]}")]
     if c.action != "create":  # "does not exist" says nothing the verb does not
         lines.append(("dim", f"  # ({c.reason})"))
-    if c.action == "keep":
+    if c.action in ("keep", "import"):
         return lines
     lines.append((style, f"{sym:>3} resource {_value(kind)} {_value(name)} {{"))
     if c.action == "create":
@@ -119,9 +129,13 @@ def plan_lines(plan: Plan) -> list[Line]:
         lines.append(("bold", f"No changes. {what}"))
     else:
         kept = sum(1 for c in plan.changes if c.action == "keep")
+        head = f"{n['import']} to import, " if n["import"] else ""
         tail = f", {kept} to keep" if kept else ""
         lines.append(
-            ("bold", f"Plan: {n['add']} to add, {n['change']} to change, {n['destroy']} to destroy{tail}.")
+            (
+                "bold",
+                f"Plan: {head}{n['add']} to add, {n['change']} to change, {n['destroy']} to destroy{tail}.",
+            )
         )
     return lines
 

@@ -14,6 +14,7 @@ Roles (least privilege; README explains each deviation from the tutorial):
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from . import retry
@@ -62,6 +63,15 @@ class GcpContext(Context):
         self._admin: Credentials | None = None
         self._admin_lock = threading.Lock()
         self._kube: dict[bool, Any] = {}
+        self._iam_changed_at: float | None = None
+
+    def iam_changed(self) -> None:
+        """A binding was just added in this run (later denials may be IAM propagation)."""
+        self._iam_changed_at = time.monotonic()
+
+    def iam_propagating(self) -> bool:
+        changed = self._iam_changed_at
+        return changed is not None and time.monotonic() - changed < self.config.iam.propagation_timeout_s
 
     def admin_credentials(self, address: str = "") -> Credentials:
         """Impersonated gke-admin credentials, once the token-creator binding has propagated.

@@ -193,6 +193,7 @@ class BucketMember(Resource):
         retry.read_modify_write(once, project=self.cfg.project, context=self.address)
 
     def create(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
+        ctx.iam_changed()
         self._edit(ctx, add=True)
         return {"role": self.role, "member": self.member}
 

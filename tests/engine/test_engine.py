@@ -41,7 +41,7 @@ def test_fresh_apply_creates_in_dependency_order_and_records_state(tmp_path: Pat
     ws = make_ws(tmp_path, store, diamond(store))
     plan = sdcluster.plan(ws)
     assert [c.action for c in plan.changes] == ["create"] * 4
-    assert plan.counts() == {"add": 4, "change": 0, "destroy": 0}
+    assert plan.counts() == {"import": 0, "add": 4, "change": 0, "destroy": 0}
     state = sdcluster.apply(plan)
     order = [a for verb, a in store.mutations]
     assert order.index("test.thing.a") < order.index("test.thing.b") < order.index("test.thing.d")
@@ -92,7 +92,7 @@ def test_update_and_replace_are_planned_attribute_by_attribute(tmp_path: Path) -
     assert [(d.path, d.before, d.after) for d in by["test.thing.b"].diffs] == [("size", 5, 1)]
     assert by["test.thing.c"].action == "replace"
     assert by["test.thing.c"].diffs[0].forces_replacement
-    assert plan.counts() == {"add": 1, "change": 1, "destroy": 1}
+    assert plan.counts() == {"import": 0, "add": 1, "change": 1, "destroy": 1}
     store.calls.clear()
     sdcluster.apply(plan)
     assert ("update", "test.thing.b") in store.mutations
@@ -207,3 +207,28 @@ def test_plan_renders_terraform_idiom(tmp_path: Path) -> None:
     assert text.rstrip().endswith("Plan: 2 to add, 1 to change, 0 to destroy.")
     html = sdcluster.plan(make_ws(tmp_path, store, things))._repr_html_()
     assert html.startswith("<pre") and "Plan: 2 to add" in html
+
+
+def test_existing_but_unrecorded_resources_are_imported_visibly_and_never_destroyed_unmanaged(
+    tmp_path: Path,
+) -> None:
+    store = Store()
+    store.objects["test.thing.a"] = {"size": 1, "flavor": "plain"}  # made by hand, sdcluster never saw it
+    ws = make_ws(tmp_path, store, diamond(store))
+    # destroy leaves what the state does not record alone: no surprise deletions.
+    d = sdcluster.plan(ws, destroy=True)
+    a = next(c for c in d.changes if c.address == "test.thing.a")
+    assert a.action == "noop" and "not managed by sdcluster" in a.reason
+    sdcluster.apply(d)
+    assert "test.thing.a" in store.objects
+    # apply adopts it, and says so.
+    p = sdcluster.plan(ws)
+    a = next(c for c in p.changes if c.address == "test.thing.a")
+    assert a.action == "import" and "will be adopted" in a.reason
+    assert p.counts()["import"] == 1 and "Plan: 1 to import, 3 to add" in str(p)
+    store.calls.clear()
+    sdcluster.apply(p)
+    assert ("create", "test.thing.a") not in store.mutations
+    assert "test.thing.a" in ws.backend.read().resources  # type: ignore[union-attr]
+    sdcluster.destroy(ws)
+    assert store.objects == {}  # now managed: destroyed
