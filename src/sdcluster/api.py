@@ -44,21 +44,17 @@ class Workspace:
         delete_bucket: bool = False,
         force_bucket: bool = False,
     ) -> Workspace:
-        backend = (
-            state
-            if state is not None and not isinstance(state, str)
-            else backend_for(state or config.state.path)
-        )
+        from .clients import ClientFactory
+
+        factory = ClientFactory.for_user(config.user, emulator)
+        if state is None or isinstance(state, str):
+            backend: Backend = backend_for(state or config.state.path, factory, config.project)
+        else:
+            backend = state
         if stack is None:
-            from .clients import emulator_address
             from .stack import GcpStack
 
-            stack = GcpStack(
-                config,
-                emulator=emulator_address(emulator),
-                delete_bucket=delete_bucket,
-                force_bucket=force_bucket,
-            )
+            stack = GcpStack(config, factory=factory, delete_bucket=delete_bucket, force_bucket=force_bucket)
         return cls(config=config, backend=backend, stack=stack)
 
 
@@ -88,7 +84,7 @@ def plan(
         destroy=destroy,
         lineage=current.lineage if current else None,
         serial=current.serial if current else 0,
-        warnings=warnings,
+        warnings=[*warnings, *getattr(ws.backend, "warnings", [])],
         config=ws.config.model_dump(mode="json"),
         resources=resources,
         context=(ws, ctx),
@@ -215,3 +211,121 @@ def status(config: Config | Workspace, *, listener: Listener | None = None, **kw
         "outputs": current.outputs if current else {},
         "warnings": p.warnings,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# State surgery: move, push, import, forget
+
+
+def copy_state(source: Backend, target: Backend, *, force: bool = False) -> State | None:
+    """Copy the state from ``source`` to ``target`` without loss: lineage and serial are kept.
+
+    Refuses to overwrite a target that holds another lineage, or a newer serial of the same one.
+    """
+    from .errors import StateError
+
+    with source.lock("state-migrate"), target.lock("state-migrate"):
+        state = source.read()
+        if state is None:
+            return None
+        existing = target.read()
+        if existing is not None and not force:
+            if existing.lineage != state.lineage:
+                raise StateError(
+                    f"{target.describe()} already holds another state (lineage {existing.lineage})",
+                    hint="choose an empty location, or pass --force to replace it",
+                )
+            if existing.serial > state.serial:
+                raise StateError(
+                    f"{target.describe()} holds a newer serial ({existing.serial} > {state.serial})",
+                    hint="pull that one instead, or pass --force",
+                )
+        if existing is not None and force and existing.lineage != state.lineage:
+            raise StateError(
+                f"{target.describe()} holds another lineage; refusing even with --force",
+                hint="move it away first",
+            )
+        return target.write(state.copy())
+
+
+def push_state(ws: Workspace, document: dict[str, Any], *, force: bool = False) -> State:
+    """Replace the stored state with ``document`` (``sdcluster state push FILE``), same rules as copy."""
+    from .errors import StateError
+
+    incoming = State.from_dict(document, source="the pushed file")
+    with ws.backend.lock("state-push"):
+        existing = ws.backend.read()
+        if existing is not None:
+            if existing.lineage != incoming.lineage:
+                raise StateError(
+                    f"the pushed state has lineage {incoming.lineage}, the stored one {existing.lineage}",
+                    hint="push a state of the same lineage (sdcluster state pull gives the current one)",
+                )
+            if incoming.serial < existing.serial and not force:
+                raise StateError(
+                    f"the pushed state is older (serial {incoming.serial} < {existing.serial})",
+                    hint="pull the current state first, or pass --force",
+                )
+            incoming.serial = max(incoming.serial, existing.serial)
+        return ws.backend.write(incoming)
+
+
+def import_resource(ws: Workspace, address: str, resource_id: str) -> State:
+    """Record an existing resource in state after reading it (``sdcluster import ADDRESS ID``)."""
+    from .errors import NotFound, UsageError
+    from .state import ResourceState
+
+    resources = {r.address: r for r in ws.stack.resources()}
+    if address not in resources:
+        raise UsageError(
+            f"{address} is not a resource of this configuration",
+            hint="see the addresses in: sdcluster plan",
+        )
+    r = resources[address]
+    with ws.backend.lock("import"):
+        state = ws.backend.read() or State.new()
+        ctx = ws.stack.context(None)
+        observed = r.read(ctx, None)
+        if observed is None:
+            raise NotFound(f"nothing to import: {address} does not exist", hint="sdcluster apply creates it")
+        actual = r.state_id(observed)
+        if resource_id != actual:
+            raise UsageError(
+                f"{address} is {actual}, not {resource_id}",
+                hint=f"sdcluster import {address} {actual}",
+            )
+        state.resources[address] = ResourceState(
+            type=r.type, id=actual, attributes=dict(observed), dependencies=list(r.dependencies)
+        )
+        return ws.backend.write(state)
+
+
+def forget(ws: Workspace, address: str) -> State:
+    """Remove a resource from state without deleting it (``sdcluster state rm ADDRESS``)."""
+    from .errors import UsageError
+
+    with ws.backend.lock("state-rm"):
+        state = ws.backend.read()
+        if state is None or address not in state.resources:
+            raise UsageError(f"no resource {address} in state", hint="see: sdcluster state list")
+        del state.resources[address]
+        return ws.backend.write(state)
+
+
+def ensure_state_bucket(url: str, factory: Any, project: str, location: str) -> bool:
+    """Create the state bucket of ``gs://BUCKET/...`` when missing: versioning on, uniform access,
+    public access prevention. Returns True when it was created."""
+    from . import retry
+
+    name = url[len("gs://") :].split("/", 1)[0]
+    client = factory.storage(project)
+    existing = retry.call(lambda: client.lookup_bucket(name), project=project)
+    if existing is not None:
+        return False
+    bucket = client.bucket(name)
+    bucket.versioning_enabled = True
+    bucket.iam_configuration.uniform_bucket_level_access_enabled = True
+    bucket.iam_configuration.public_access_prevention = "enforced"
+    bucket.labels = {"managed-by": "sdcluster", "purpose": "sdcluster-state"}
+    retry.call(lambda: client.create_bucket(bucket, project=project, location=location), project=project)
+    return True

@@ -143,25 +143,59 @@ def init(
     region: Annotated[str | None, typer.Option(help="Region, e.g. us-central1.")] = None,
     zone: Annotated[str | None, typer.Option(help="Zone of the cluster, e.g. us-central1-c.")] = None,
     machine_type: Annotated[str | None, typer.Option(help="Node machine type.")] = None,
+    state: Annotated[
+        str | None, typer.Option("--state", help="State location: a path or gs://BUCKET/PREFIX/state.json.")
+    ] = None,
+    migrate_state: Annotated[
+        bool, typer.Option("--migrate-state", help="Move the existing state to the new location.")
+    ] = False,
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
 ) -> None:
-    """Write sdcluster.toml (the counterpart of the tutorial's setup.sh)."""
-    from .config import write_init
+    """Write sdcluster.toml (the counterpart of the tutorial's setup.sh); with --state gs://...,
+    create the state bucket (versioned, uniform access, public access prevention) when missing."""
+    from . import api
+    from .clients import ClientFactory
+    from .config import normalize_member, write_init
+    from .state import backend_for
 
-    if "@" in user and ":" not in user:
-        user = f"user:{user}"
+    user = normalize_member(user)
+    old_state = ".sdcluster/state.json"
+    if migrate_state and Path(G.config).exists():
+        old_state = _load_config().state.path
     fields: dict[str, Any] = {"project": project, "user": user}
     if region:
         fields["region"] = region
     cluster: dict[str, Any] = {}
     if zone:
         cluster["zone"] = zone
+    elif region:
+        cluster["zone"] = f"{region}-c"  # a zone must be given with a region; -c exists in most regions
     if machine_type:
         cluster["machine_type"] = machine_type
     if cluster:
         fields["cluster"] = cluster
-    path = write_init(G.config, force=force, **fields)
-    typer.echo(f"Wrote {path}. Next: sdcluster plan")
+    if state:
+        fields["state"] = {"path": state}
+    path = write_init(G.config, force=force or migrate_state, **fields)
+    typer.echo(f"Wrote {path}.")
+    new_state = state or ".sdcluster/state.json"
+    factory = ClientFactory.for_user(user, G.emulator)
+    if new_state.startswith("gs://") and api.ensure_state_bucket(
+        new_state, factory, project, region or "us-central1"
+    ):
+        typer.echo(f"Created the state bucket {new_state.split('/')[2]} (versioning on, uniform access).")
+    if migrate_state and old_state != new_state:
+        moved = api.copy_state(
+            backend_for(old_state, factory, project), backend_for(new_state, factory, project)
+        )
+        if moved is None:
+            typer.echo(f"No state at {old_state}: nothing to migrate.")
+        else:
+            typer.echo(
+                f"Migrated the state (lineage {moved.lineage}, serial {moved.serial}) from {old_state} to {new_state}; "
+                f"the old copy is left in place."
+            )
+    typer.echo("Next: sdcluster plan")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -473,6 +507,53 @@ def generate(
     for path in paths:
         typer.echo(f"Wrote {path}")
     typer.echo(f"{len(paths)} image(s) in {time.monotonic() - started:.1f}s from {result.endpoint}")
+
+
+@state_app.command("pull")
+@_errors
+def state_pull() -> None:
+    """Print the stored state document (to save a copy: sdcluster state pull > state.json)."""
+    typer.echo(_read_state(_workspace()).to_json(), nl=False)
+
+
+@state_app.command("push")
+@_errors
+def state_push(
+    file: Annotated[Path, typer.Argument(help="A state document (from `state pull`).")],
+    force: Annotated[bool, typer.Option(help="Allow an older serial to replace a newer one.")] = False,
+) -> None:
+    """Replace the stored state with FILE (same lineage; serial checked)."""
+    from . import api
+
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read a state document from {file}: {e}") from e
+    st = api.push_state(_workspace(), document, force=force)
+    typer.echo(f"Pushed {file}: lineage {st.lineage}, serial {st.serial}.")
+
+
+@state_app.command("rm")
+@_errors
+def state_rm(address: Annotated[str, typer.Argument(help="A resource address.")]) -> None:
+    """Forget a resource without deleting it (the next plan shows it as an import)."""
+    from . import api
+
+    api.forget(_workspace(), address)
+    typer.echo(f"Removed {address} from the state; the resource itself was not touched.")
+
+
+@app.command("import")
+@_errors
+def import_(
+    address: Annotated[str, typer.Argument(help="Address, e.g. storage.bucket.my-proj-bucket.")],
+    resource_id: Annotated[str, typer.Argument(metavar="ID", help="Its id, e.g. gs://my-proj-bucket.")],
+) -> None:
+    """Record an existing resource in the state after reading it."""
+    from . import api
+
+    st = api.import_resource(_workspace(), address, resource_id)
+    typer.echo(f"Imported {address} ({st.resources[address].id}).")
 
 
 @app.command("force-unlock")

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         resourcemanager_v3,
         service_usage_v1,
     )
-    from google.cloud import storage as storage  # type: ignore[attr-defined]
+    from google.cloud import storage as storage  # type: ignore[attr-defined,unused-ignore]
     from kubernetes import client as k8s_client
 
 ENV_EMULATOR = "SDCLUSTER_EMULATOR"
@@ -233,7 +233,7 @@ class ClientFactory:
 
     def storage(self, project: str, credentials: Credentials | None = None) -> storage.Client:
         """Cloud Storage (JSON API). On the emulator: its gcp-storage-emulator endpoint."""
-        from google.cloud import storage  # type: ignore[attr-defined]
+        from google.cloud import storage  # type: ignore[attr-defined,unused-ignore]
 
         key = ("storage:" + project, id(credentials))
         with self._lock:

@@ -140,22 +140,17 @@ class GcpStack(Stack):
     def __init__(
         self,
         config: Config,
-        emulator: str | None = None,
         *,
+        factory: ClientFactory | None = None,
         delete_bucket: bool = False,
         force_bucket: bool = False,
     ) -> None:
         self.config = config
-        self.emulator = emulator
-        self.delete_bucket = delete_bucket or not config.bucket.keep_on_destroy
+        self.factory = factory or ClientFactory.for_user(config.user)
+        # Never delete the bucket that holds sdcluster's own state, whatever the flags say.
+        holds_state = config.state.path.startswith(f"gs://{config.bucket_name}/")
+        self.delete_bucket = (delete_bucket or not config.bucket.keep_on_destroy) and not holds_state
         self.force_bucket = force_bucket
-        self._factory: ClientFactory | None = None
-
-    @property
-    def factory(self) -> ClientFactory:
-        if self._factory is None:
-            self._factory = ClientFactory.for_user(self.config.user, self.emulator)
-        return self._factory
 
     def context(self, listener: Listener | None) -> Context:
         return GcpContext(self.config, self.factory, listener)

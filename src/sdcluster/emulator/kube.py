@@ -40,6 +40,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import socket
 import ssl
 import threading
 import traceback
@@ -64,6 +65,11 @@ LB_FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
 TF_SERVING_REST_PORT = 8501
 MODEL_RETRY_S = 2.0  # a TF Serving stand-in that failed to start (address busy) is retried after this
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# Load balancer IPs are loopback addresses shared by every emulator on the machine (each serves its
+# TF Serving stand-in on <ip>:8501): an IP is claimed process-wide by the Hub that allocated it, and
+# one whose port 8501 is already bound (another process's emulator) is skipped.
+_CLAIMED_LB_IPS: dict[str, int] = {}  # ip -> id() of the Hub holding it
+_CLAIMED_LOCK = threading.Lock()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1305,6 +1311,9 @@ class Hub:
         for key in list(self._running):
             self._shutdown(key)
         self._stop_models(lambda _: True)
+        with _CLAIMED_LOCK:
+            for ip in [ip for ip, hub in _CLAIMED_LB_IPS.items() if hub == id(self)]:
+                del _CLAIMED_LB_IPS[ip]
 
     def endpoint_of(self, key: str) -> str:
         """The current ``127.0.0.1:PORT`` of cluster ``key`` (it may change across restarts)."""
@@ -1456,10 +1465,15 @@ class Hub:
             for rec in self.world.data.get("kube", {}).values()
             for lb in rec.get("lbs", {}).values()
         }
-        for x in range(1, 255):
-            for y in range(1, 255):
-                ip = f"127.0.{x}.{y}"
-                if ip not in used:
+        with _CLAIMED_LOCK:
+            for x in range(1, 255):
+                for y in range(1, 255):
+                    ip = f"127.0.{x}.{y}"
+                    if ip in used or _CLAIMED_LB_IPS.get(ip, id(self)) != id(self):
+                        continue
+                    if not _port_free(ip, TF_SERVING_REST_PORT):
+                        continue
+                    _CLAIMED_LB_IPS[ip] = id(self)
                     return ip
         raise kube_error(503, "ServiceUnavailable", "no load balancer addresses left")
 
@@ -1675,6 +1689,16 @@ class Hub:
             return any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
 
         return is_ready
+
+
+def _port_free(ip: str, port: int) -> bool:
+    """Whether nothing listens on ``ip:port`` (e.g. ``_port_free("127.0.1.1", 8501)``)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((ip, port))
+        except OSError:
+            return False
+    return True
 
 
 def _default_model_server() -> Callable[..., Any] | None:
