@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import sdcluster
 from sdcluster import api
 from sdcluster.cli import app
-from sdcluster.errors import StateConflict, StateLocked
+from sdcluster.errors import StateConflict
 from sdcluster.state import GcsBackend, LocalBackend, ResourceState, State
 
 PROJECT = "demo-proj"
