@@ -193,12 +193,25 @@ class _Member(Resource):
         self.member = member
         self.project = project
 
-    # Policy access, as raw google.iam.v1 Policy messages.
-    def _get_policy(self, ctx: GcpContext) -> Any:
+    # Policy access, as raw google.iam.v1 Policy messages, through the client that owns the policy.
+    def _policy_client(self, ctx: GcpContext) -> Any:
         raise NotImplementedError
 
+    def _get_policy(self, ctx: GcpContext) -> Any:
+        from google.iam.v1 import iam_policy_pb2, options_pb2
+
+        return self._policy_client(ctx).get_iam_policy(
+            request=iam_policy_pb2.GetIamPolicyRequest(
+                resource=self.policy_name, options=options_pb2.GetPolicyOptions(requested_policy_version=3)
+            )
+        )
+
     def _set_policy(self, ctx: GcpContext, policy: Any) -> Any:
-        raise NotImplementedError
+        from google.iam.v1 import iam_policy_pb2
+
+        return self._policy_client(ctx).set_iam_policy(
+            request=iam_policy_pb2.SetIamPolicyRequest(resource=self.policy_name, policy=policy)
+        )
 
     @property
     def policy_name(self) -> str:
@@ -267,21 +280,8 @@ class ProjectMember(_Member):
     def policy_name(self) -> str:
         return f"projects/{self.project}"
 
-    def _get_policy(self, ctx: GcpContext) -> Any:
-        from google.iam.v1 import iam_policy_pb2, options_pb2
-
-        return ctx.factory.projects().get_iam_policy(
-            request=iam_policy_pb2.GetIamPolicyRequest(
-                resource=self.policy_name, options=options_pb2.GetPolicyOptions(requested_policy_version=3)
-            )
-        )
-
-    def _set_policy(self, ctx: GcpContext, policy: Any) -> Any:
-        from google.iam.v1 import iam_policy_pb2
-
-        return ctx.factory.projects().set_iam_policy(
-            request=iam_policy_pb2.SetIamPolicyRequest(resource=self.policy_name, policy=policy)
-        )
+    def _policy_client(self, ctx: GcpContext) -> Any:
+        return ctx.factory.projects()
 
 
 class ServiceAccountMember(_Member):
@@ -297,21 +297,8 @@ class ServiceAccountMember(_Member):
     def policy_name(self) -> str:
         return f"projects/{self.project}/serviceAccounts/{self.email}"
 
-    def _get_policy(self, ctx: GcpContext) -> Any:
-        from google.iam.v1 import iam_policy_pb2, options_pb2
-
-        return ctx.factory.iam_admin().get_iam_policy(
-            request=iam_policy_pb2.GetIamPolicyRequest(
-                resource=self.policy_name, options=options_pb2.GetPolicyOptions(requested_policy_version=3)
-            )
-        )
-
-    def _set_policy(self, ctx: GcpContext, policy: Any) -> Any:
-        from google.iam.v1 import iam_policy_pb2
-
-        return ctx.factory.iam_admin().set_iam_policy(
-            request=iam_policy_pb2.SetIamPolicyRequest(resource=self.policy_name, policy=policy)
-        )
+    def _policy_client(self, ctx: GcpContext) -> Any:
+        return ctx.factory.iam_admin()
 
 
 # Pure helpers on google.iam.v1.Policy (unconditional bindings only; conditional ones are kept).

@@ -175,6 +175,26 @@ def locked_error(info: LockInfo | None, where: str) -> StateLocked:
     )
 
 
+def next_serial(stored: State | None, state: State, where: str) -> bool:
+    """Prepare ``state`` to replace ``stored``: False when nothing changed (serial kept); otherwise
+    bump the serial. Refuses to replace a state of another lineage."""
+    if stored is None:
+        state.serial = max(state.serial, 1)
+    else:
+        if stored.lineage != state.lineage:
+            raise StateError(
+                f"refusing to overwrite state {where}: it belongs to another lineage "
+                f"({stored.lineage}, not {state.lineage})",
+                hint="use a different state location, or move the existing one away",
+            )
+        if stored.content() == state.content():
+            state.serial = stored.serial
+            return False
+        state.serial = max(state.serial, stored.serial) + 1
+    state.sdcluster_version = __version__
+    return True
+
+
 class LocalBackend:
     """State in a local JSON file, written atomically with a backup, locked with flock."""
 
@@ -216,20 +236,8 @@ class LocalBackend:
     def write(self, state: State) -> State:
         """Persist ``state`` if its content changed (bumping serial). Returns what is now stored."""
         current = self.read()
-        if current is not None:
-            if current.lineage != state.lineage:
-                raise StateError(
-                    f"refusing to overwrite state {self.path}: it belongs to another lineage "
-                    f"({current.lineage}, not {state.lineage})",
-                    hint="use a different --state path, or move the existing file away",
-                )
-            if current.content() == state.content():
-                state.serial = current.serial
-                return state
-            state.serial = max(state.serial, current.serial) + 1
-        else:
-            state.serial = max(state.serial, 1)
-        state.sdcluster_version = __version__
+        if not next_serial(current, state, str(self.path)):
+            return state
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if current is not None:
             atomic_write(self.backup_path, self.path.read_bytes())
@@ -386,20 +394,8 @@ class GcsBackend:
 
         if self._generation is None:
             self.read()
-        known = self._known
-        if known is not None:
-            if known.lineage != state.lineage:
-                raise StateError(
-                    f"refusing to overwrite state {self.url}: it belongs to another lineage",
-                    hint="use a different state location",
-                )
-            if known.content() == state.content():
-                state.serial = known.serial
-                return state
-            state.serial = max(state.serial, known.serial) + 1
-        else:
-            state.serial = max(state.serial, 1)
-        state.sdcluster_version = __version__
+        if not next_serial(self._known, state, self.url):
+            return state
         blob = self._bucket().blob(self.object_name)
         body = state.to_json()
         expected = self._generation or 0

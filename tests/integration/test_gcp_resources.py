@@ -24,17 +24,6 @@ NODE = f"gke-node@{PROJECT}.iam.gserviceaccount.com"
 POOL = f"projects/{PROJECT}/locations/us-central1-c/clusters/sd-cluster/nodePools/sd-node-pool"
 
 
-@pytest.fixture
-def setup(make_emu: Callable[..., Any], tmp_path: Path) -> Callable[..., tuple[Any, Any]]:
-    def make(knobs: dict[str, Any] | None = None, **cfg: Any) -> tuple[Any, Any]:
-        emu = make_emu(**(knobs or {}))
-        cfg.setdefault("state", {"path": str(tmp_path / "state.json")})
-        config = sdcluster.Config.build(project=PROJECT, user=USER, **cfg)
-        return emu, sdcluster.Workspace.open(config, emulator=emu.address)
-
-    return make
-
-
 def project_policy(emu: Any) -> Any:
     return (
         emu.factory()

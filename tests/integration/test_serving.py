@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -20,17 +18,6 @@ from sdcluster.errors import ApplyError, RolloutStuck
 PROJECT = "demo-proj"
 USER = "user:demo@example.com"
 KEY = f"projects/{PROJECT}/locations/us-central1-c/clusters/sd-cluster"
-
-
-@pytest.fixture
-def setup(make_emu: Callable[..., Any], tmp_path: Path) -> Callable[..., tuple[Any, Any]]:
-    def make(knobs: dict[str, Any] | None = None, **cfg: Any) -> tuple[Any, Any]:
-        emu = make_emu(**(knobs or {}))
-        cfg.setdefault("state", {"path": str(tmp_path / "state.json")})
-        config = sdcluster.Config.build(project=PROJECT, user=USER, **cfg)
-        return emu, sdcluster.Workspace.open(config, emulator=emu.address)
-
-    return make
 
 
 def kube_api(emu: Any) -> Any:
