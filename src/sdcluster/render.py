@@ -189,25 +189,29 @@ _DONE = {"create": "Creation", "update": "Modifications", "replace": "Replacemen
 class ProgressPrinter:
     """A listener for engine events that prints terraform-style progress lines.
 
-    On a terminal, long waits show a live status line per running resource (phase + elapsed);
-    elsewhere (pipes, CI, ``--json``) it prints plain lines, a progress message only when it changes.
+    On a terminal, long waits show a live status line per running resource (phase and a ticking
+    elapsed time), one line per resource when several run at once; elsewhere (pipes, CI, Jupyter
+    cells via rich's own handling, ``--json``) it prints plain lines, a progress message only when
+    it changes.
     """
 
     def __init__(self, console: Any, live: bool | None = None) -> None:
-        self.console = console
-        self.live_enabled = console.is_terminal if live is None else live
-        self._status: dict[str, str] = {}
-        self._last: dict[str, str] = {}
-        self._live: Any = None
         import threading
 
+        self.console = console
+        self.live_enabled = console.is_terminal if live is None else live
+        self._status: dict[str, tuple[str, float]] = {}  # address -> (phase, started at)
+        self._last: dict[str, str] = {}
+        self._live: Any = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> ProgressPrinter:
         if self.live_enabled:
             from rich.live import Live
 
-            self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True)
+            self._live = Live(
+                console=self.console, refresh_per_second=4, transient=True, get_renderable=self._render
+            )
             self._live.__enter__()
         return self
 
@@ -217,28 +221,32 @@ class ProgressPrinter:
             self._live = None
 
     def _render(self) -> Any:
+        import time
+
         from rich.text import Text
 
         text = Text()
-        for address, status in self._status.items():
-            text.append(f"  … {address}: {status}\n", style="dim")
+        now = time.monotonic()
+        for address, (phase, since) in list(self._status.items()):
+            text.append(f"  … {address}: {phase} [{now - since:.0f}s]\n", style="dim")
         return text
 
     def _print(self, line: str, style: str = "") -> None:
-        if self._live is not None:
-            self._live.console.print(line, style=style or None, highlight=False, markup=False)
-        else:
-            self.console.print(line, style=style or None, highlight=False, markup=False)
+        console = self._live.console if self._live is not None else self.console
+        console.print(line, style=style or None, highlight=False, markup=False)
 
     def __call__(self, event: Any) -> None:
+        import time
+
         with self._lock:
             a = event.address
             if event.kind == "start":
-                self._status[a] = f"{_ING.get(event.action, event.action)}..."
-                self._print(f"{a}: {_ING.get(event.action, event.action)}...")
+                verb = _ING.get(event.action, event.action)
+                self._status[a] = (f"{verb}...", time.monotonic())
+                self._print(f"{a}: {verb}...")
             elif event.kind == "progress":
-                msg = f"{event.message} [{event.elapsed:.0f}s elapsed]"
-                self._status[a] = msg
+                since = self._status.get(a, ("", time.monotonic() - event.elapsed))[1]
+                self._status[a] = (event.message, since)
                 if self._live is None and self._last.get(a) != event.message:
                     self._print(f"{a}: {event.message}")
                 self._last[a] = event.message
@@ -251,5 +259,3 @@ class ProgressPrinter:
             elif event.kind == "failed":
                 self._status.pop(a, None)
                 self._print(f"{a}: failed: {event.message}", "red")
-            if self._live is not None:
-                self._live.update(self._render())
