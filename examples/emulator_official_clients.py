@@ -77,17 +77,19 @@ def main(address: str) -> None:
     print("bound roles/container.admin, roles/iam.serviceAccountUser, token creator")
 
     name = f"projects/-/serviceAccounts/{sa.email}"
-    for attempt in range(200):
+    denied = 0
+    for _ in range(200):
         try:
             token = creds.generate_access_token(
                 name=name, scope=["https://www.googleapis.com/auth/cloud-platform"]
             )
             break
         except exceptions.PermissionDenied:
+            denied += 1
             time.sleep(0.2)  # IAM propagation
     else:
         raise SystemExit("the token creator binding never propagated")
-    print(f"minted a token for {sa.email} after {attempt} denied attempt(s)")
+    print(f"minted a token for {sa.email} after {denied} denied attempt(s)")
 
     gke = container_v1.ClusterManagerClient(
         transport=ClusterManagerGrpcTransport(channel=channel(address, token.access_token))
