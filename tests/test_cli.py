@@ -165,3 +165,21 @@ def test_console_script_runs() -> None:
     exe = Path(sys.executable).with_name("sdcluster")
     out = subprocess.run([str(exe), "version"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("sdcluster ")
+
+
+def test_set_overrides_file_and_environment(project: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SDCLUSTER_CLUSTER__MAX_NODES", "4")
+    doc = json.loads(runner.invoke(app, ["plan", "--json"]).output)
+    assert doc["config"]["cluster"]["max_nodes"] == 4
+    r = runner.invoke(
+        app,
+        ["--set", "cluster.max_nodes=3", "--set", 'cluster.machine_type="n2-standard-8"', "plan", "--json"],
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert (
+        doc["config"]["cluster"]["max_nodes"] == 3
+        and doc["config"]["cluster"]["machine_type"] == "n2-standard-8"
+    )
+    r = runner.invoke(app, ["--set", "cluster.max_nodez=3", "plan"])
+    assert r.exit_code == 1 and "max_nodez" in r.output

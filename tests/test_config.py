@@ -160,7 +160,7 @@ INVALID = [
     ("cluster.preemptible", True, "cluster.preemptible", ["together with spot"]),
     ("cluster.disk_size_gb", 9, "cluster.disk_size_gb", ["must be >= 10"]),
     ("cluster.disk_type", "pd-extreme", "cluster.disk_type", ["must be one of", "pd-balanced"]),
-    ("cluster.accelerator_type", "nvidia-tesla-t4", "cluster.accelerator_count", ["at least 1"]),
+    ("cluster.accelerator_type", "nvidia-h100-80gb", "cluster.accelerator_count", ["at least 1"]),
     ("cluster.accelerator_count", 1, "cluster.accelerator_count", ["accelerator_type is not"]),
     ("cluster.accelerator_type", "Tesla T4", "cluster.accelerator_type", ["not a GPU accelerator type"]),
     ("cluster.labels", {"Team": "ml"}, "cluster.labels", ['label key "Team"']),
@@ -243,7 +243,14 @@ def test_invalid_settings_name_the_field_and_the_rule(
         ([("cluster.spot", False), ("cluster.preemptible", True)], None),
         ([("serving.autoscaling", False), ("serving.replicas", 3)], None),
         ([("cluster.min_nodes", 0), ("cluster.initial_nodes", 0), ("cluster.max_nodes", 1)], None),
-        ([("cluster.accelerator_type", "nvidia-l4"), ("cluster.accelerator_count", 2)], None),
+        (
+            [
+                ("cluster.machine_type", "g2-standard-8"),
+                ("cluster.accelerator_type", "nvidia-l4"),
+                ("cluster.accelerator_count", 2),
+            ],
+            None,
+        ),
         ([("bucket.enabled", False), ("serving.model_path", "gs://shared-models/sd")], None),
     ],
 )
@@ -615,6 +622,7 @@ NON_DEFAULT = {
         "max_nodes": 5,
         "spot": False,
         "preemptible": True,
+        "machine_type": "n1-standard-8",
         "accelerator_type": "nvidia-tesla-t4",
         "accelerator_count": 1,
         "labels": {"team": "ml", "équipe": "données", "empty": ""},
@@ -640,7 +648,8 @@ def test_render_toml_sets_changed_values_and_comments_defaults() -> None:
     assert 'zone = "europe-west4-b"\n' in text
     assert '\n# name = "sd-cluster"\n' in text
     assert '\nname = "{project}-models"\n' in text
-    assert '\n# machine_type = "n2-standard-4"\n' in text
+    assert '\nmachine_type = "n1-standard-8"\n' in text
+    assert '\n# disk_type = "pd-balanced"\n' in text
     assert "\n[serving]\n" in text
     assert "équipe" in text
 
@@ -762,3 +771,27 @@ def test_binary_si_quantities(n: int, power: int) -> None:
     suffix = ["", "Ki", "Mi", "Gi", "Ti", "Pi"][power]
 
     assert quantity_value(f"{n}{suffix}") == n * 1024**power
+
+
+@pytest.mark.parametrize(
+    ("machine", "gpu", "ok"),
+    [
+        ("n1-standard-8", "nvidia-tesla-t4", True),
+        ("n2-standard-8", "nvidia-tesla-t4", False),
+        ("g2-standard-8", "nvidia-l4", True),
+        ("n1-standard-8", "nvidia-l4", False),
+        ("a2-highgpu-1g", "nvidia-tesla-a100", True),
+    ],
+)
+def test_accelerators_need_a_matching_machine_family(machine: str, gpu: str, ok: bool) -> None:
+    build = lambda: Config.build(  # noqa: E731
+        project="demo-proj",
+        user="user:a@example.com",
+        cluster={"machine_type": machine, "accelerator_type": gpu, "accelerator_count": 1},
+    )
+    if ok:
+        assert build().cluster.accelerator_type == gpu
+    else:
+        with pytest.raises(ConfigError, match="cluster.accelerator_type") as err:
+            build()
+        assert "machine type" in str(err.value) and "machine_type" in err.value.hint

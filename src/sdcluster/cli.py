@@ -39,6 +39,7 @@ class Globals:
     state: str | None = None
     emulator: str | None = None
     verbose: bool = False
+    overrides: dict[str, Any] = {}
 
 
 G = Globals()
@@ -87,15 +88,39 @@ def _main(
         ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a setting: --set cluster.max_nodes=3 (repeatable; beats file and env)."),
+    ] = None,
 ) -> None:
     G.config, G.state, G.emulator, G.verbose = config, state, emulator, verbose
+    G.overrides = _parse_sets(set_ or [])
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as TOML scalars when they parse (3, true, "x"), else text."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
 
 
 def _load_config() -> Any:
     from .config import Config
 
-    overrides = {"state.path": G.state} if G.state else None
-    return Config.load(G.config, overrides=overrides, env=os.environ)
+    overrides = dict(G.overrides)
+    if G.state:
+        overrides["state.path"] = G.state
+    return Config.load(G.config, overrides=overrides or None, env=os.environ)
 
 
 def _workspace(**options: Any) -> Any:
@@ -615,6 +640,9 @@ def emulator_serve(
     rollout_s: float = 2.0,
     lb_s: float = 1.0,
     seed: int = 0,
+    quota: Annotated[
+        list[str] | None, typer.Option("--quota", help="Override a quota: --quota N2_CPUS=24 (repeatable).")
+    ] = None,
 ) -> None:
     """Serve the emulator until interrupted; prints `export SDCLUSTER_EMULATOR=...`."""
     from .emulator import serve
@@ -639,7 +667,23 @@ def emulator_serve(
         rollout_s=rollout_s,
         lb_s=lb_s,
         seed=seed,
+        quotas=_quotas(quota or []),
     )
+
+
+def _quotas(items: list[str]) -> dict[str, float]:
+    from .emulator.core import Knobs
+
+    quotas = dict(Knobs().quotas)
+    for item in items:
+        metric, sep, value = item.partition("=")
+        try:
+            quotas[metric.strip().upper()] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"expected METRIC=NUMBER, got {item!r}", param_hint="--quota") from None
+        if not sep:
+            raise typer.BadParameter(f"expected METRIC=NUMBER, got {item!r}", param_hint="--quota")
+    return quotas
 
 
 def main() -> None:

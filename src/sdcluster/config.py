@@ -655,8 +655,30 @@ class ClusterConfig(_Section):
                     "accelerator_count",
                 )
             )
+        family = ACCELERATOR_FAMILIES.get(self.accelerator_type or "")
+        if family and not self.machine_type.startswith(f"{family}-"):
+            problems.append(
+                _Invalid(
+                    f"{_q(self.accelerator_type)} needs an {family.upper()} machine type, not {_q(self.machine_type)}",
+                    f'e.g. machine_type = "{ACCELERATOR_EXAMPLE_MACHINE[family]}"',
+                    "accelerator_type",
+                )
+            )
         _raise_all(problems)
         return self
+
+
+# GPUs attach only to some machine families (GKE rejects other combinations at apply time).
+ACCELERATOR_FAMILIES = {
+    "nvidia-tesla-t4": "n1",
+    "nvidia-tesla-v100": "n1",
+    "nvidia-tesla-p4": "n1",
+    "nvidia-tesla-p100": "n1",
+    "nvidia-l4": "g2",
+    "nvidia-tesla-a100": "a2",
+    "nvidia-a100-80gb": "a2",
+}
+ACCELERATOR_EXAMPLE_MACHINE = {"n1": "n1-standard-8", "g2": "g2-standard-8", "a2": "a2-highgpu-1g"}
 
 
 class BucketConfig(_Section):

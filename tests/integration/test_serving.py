@@ -149,3 +149,42 @@ def test_destroy_deletes_the_service_and_waits_before_deleting_the_cluster(setup
     delete_cluster = next(i for i, e in enumerate(log) if e.method == "DeleteCluster")
     assert delete_svc < gone < delete_cluster
     assert still_there  # the Service lingered while its load balancer was released, and we waited
+
+
+def test_custom_namespace_and_kubeconfig_without_token(
+    setup: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from sdcluster.cli import app
+
+    emu, ws = setup(serving={"namespace": "diffusion"})
+    sdcluster.apply(sdcluster.plan(ws))
+    core = k8s.CoreV1Api(kube_api(emu))
+    ns = raw(core.read_namespace("diffusion", _preload_content=False))
+    assert ns["metadata"]["name"] == "diffusion"
+    svc = raw(core.read_namespaced_service("stable-diffusion", "diffusion", _preload_content=False))
+    assert svc["spec"]["type"] == "LoadBalancer"
+    # kubeconfig for kubectl users: the GKE auth plugin, the cluster CA, and never a token.
+    (tmp_path / "sdcluster.toml").write_text('project = "demo-proj"\nuser = "user:demo@example.com"\n')
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "kube" / "config"
+    r = CliRunner().invoke(app, ["--emulator", emu.address, "kubeconfig", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    cluster = emu.factory().cluster_manager().get_cluster(name=KEY)
+    assert doc["clusters"][0]["cluster"]["server"] == f"https://{cluster.endpoint}"
+    assert (
+        doc["clusters"][0]["cluster"]["certificate-authority-data"]
+        == cluster.master_auth.cluster_ca_certificate
+    )
+    assert doc["users"][0]["user"]["exec"]["command"] == "gke-gcloud-auth-plugin"
+    assert "emulator:" not in out.read_text() and "token" not in out.read_text()
+    emu.log.clear()
+    sdcluster.destroy(ws)
+    log = emu.log.entries()
+    ns_delete = [
+        i for i, e in enumerate(log) if e.method == "DELETE" and e.resource.endswith("/namespaces/diffusion")
+    ]
+    cluster_delete = [i for i, e in enumerate(log) if e.method == "DeleteCluster"]
+    assert ns_delete and cluster_delete and ns_delete[0] < cluster_delete[0]

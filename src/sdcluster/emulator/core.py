@@ -527,12 +527,17 @@ class World:
 
     # ---- faults and latency -----------------------------------------------------------------------
     def before_call(self) -> None:
-        """Apply latency, then maybe inject a transient fault (raises UNAVAILABLE)."""
+        """Apply latency, then maybe inject a transient fault: like a real service under load, mostly
+        UNAVAILABLE (HTTP 503), sometimes rate limited (RESOURCE_EXHAUSTED, HTTP 429)."""
         if self.knobs.latency_ms:
             time.sleep(self.knobs.latency_ms / 1000.0)
         if self.knobs.fault_rate:
             with self.lock:
                 roll = self.rng.random()
+            if roll < self.knobs.fault_rate / 4:
+                raise EmulatorError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, "Rate limit exceeded: too many requests (injected)."
+                )
             if roll < self.knobs.fault_rate:
                 raise EmulatorError(
                     grpc.StatusCode.UNAVAILABLE, "The service is currently unavailable (injected)."
