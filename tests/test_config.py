@@ -792,6 +792,6 @@ def test_accelerators_need_a_matching_machine_family(machine: str, gpu: str, ok:
     if ok:
         assert build().cluster.accelerator_type == gpu
     else:
-        with pytest.raises(ConfigError, match="cluster.accelerator_type") as err:
+        with pytest.raises(ConfigError, match=r"cluster\.accelerator_type") as err:
             build()
         assert "machine type" in str(err.value) and "machine_type" in err.value.hint
