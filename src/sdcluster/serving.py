@@ -570,7 +570,8 @@ def serving_resources(
         base = (*cluster_deps, namespace.address)
     configmap = KubeObject(cfg, configmap_manifest(cfg), base)
     deployment = Deployment(cfg, deployment_manifest(cfg), (*base, *model_deps, configmap.address))
-    service = Service(cfg, service_manifest(cfg), (*base, deployment.address))
+    # The Service does not wait for the rollout: its load balancer is provisioned meanwhile.
+    service = Service(cfg, service_manifest(cfg), base)
     out += [configmap, deployment, service]
     if cfg.serving.autoscaling:
         out.append(KubeObject(cfg, hpa_manifest(cfg), (*base, deployment.address)))
