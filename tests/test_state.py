@@ -161,3 +161,16 @@ def test_force_unlock_removes_a_dead_lock_record(tmp_path: Path) -> None:
     assert b.force_unlock() is None
     with b.lock("plan") as held:
         assert held.operation == "plan"
+
+
+def test_temp_files_of_a_killed_write_are_removed_when_the_lock_is_taken(tmp_path: Path) -> None:
+    b = LocalBackend(tmp_path / "state.json")
+    b.write(sample())
+    leftovers = [tmp_path / ".state.json.4242.deadbeef.tmp", tmp_path / ".state.json.backup.4242.cafe.tmp"]
+    for f in leftovers:
+        f.write_text("partial")
+    unrelated = tmp_path / "notes.tmp"
+    unrelated.write_text("mine")
+    with b.lock("apply"):
+        pass
+    assert not any(f.exists() for f in leftovers) and unrelated.exists()

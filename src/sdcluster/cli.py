@@ -90,7 +90,9 @@ def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a setting: --set cluster.max_nodes=3 (repeatable; beats file and env)."),
+        typer.Option(
+            "--set", help="Override a setting: --set cluster.max_nodes=3 (repeatable; beats file and env)."
+        ),
     ] = None,
 ) -> None:
     G.config, G.state, G.emulator, G.verbose = config, state, emulator, verbose

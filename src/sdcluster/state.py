@@ -210,11 +210,13 @@ class LocalBackend:
     # ---- reading ---------------------------------------------------------------------------------
     def read(self) -> State | None:
         try:
-            raw = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
         try:
-            data = json.loads(raw)
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise self._corrupt(f"is not UTF-8 text (byte {e.start})") from e
         except json.JSONDecodeError as e:
             raise self._corrupt(f"is not valid JSON ({e.msg} at line {e.lineno})") from e
         try:
@@ -260,6 +262,7 @@ class LocalBackend:
             except BlockingIOError:
                 raise locked_error(self._read_lock_info(), str(self.path)) from None
             info = LockInfo(operation=operation)
+            self._remove_stale_temp_files()
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info.to_dict()).encode(), 0)
             os.fsync(fd)
@@ -272,6 +275,13 @@ class LocalBackend:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files of a write that was killed before its rename (we hold the lock: none is live)."""
+        for name in (self.path.name, self.backup_path.name):
+            for tmp in self.path.parent.glob(f".{name}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     def _read_lock_info(self) -> LockInfo | None:
         try:

@@ -2,50 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import sdcluster
 
-from .worldview import PROJECT, USER, world_addresses, world_view
-
-KNOBS: dict[str, Any] = {"operation_s": 0.2, "rollout_s": 0.2, "lb_s": 0.2}
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The emulator after a fault-free apply and after the destroy that follows, plus the state's addresses."""
-
-    applied: dict[str, Any]
-    applied_addresses: frozenset[str]
-    destroyed: dict[str, Any]
-    destroyed_addresses: frozenset[str]
-
-
-def workspace(emu: Any, state_path: Path) -> Any:
-    config = sdcluster.Config.build(project=PROJECT, user=USER, state={"path": str(state_path)})
-    return sdcluster.Workspace.open(config, emulator=emu.address)
+from .runs import KNOBS, workspace
+from .worldview import Reference, creates, world_addresses, world_view
 
 
 @pytest.fixture(scope="session")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """Apply then destroy from scratch without faults, recording the emulator after each."""
     from sdcluster.emulator import Emulator
 
-    ws_dir = tmp_path_factory.mktemp("reference")
+    state_path: Path = tmp_path_factory.mktemp("reference") / "state.json"
     with Emulator(**KNOBS) as emu:
-        ws = workspace(emu, ws_dir / "state.json")
+        ws = workspace(emu, state_path)
         applied = sdcluster.apply(ws)
         applied_view = world_view(emu)
         assert set(applied.resources) == world_addresses(applied_view)
         destroyed = sdcluster.destroy(ws)
-        destroyed_view = world_view(emu)
-    yield Reference(
-        applied=applied_view,
-        applied_addresses=frozenset(applied.resources),
-        destroyed=destroyed_view,
-        destroyed_addresses=frozenset(destroyed.resources),
-    )
+        return Reference(
+            applied=applied_view,
+            applied_addresses=frozenset(applied.resources),
+            destroyed=world_view(emu),
+            destroyed_addresses=frozenset(destroyed.resources),
+            creates=creates(emu),
+        )

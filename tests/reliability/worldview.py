@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,20 @@ VOLATILE = frozenset(
         "ca_pem",
         "ip",  # load balancer IPs are allocated machine-wide, so two emulators get different ones
         "instance_group_urls",
+        "cluster_ipv4_cidr",  # GKE picks a free pod range at random
     }
 )
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The emulator after a fault-free apply and after the destroy that follows, and the state's addresses."""
+
+    applied: dict[str, Any]
+    applied_addresses: frozenset[str]
+    destroyed: dict[str, Any]
+    destroyed_addresses: frozenset[str]
+    creates: dict[str, int]  # successful create calls by method, over the apply and the destroy
 
 
 def strip(obj: Any) -> Any:
@@ -87,12 +100,11 @@ def world_view(emu: Any, project: str = PROJECT) -> dict[str, Any]:
         },
         "operations": sorted(
             Counter(
-                (op["type"], op["status"], op.get("error", "")) for op in container.get("operations", {}).values()
+                (op["type"], op["status"], op.get("error", ""))
+                for op in container.get("operations", {}).values()
             ).items()
         ),
-        "kube": {
-            key: strip(rec.get("objects", {})) for key, rec in snap.get("kube", {}).items()
-        },
+        "kube": {key: strip(rec.get("objects", {})) for key, rec in snap.get("kube", {}).items()},
         "buckets": {},
     }
     client = emu.factory().storage(project)
@@ -143,6 +155,11 @@ def world_addresses(view: dict[str, Any], project: str = PROJECT) -> set[str]:
     return out
 
 
+def creates(emu: Any) -> dict[str, int]:
+    """Successful create calls by method (the same count as the reference means nothing was created twice)."""
+    return dict(Counter(e.method for e in emu.log.mutating() if e.method.startswith(("Create", "POST"))))
+
+
 def differences(expected: Any, actual: Any, path: str = "") -> list[str]:
     """Readable field-by-field differences (for assertion messages), e.g. ``["clusters.x: 1 != 2"]``."""
     if isinstance(expected, dict) and isinstance(actual, dict):
@@ -157,7 +174,9 @@ def differences(expected: Any, actual: Any, path: str = "") -> list[str]:
                 out += differences(expected[k], actual[k], where)
         return out
     if expected != actual:
-        return [f"{path}: expected {json.dumps(expected, default=str)[:200]}, got {json.dumps(actual, default=str)[:200]}"]
+        return [
+            f"{path}: expected {json.dumps(expected, default=str)[:200]}, got {json.dumps(actual, default=str)[:200]}"
+        ]
     return []
 
 
