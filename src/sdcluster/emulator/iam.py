@@ -224,15 +224,21 @@ def _tombstone(world: World, project: str, email: str, unique_id: str) -> None:
 # google.iam.admin.v1.IAM
 
 
+def _parent_project(world: World, caller: str, name: str, permission: str) -> str:
+    """The project of a ``projects/P`` parent, with the API enabled and ``permission`` held."""
+    m = _PROJECT_NAME.match(name)
+    if not m:
+        raise invalid(f"Invalid project resource name: {name}")
+    project: str = world.project(m.group(1))["project_id"]
+    world.require_service(project, "iam.googleapis.com")
+    _iam_check(world, caller, permission, project)
+    return project
+
+
 def create_service_account(
     world: World, request: iam_admin_v1.CreateServiceAccountRequest, caller: str
 ) -> iam_admin_v1.ServiceAccount:
-    m = _PROJECT_NAME.match(request.name)
-    if not m:
-        raise invalid(f"Invalid project resource name: {request.name}")
-    project = world.project(m.group(1))["project_id"]
-    world.require_service(project, "iam.googleapis.com")
-    _iam_check(world, caller, "iam.serviceAccounts.create", project)
+    project = _parent_project(world, caller, request.name, "iam.serviceAccounts.create")
     _validate_account_id(request.account_id)
     email = f"{request.account_id}@{project}.{SA_DOMAIN}"
     with world.lock:
@@ -293,12 +299,7 @@ def patch_service_account(
 def list_service_accounts(
     world: World, request: iam_admin_v1.ListServiceAccountsRequest, caller: str
 ) -> iam_admin_v1.ListServiceAccountsResponse:
-    m = _PROJECT_NAME.match(request.name)
-    if not m:
-        raise invalid(f"Invalid project resource name: {request.name}")
-    project = world.project(m.group(1))["project_id"]
-    world.require_service(project, "iam.googleapis.com")
-    _iam_check(world, caller, "iam.serviceAccounts.list", project)
+    project = _parent_project(world, caller, request.name, "iam.serviceAccounts.list")
     with world.lock:
         mine = sorted(
             (sa for sa in _accounts(world).values() if sa["project_id"] == project), key=lambda s: s["email"]
