@@ -512,9 +512,10 @@ def generate(
     from .generate import generate as run_generate
     from .generate import save_images
 
-    cfg = _load_config()
+    ws = _workspace()
+    cfg = ws.config
     if endpoint is None:
-        st = _workspace().backend.read()
+        st = ws.backend.read()
         endpoint = (st.outputs.get("endpoint") if st else None) or None
         if endpoint is None:
             raise UsageError("no endpoint yet", hint="run: sdcluster apply (or pass --endpoint URL)")
