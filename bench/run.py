@@ -11,7 +11,7 @@ What is measured (RESULTS.md says it again, with the figures):
 3. a fresh ``apply`` against its unavoidable lower bound (IAM propagation + cluster operation +
    the longer of rollout and load balancer, which run together), and against the tutorial's way (``bench/tutorial_way.py``), with the
    emulator's durations scaled 1:20;
-4. model upload: ``sdcluster.upload.upload_model`` (parallel) against one file at a time, and a rerun;
+4. model upload: ``sdcluster.gcp.upload.upload_model`` (parallel) against one file at a time, and a rerun;
 5. peak RSS of ``sdcluster plan`` and ``sdcluster apply -y`` processes (emulator in another process).
 """
 
@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers import MIB, SDCLUSTER, EmulatorProcess, machine, measure_child, median, model_dir, wall_time
 from tutorial_way import run_tutorial
 
 import sdcluster
+from helpers import MIB, SDCLUSTER, EmulatorProcess, machine, measure_child, median, model_dir, wall_time
 
 PROJECT = "demo-proj"
 USER = "user:demo@example.com"
@@ -110,10 +110,10 @@ def bench_startup(p: Profile) -> Section:
                 times[name].append(wall_time(cmd, cwd=cwd))
     base = median(times["python -c pass"])
     section = Section("Start-up")
-    probe = "import sys, sdcluster.cli; print(sum(m.split('.')[0] in ('google', 'grpc', 'kubernetes') for m in sys.modules))"
+    probe = "import sys, sdcluster.ui.cli; print(sum(m.split('.')[0] in ('google', 'grpc', 'kubernetes') for m in sys.modules))"
     heavy = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     section.notes.append(
-        f"Importing `sdcluster.cli` (what both commands do) loads {heavy.strip()} modules of gRPC, the Google "
+        f"Importing `sdcluster.ui.cli` (what both commands do) loads {heavy.strip()} modules of gRPC, the Google "
         "and Kubernetes client libraries: they are imported inside the functions that need them."
     )
     for name in ("sdcluster --help", "sdcluster version"):
@@ -364,8 +364,8 @@ def bench_apply(p: Profile) -> Section:
 
 
 def bench_upload(p: Profile) -> Section:
-    from sdcluster.clients import ClientFactory
-    from sdcluster.upload import saved_model_files, upload_model
+    from sdcluster.gcp.clients import ClientFactory
+    from sdcluster.gcp.upload import saved_model_files, upload_model
 
     directory = model_dir(p.upload_mib)
     files = saved_model_files(directory)

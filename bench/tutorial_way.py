@@ -88,7 +88,7 @@ def _wait_operation(gke: Any, location: str, op: Any, poll_s: float) -> None:
 
 def _manifests(cfg: Any) -> list[dict[str, Any]]:
     """The same objects sdcluster applies, minus sdcluster's node selector (the tutorial has one pool)."""
-    from sdcluster import serving
+    from sdcluster.gcp.resources import serving
 
     deployment = serving.deployment_manifest(cfg)
     deployment["spec"]["template"]["spec"].pop("nodeSelector", None)
@@ -103,7 +103,7 @@ def run_tutorial(
     from kubernetes import client as k8s
 
     import sdcluster
-    from sdcluster.clients import ClientFactory
+    from sdcluster.gcp.clients import ClientFactory
 
     cfg = sdcluster.Config.build(project=project, user=user)
     factory = ClientFactory(user=user, emulator=emulator)

@@ -10,7 +10,7 @@ import pytest
 def make_emu() -> Iterator[Callable[..., Any]]:
     """Start emulators with the given knobs; all are stopped at the end of the test.
 
-    Example: ``emu = make_emu(operation_s=0.2)``; ``emu.factory("user:x@y.com").iam_admin()``.
+    Example: ``emu = make_emu(operation_s=0.2)``; ``factory(emu, "user:x@y.com").iam_admin()`` (tests/helpers.py).
     """
     from sdcluster.emulator import Emulator
 

@@ -14,12 +14,23 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from sdcluster import api
-from sdcluster.cli import app
+from sdcluster.ui.cli import Options, app
 
 from .engine.memstore import MemStack, Store, Thing
 
-runner = CliRunner()
+
+class Runner(CliRunner):
+    """CliRunner that plugs a stack into the CLI through its seam (``Options.stack``)."""
+
+    stack: Any = None
+
+    def invoke(self, *args: Any, **kw: Any) -> Any:  # type: ignore[override]
+        if self.stack is not None:
+            kw.setdefault("obj", Options(stack=self.stack))
+        return super().invoke(*args, **kw)
+
+
+runner = Runner()
 
 
 @pytest.fixture
@@ -34,13 +45,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
         "store": store,
         "things": lambda: [Thing(store, "a"), Thing(store, "b", ("test.thing.a",))],
     }
-    original = api.Workspace.open.__func__  # type: ignore[attr-defined]
-
-    def open_with_memstack(cls: Any, config: Any, **kw: Any) -> Any:
-        kw["stack"] = MemStack(store, env["things"]())
-        return original(cls, config, **kw)
-
-    monkeypatch.setattr(api.Workspace, "open", classmethod(open_with_memstack))
+    monkeypatch.setattr(runner, "stack", lambda cfg: MemStack(store, env["things"]()))
     r = runner.invoke(app, ["init", "--project", "demo-proj", "--user", "demo@example.com"])
     assert r.exit_code == 0, r.output
     yield env
@@ -151,7 +156,7 @@ def test_error_has_no_traceback_unless_verbose(project: dict[str, Any]) -> None:
 def test_help_imports_no_google_or_kubernetes() -> None:
     code = (
         "import sys\n"
-        "from sdcluster.cli import app\n"
+        "from sdcluster.ui.cli import app\n"
         "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
         "bad = sorted(m for m in sys.modules if m.startswith(('google', 'kubernetes', 'grpc')))\n"
         "print('LOADED', bad)\n"

@@ -15,8 +15,10 @@ from typer.testing import CliRunner
 
 import sdcluster
 from sdcluster import errors
-from sdcluster.cli import _errors
 from sdcluster.errors import translate
+from sdcluster.ui.cli import _errors
+
+from .helpers import factory
 
 
 def _config_error(**kw: Any) -> Exception:
@@ -28,7 +30,7 @@ def _config_error(**kw: Any) -> Exception:
 
 
 def _stale_plan() -> Exception:
-    from sdcluster.plan import Plan, check_fresh
+    from sdcluster.engine import Plan, check_fresh
     from sdcluster.state import State
 
     try:
@@ -181,8 +183,8 @@ def test_the_cli_prints_error_and_hint_without_traceback(
 def test_iam_propagation_timeout_says_how_long_and_what_to_check(
     make_emu: Callable[..., Any], tmp_path: Any
 ) -> None:
-    from sdcluster.clients import ClientFactory
-    from sdcluster.stack import GcpContext
+    from sdcluster.gcp.clients import ClientFactory
+    from sdcluster.gcp.context import GcpContext
 
     emu = make_emu()
     cfg = sdcluster.Config.build(
@@ -191,7 +193,7 @@ def test_iam_propagation_timeout_says_how_long_and_what_to_check(
     # gke-admin exists but the user was never granted the token creator role on it.
     from google.cloud import iam_admin_v1
 
-    emu.factory().iam_admin().create_service_account(
+    factory(emu).iam_admin().create_service_account(
         request=iam_admin_v1.CreateServiceAccountRequest(name="projects/demo-proj", account_id="gke-admin")
     )
     ctx = GcpContext(cfg, ClientFactory.for_user(cfg.user, emu.address))

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from .helpers import factory
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -35,4 +37,4 @@ def test_readme_notebook_session_runs(
     assert state.outputs["endpoint"].endswith("/v1/models/stable-diffusion")
     # destroy ran last: the service accounts are gone from the state and from the project.
     assert '"iam.service_account' not in (tmp_path / ".sdcluster" / "state.json").read_text()
-    assert list(emu.factory().iam_admin().list_service_accounts(name="projects/my-project")) == []
+    assert list(factory(emu).iam_admin().list_service_accounts(name="projects/my-project")) == []

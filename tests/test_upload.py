@@ -14,7 +14,9 @@ import pytest
 
 from sdcluster.config import Config
 from sdcluster.errors import NotFound, UsageError
-from sdcluster.upload import UploadProgress, crc32c_b64, upload_model
+from sdcluster.gcp.upload import UploadProgress, crc32c_b64, upload_model
+
+from .helpers import factory
 
 PROJECT = "demo-proj"
 BUCKET = f"{PROJECT}-bucket"
@@ -46,10 +48,10 @@ def make_saved_model(root: Path) -> dict[str, int]:
 def setup(make_emu: Any) -> tuple[Any, Config, Any]:
     # A little latency per request, as over a network: uploads then overlap visibly.
     emu = make_emu(latency_ms=30)
-    factory = emu.factory()
-    factory.storage(PROJECT).create_bucket(BUCKET, location="us-central1")
+    clients = factory(emu)
+    clients.storage(PROJECT).create_bucket(BUCKET, location="us-central1")
     cfg = Config.build(project=PROJECT, user=emu.world.knobs.owner)
-    return emu, cfg, factory
+    return emu, cfg, clients
 
 
 def objects(factory: Any, prefix: str) -> dict[str, int]:
@@ -181,7 +183,7 @@ def test_a_missing_bucket_says_how_to_create_it(make_emu: Any, tmp_path: Path) -
     cfg = Config.build(project=PROJECT, user=emu.world.knobs.owner)
     make_saved_model(tmp_path / "model")
     with pytest.raises(NotFound, match=f"bucket {BUCKET} does not exist") as err:
-        upload_model(cfg, tmp_path / "model", factory=emu.factory())
+        upload_model(cfg, tmp_path / "model", factory=factory(emu))
     assert "sdcluster apply" in err.value.hint
 
 
@@ -190,17 +192,17 @@ def test_transient_failures_are_retried_and_the_objects_are_intact(
 ) -> None:
     monkeypatch.setattr("sdcluster.retry.BACKOFF_SCALE", 0.05)  # retry after ~50 ms, not ~1 s
     emu = make_emu(seed=3)
-    factory = emu.factory()
-    factory.storage(PROJECT).create_bucket(BUCKET, location="us-central1")
+    clients = factory(emu)
+    clients.storage(PROJECT).create_bucket(BUCKET, location="us-central1")
     cfg = Config.build(project=PROJECT, user=emu.world.knobs.owner)
     make_saved_model(tmp_path / "model")
     emu.world.knobs.fault_rate = 0.25  # one request in four answers 503
 
-    result = upload_model(cfg, tmp_path / "model", factory=factory)
+    result = upload_model(cfg, tmp_path / "model", factory=clients)
 
     emu.world.knobs.fault_rate = 0.0
     assert any(e.code == "UNAVAILABLE" for e in emu.log.entries())
-    bucket = factory.storage(PROJECT).bucket(BUCKET)
+    bucket = clients.storage(PROJECT).bucket(BUCKET)
     for name in result.uploaded:  # a retried chunk was re-read from the right offset
         blob = bucket.get_blob(f"stable_diffusion_model/1/{name}")
         assert blob.crc32c == crc32c_b64(tmp_path / "model" / name)

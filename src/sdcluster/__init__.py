@@ -15,13 +15,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-
-# The engine module is ``sdcluster.plan``; importing api (which imports it) first and then binding the
-# public *function* ``plan`` keeps ``sdcluster.plan(cfg)`` a function: a submodule already imported
-# is never re-bound on the package. Import engine names with ``from sdcluster.plan import Resource``.
 from .api import Workspace, apply, destroy, load_plan, plan, save_plan, status
+from .engine import Change, Plan
 from .errors import SdclusterError
-from .plan import Change, Plan
 from .state import State
 
 if TYPE_CHECKING:

@@ -14,15 +14,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
-from .errors import StalePlan, UsageError
-from .plan import Listener, Plan, check_fresh, execute, plan_changes
-from .state import Backend, State, backend_for
+from .engine import Action, Binding, Change, Listener, Plan, Stack, check_fresh, execute, plan_changes
+from .errors import ConfigError, NotFound, StalePlan, StateError, UsageError
+from .state import Backend, LocalBackend, ResourceState, State, atomic_write
 
 if TYPE_CHECKING:
     from .config import Config
-    from .stack import Stack
+    from .gcp.clients import ClientFactory
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Workspace:
 
     config: Config
     backend: Backend
-    stack: Stack
+    stack: Stack[Any]
 
     @classmethod
     def open(
@@ -40,11 +40,11 @@ class Workspace:
         *,
         state: str | Backend | None = None,
         emulator: str | None = None,
-        stack: Stack | None = None,
+        stack: Stack[Any] | None = None,
         delete_bucket: bool = False,
         force_bucket: bool = False,
     ) -> Workspace:
-        from .clients import ClientFactory
+        from .gcp.clients import ClientFactory
 
         factory = ClientFactory.for_user(config.user, emulator)
         if state is None or isinstance(state, str):
@@ -52,10 +52,21 @@ class Workspace:
         else:
             backend = state
         if stack is None:
-            from .stack import GcpStack
+            from .gcp.stack import GcpStack
 
             stack = GcpStack(config, factory=factory, delete_bucket=delete_bucket, force_bucket=force_bucket)
         return cls(config=config, backend=backend, stack=stack)
+
+
+def backend_for(path: str, factory: ClientFactory | None = None, project: str = "") -> Backend:
+    """The backend for a state location: a local path, or ``gs://BUCKET/PREFIX/state.json``."""
+    if path.startswith("gs://"):
+        from .gcp.remote_state import GcsBackend
+
+        if factory is None:
+            raise ConfigError(f"remote state {path} needs credentials", hint="internal: pass a ClientFactory")
+        return GcsBackend(path, factory, project)
+    return LocalBackend(path)
 
 
 def _workspace(target: Config | Workspace, **kw: Any) -> Workspace:
@@ -87,7 +98,7 @@ def plan(
         warnings=[*warnings, *getattr(ws.backend, "warnings", [])],
         config=ws.config.model_dump(mode="json"),
         resources=resources,
-        context=(ws, ctx),
+        binding=Binding(ws.backend, ws.stack, ctx),
     )
 
 
@@ -95,22 +106,20 @@ def apply(target: Plan | Config | Workspace, *, listener: Listener | None = None
     """Make it so. Given a config, plans first; given a plan, applies exactly that plan
     (refusing with StalePlan if the state changed since it was made)."""
     the_plan = target if isinstance(target, Plan) else plan(target, listener=listener, **kw)
-    if the_plan.context is None:
-        raise UsageError("this plan has no workspace; load saved plans with sdcluster.load_plan(path)")
-    ws, ctx = the_plan.context
+    bound = the_plan.bound()
     if listener is not None:
-        ctx.listener = listener
-    with ws.backend.lock("destroy" if the_plan.destroy else "apply"):
-        current = ws.backend.read()
+        bound.context.listener = listener
+    with bound.backend.lock("destroy" if the_plan.destroy else "apply"):
+        current = bound.backend.read()
         check_fresh(the_plan, current)
         state = current.copy() if current else State.new()
         return execute(
             the_plan.changes,
             the_plan.resources,
-            ctx,
-            ws.backend,
+            bound.context,
+            bound.backend,
             state,
-            outputs=None if the_plan.destroy else ws.stack.outputs,
+            outputs=None if the_plan.destroy else bound.stack.outputs,
         )
 
 
@@ -124,8 +133,6 @@ def destroy(config: Config | Workspace, *, listener: Listener | None = None, **k
 
 
 def save_plan(p: Plan, path: str | Path) -> Path:
-    from .state import atomic_write
-
     out = Path(path)
     atomic_write(out, (json.dumps(p.to_dict(), indent=2) + "\n").encode())
     return out
@@ -136,7 +143,7 @@ def load_plan(
     *,
     state: str | Backend | None = None,
     emulator: str | None = None,
-    stack: Stack | None = None,
+    stack: Stack[Any] | None = None,
 ) -> Plan:
     """A saved plan, bound to the config it was made from, ready for ``apply``."""
     from .config import Config
@@ -167,18 +174,27 @@ def load_plan(
         )
     ctx = ws.stack.context(None)
     ctx.destroying = p.destroy
-    p.context = (ws, ctx)
+    p.binding = Binding(ws.backend, ws.stack, ctx)
     return p
 
 
-_STATE_WORDS = {
-    "noop": "in sync",
-    "create": "missing",
-    "update": "drifted",
-    "replace": "drifted (replace needed)",
-    "delete": "no longer configured",
-    "keep": "kept",
-}
+def state_word(c: Change) -> str:
+    """How ``sdcluster status`` describes a resource, from its planned change."""
+    match c.action:
+        case Action.NOOP:
+            return "not in the state (will be imported)" if c.adopt else "in sync"
+        case Action.CREATE:
+            return "missing"
+        case Action.UPDATE:
+            return "drifted"
+        case Action.REPLACE:
+            return "drifted (replace needed)"
+        case Action.DELETE:
+            return "no longer configured"
+        case Action.KEEP:
+            return "kept"
+        case _:
+            assert_never(c.action)
 
 
 def status(config: Config | Workspace, *, listener: Listener | None = None, **kw: Any) -> dict[str, Any]:
@@ -186,28 +202,15 @@ def status(config: Config | Workspace, *, listener: Listener | None = None, **kw
 
     Refreshes like ``plan`` (no mutation) and returns plain data (``sdcluster status --json``).
     """
-    p = plan(config, listener=listener, **kw)
-    ws, _ = p.context
-    rows = []
-    cluster: dict[str, Any] = {}
-    deployment: dict[str, Any] = {}
-    for c in p.changes:
-        observed = c.before or {}
-        rows.append({"address": c.address, "state": _STATE_WORDS[c.action], "detail": c.reason})
-        if c.type == "gke.cluster" and observed:
-            cluster = {
-                "status": observed.get("status"),
-                "location": observed.get("location"),
-                "nodes": observed.get("current_node_count"),
-                "endpoint": observed.get("endpoint"),
-            }
-        if c.type == "k8s.deployment" and observed:
-            deployment = {"ready": observed.get("ready", ""), "replicas": observed.get("spec.replicas")}
+    ws = _workspace(config, **kw)
+    p = plan(ws, listener=listener)
+    rows = [{"address": c.address, "state": state_word(c), "detail": c.reason} for c in p.changes]
+    details = ws.stack.details(p)
     current = ws.backend.read()
     return {
         "resources": rows,
-        "cluster": cluster,
-        "deployment": deployment,
+        "cluster": details.get("cluster", {}),
+        "deployment": details.get("deployment", {}),
         "outputs": current.outputs if current else {},
         "warnings": p.warnings,
     }
@@ -222,8 +225,6 @@ def copy_state(source: Backend, target: Backend, *, force: bool = False) -> Stat
 
     Refuses to overwrite a target that holds another lineage, or a newer serial of the same one.
     """
-    from .errors import StateError
-
     with source.lock("state-migrate"), target.lock("state-migrate"):
         state = source.read()
         if state is None:
@@ -250,8 +251,6 @@ def copy_state(source: Backend, target: Backend, *, force: bool = False) -> Stat
 
 def push_state(ws: Workspace, document: dict[str, Any], *, force: bool = False) -> State:
     """Replace the stored state with ``document`` (``sdcluster state push FILE``), same rules as copy."""
-    from .errors import StateError
-
     incoming = State.from_dict(document, source="the pushed file")
     with ws.backend.lock("state-push"):
         existing = ws.backend.read()
@@ -272,9 +271,6 @@ def push_state(ws: Workspace, document: dict[str, Any], *, force: bool = False) 
 
 def import_resource(ws: Workspace, address: str, resource_id: str) -> State:
     """Record an existing resource in state after reading it (``sdcluster import ADDRESS ID``)."""
-    from .errors import NotFound, UsageError
-    from .state import ResourceState
-
     resources = {r.address: r for r in ws.stack.resources()}
     if address not in resources:
         raise UsageError(
@@ -302,8 +298,6 @@ def import_resource(ws: Workspace, address: str, resource_id: str) -> State:
 
 def forget(ws: Workspace, address: str) -> State:
     """Remove a resource from state without deleting it (``sdcluster state rm ADDRESS``)."""
-    from .errors import UsageError
-
     with ws.backend.lock("state-rm"):
         state = ws.backend.read()
         if state is None or address not in state.resources:
@@ -312,10 +306,11 @@ def forget(ws: Workspace, address: str) -> State:
         return ws.backend.write(state)
 
 
-def ensure_state_bucket(url: str, factory: Any, project: str, location: str) -> bool:
+def ensure_state_bucket(url: str, factory: ClientFactory, project: str, location: str) -> bool:
     """Create the state bucket of ``gs://BUCKET/...`` when missing: versioning on, uniform access,
     public access prevention. Returns True when it was created."""
     from . import retry
+    from .gcp.labels import MANAGED_BY
 
     name = url[len("gs://") :].split("/", 1)[0]
     client = factory.storage(project)
@@ -326,6 +321,6 @@ def ensure_state_bucket(url: str, factory: Any, project: str, location: str) -> 
     bucket.versioning_enabled = True
     bucket.iam_configuration.uniform_bucket_level_access_enabled = True
     bucket.iam_configuration.public_access_prevention = "enforced"
-    bucket.labels = {"managed-by": "sdcluster", "purpose": "sdcluster-state"}
+    bucket.labels = {**MANAGED_BY, "purpose": "sdcluster-state"}
     retry.call(lambda: client.create_bucket(bucket, project=project, location=location), project=project)
     return True

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import retry
 from .errors import InvalidRequest, NotFound, SdclusterError, TransientError, UsageError, WaitTimeout
+from .tfserving import HTTP_PORT
 
 if TYPE_CHECKING:
     import requests
@@ -55,7 +56,7 @@ START_OF_TEXT = 49406
 END_OF_TEXT = 49407
 CONTEXT_LENGTH = 77  # CLIP's text encoder reads 77 positions
 MAX_PROMPT_TOKENS = CONTEXT_LENGTH - 2  # minus start- and end-of-text
-HTTP_PORT = 8501
+
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_LOAD_TIMEOUT_S = 600.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0

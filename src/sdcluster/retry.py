@@ -30,7 +30,9 @@ T = TypeVar("T")
 # (capped at CALL_MAX_WAIT_S) still surfaces a real outage within about half a minute.
 CALL_ATTEMPTS = 10
 CALL_MAX_WAIT_S = 8.0
-RMW_ATTEMPTS = 8
+# A policy another admin keeps editing (a CI bot, a busy team) can win several races in a row;
+# each retry re-reads, so more attempts only cost time while the contention lasts.
+RMW_ATTEMPTS = 15
 
 MIN_POLL_S = 0.05
 POLL_FRACTION = 0.1

@@ -21,6 +21,8 @@ from google.cloud import container_v1
 from sdcluster.emulator import Emulator, kube
 from sdcluster.emulator import gke as gke_emulator
 
+from ..helpers import factory
+
 PROJECT = "demo-proj"
 ZONE = "us-central1-c"
 PARENT = f"projects/{PROJECT}/locations/{ZONE}"
@@ -72,7 +74,7 @@ def emu(make_emu: Callable[..., Any]) -> Any:
 
 
 def client(emu: Any, member: str | None = None) -> container_v1.ClusterManagerClient:
-    return emu.factory(member).cluster_manager()
+    return factory(emu, member).cluster_manager()
 
 
 def wait(
@@ -93,7 +95,7 @@ def wait(
 
 
 def make_sa(emu: Any, account_id: str = "gke-node") -> str:
-    sa = emu.factory().iam_admin().create_service_account(name=f"projects/{PROJECT}", account_id=account_id)
+    sa = factory(emu).iam_admin().create_service_account(name=f"projects/{PROJECT}", account_id=account_id)
     return str(sa.email)
 
 

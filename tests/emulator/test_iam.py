@@ -1,6 +1,6 @@
 """IAM Admin, IAM Credentials, Resource Manager and Service Usage on the emulator.
 
-Everything goes through the official client libraries built by ``emu.factory(member)``; each test
+Everything goes through the official client libraries built by ``factory(emu, member)``; each test
 asserts what a user of GCP would see (codes and messages), including the eventual consistency of
 new service accounts and of new bindings.
 """
@@ -16,6 +16,8 @@ import google.auth.transport.requests
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import service_usage_v1
+
+from ..helpers import factory
 
 PROJECT = "demo-proj"
 OWNER = "user:demo@example.com"
@@ -41,7 +43,7 @@ def email_of(account_id: str) -> str:
 
 def create_sa(emu: Any, account_id: str, member: str = OWNER) -> Any:
     return (
-        emu.factory(member)
+        factory(emu, member)
         .iam_admin()
         .create_service_account(
             request={
@@ -55,8 +57,8 @@ def create_sa(emu: Any, account_id: str, member: str = OWNER) -> Any:
 
 def grant(emu: Any, role: str, member: str, resource: str | None = None) -> Any:
     """Additive read-modify-write, as sdcluster does: on the project, or on a service account."""
-    factory = emu.factory(OWNER)
-    client = factory.iam_admin() if resource else factory.projects()
+    clients = factory(emu, OWNER)
+    client = clients.iam_admin() if resource else clients.projects()
     resource = resource or f"projects/{PROJECT}"
     policy = client.get_iam_policy(request={"resource": resource})
     policy.bindings.add(role=role, members=[member])
@@ -64,7 +66,7 @@ def grant(emu: Any, role: str, member: str, resource: str | None = None) -> Any:
 
 
 def mint(emu: Any, member: str, email: str, lifetime_s: int = 600) -> Any:
-    creds = emu.factory(member).iam_credentials()
+    creds = factory(emu, member).iam_credentials()
     return creds.generate_access_token(
         request={
             "name": f"projects/-/serviceAccounts/{email}",
@@ -90,7 +92,7 @@ def eventually(fn: Callable[[], Any], timeout_s: float = 10.0) -> Any:
 
 
 def test_service_account_lifecycle(emu: Any) -> None:
-    iam = emu.factory(OWNER).iam_admin()
+    iam = factory(emu, OWNER).iam_admin()
     sa = create_sa(emu, "gke-admin")
     email = email_of("gke-admin")
     assert sa.email == email
@@ -161,16 +163,16 @@ def test_caller_without_role_cannot_create_accounts(emu: Any) -> None:
 
 
 def test_deleted_account_bindings_are_not_inherited_by_a_new_one(emu: Any) -> None:
-    iam = emu.factory(OWNER).iam_admin()
+    iam = factory(emu, OWNER).iam_admin()
     sa = create_sa(emu, "gke-node")
     grant(emu, "roles/viewer", f"serviceAccount:{sa.email}")
     iam.delete_service_account(request={"name": sa.name})
 
-    policy = emu.factory(OWNER).projects().get_iam_policy(request={"resource": f"projects/{PROJECT}"})
+    policy = factory(emu, OWNER).projects().get_iam_policy(request={"resource": f"projects/{PROJECT}"})
     viewers = next(b.members for b in policy.bindings if b.role == "roles/viewer")
     assert list(viewers) == [f"deleted:serviceAccount:{sa.email}?uid={sa.unique_id}"]
     # The policy as read back (with its deleted: member) is writable again.
-    emu.factory(OWNER).projects().set_iam_policy(
+    factory(emu, OWNER).projects().set_iam_policy(
         request={"resource": f"projects/{PROJECT}", "policy": policy}
     )
 
@@ -179,7 +181,7 @@ def test_deleted_account_bindings_are_not_inherited_by_a_new_one(emu: Any) -> No
 
 
 def test_project_policy_read_modify_write_and_stale_etag(emu: Any) -> None:
-    rm = emu.factory(OWNER).projects()
+    rm = factory(emu, OWNER).projects()
     resource = f"projects/{PROJECT}"
     before = rm.get_iam_policy(request={"resource": resource})
     assert [(b.role, list(b.members)) for b in before.bindings] == [("roles/owner", [OWNER])]
@@ -229,7 +231,7 @@ def test_google_managed_service_accounts_are_accepted(emu: Any) -> None:
 def test_owners_are_invited_not_granted_and_the_last_one_stays(emu: Any) -> None:
     with pytest.raises(gexc.InvalidArgument, match="SOLO_MUST_INVITE_OWNERS"):
         grant(emu, "roles/owner", "user:bob@example.com")
-    rm = emu.factory(OWNER).projects()
+    rm = factory(emu, OWNER).projects()
     policy = rm.get_iam_policy(request={"resource": f"projects/{PROJECT}"})
     del policy.bindings[:]
     policy.bindings.add(role="roles/viewer", members=[OWNER])
@@ -239,7 +241,7 @@ def test_owners_are_invited_not_granted_and_the_last_one_stays(emu: Any) -> None
 
 def test_service_account_level_policy(emu: Any) -> None:
     sa = create_sa(emu, "gke-admin")
-    iam = emu.factory(OWNER).iam_admin()
+    iam = factory(emu, OWNER).iam_admin()
     empty = iam.get_iam_policy(request={"resource": sa.name})
     assert list(empty.bindings) == []
 
@@ -256,7 +258,7 @@ def test_service_account_level_policy(emu: Any) -> None:
         mint(emu, ALICE, other.email)
     # Reading the account's policy needs iam.serviceAccounts.getIamPolicy, which Alice lacks.
     with pytest.raises(gexc.PermissionDenied, match=r"iam\.serviceAccounts\.getIamPolicy"):
-        emu.factory(ALICE).iam_admin().get_iam_policy(request={"resource": sa.name})
+        factory(emu, ALICE).iam_admin().get_iam_policy(request={"resource": sa.name})
 
 
 # ---- access tokens -----------------------------------------------------------------------------------
@@ -301,22 +303,22 @@ def test_token_lifetime_over_an_hour_is_invalid(emu: Any) -> None:
 
 def test_impersonated_credentials_over_rest(emu: Any) -> None:
     sa = create_sa(emu, "gke-admin")
-    factory = emu.factory(OWNER)
+    clients = factory(emu, OWNER)
     request = google.auth.transport.requests.Request()
 
-    denied = factory.impersonated(sa.email)
+    denied = clients.impersonated(sa.email)
     with pytest.raises(google.auth.exceptions.RefreshError, match="getAccessToken"):
         denied.refresh(request)
 
     grant(emu, TOKEN_CREATOR, OWNER, resource=sa.name)
     grant(emu, "roles/viewer", f"serviceAccount:{sa.email}")
-    admin = factory.impersonated(sa.email)
+    admin = clients.impersonated(sa.email)
     admin.refresh(request)
     assert admin.valid
     assert str(admin.token).startswith(f"emulator:serviceAccount:{sa.email}#")
 
     # A client built with the impersonated credentials acts as the service account.
-    project = factory.projects(admin).get_project(request={"name": f"projects/{PROJECT}"})
+    project = clients.projects(admin).get_project(request={"name": f"projects/{PROJECT}"})
     assert project.project_id == PROJECT
     last = emu.log.entries()[-1]
     assert (last.method, last.caller, last.code) == ("GetProject", f"serviceAccount:{sa.email}", "OK")
@@ -331,7 +333,7 @@ def test_new_account_is_unusable_until_it_propagates(make_emu: Callable[..., Any
     with pytest.raises(gexc.NotFound, match="Gaia id not found"):
         mint(emu, OWNER, sa.email)
     # The account itself is readable at once; only its use as a member waits.
-    assert emu.factory(OWNER).iam_admin().get_service_account(request={"name": sa.name}).email == sa.email
+    assert factory(emu, OWNER).iam_admin().get_service_account(request={"name": sa.name}).email == sa.email
 
     eventually(lambda: grant(emu, "roles/logging.logWriter", f"serviceAccount:{sa.email}"))
     assert mint(emu, OWNER, sa.email).access_token
@@ -341,7 +343,7 @@ def test_new_account_is_unusable_until_it_propagates(make_emu: Callable[..., Any
 
 
 def test_get_project_by_id_and_number(emu: Any) -> None:
-    rm = emu.factory(OWNER).projects()
+    rm = factory(emu, OWNER).projects()
     project = rm.get_project(request={"name": f"projects/{PROJECT}"})
     assert project.project_id == PROJECT
     assert project.state.name == "ACTIVE"
@@ -351,25 +353,25 @@ def test_get_project_by_id_and_number(emu: Any) -> None:
 
 
 def test_unknown_project_is_permission_denied(emu: Any) -> None:
-    factory = emu.factory(OWNER)
+    clients = factory(emu, OWNER)
     with pytest.raises(gexc.PermissionDenied, match="nope-proj"):
-        factory.projects().get_project(request={"name": "projects/nope-proj"})
+        clients.projects().get_project(request={"name": "projects/nope-proj"})
     with pytest.raises(gexc.PermissionDenied):
-        factory.iam_admin().list_service_accounts(request={"name": "projects/nope-proj"})
+        clients.iam_admin().list_service_accounts(request={"name": "projects/nope-proj"})
     with pytest.raises(gexc.PermissionDenied):
         mint(emu, OWNER, "someone@nope-proj.iam.gserviceaccount.com")
 
 
 def test_disabled_api_says_how_to_enable_it(make_emu: Callable[..., Any]) -> None:
     emu = make_emu(enabled_services=["serviceusage.googleapis.com"])
-    factory = emu.factory(OWNER)
+    clients = factory(emu, OWNER)
     with pytest.raises(gexc.PermissionDenied, match=r"SERVICE_DISABLED service=iam\.googleapis\.com"):
         create_sa(emu, "gke-admin")
     with pytest.raises(gexc.PermissionDenied, match=r"SERVICE_DISABLED service=cloudresourcemanager"):
-        factory.projects().get_project(request={"name": f"projects/{PROJECT}"})
+        clients.projects().get_project(request={"name": f"projects/{PROJECT}"})
 
     def enable(*service_ids: str) -> None:
-        factory.service_usage().batch_enable_services(
+        clients.service_usage().batch_enable_services(
             request={"parent": f"projects/{PROJECT}", "service_ids": list(service_ids)}
         ).result(timeout=5)
 
@@ -383,7 +385,7 @@ def test_disabled_api_says_how_to_enable_it(make_emu: Callable[..., Any]) -> Non
 
 
 def test_service_usage_enable_get_and_list(emu: Any) -> None:
-    su = emu.factory(OWNER).service_usage()
+    su = factory(emu, OWNER).service_usage()
     name = f"projects/{PROJECT}/services/logging.googleapis.com"
     assert su.get_service(request={"name": name}).state == service_usage_v1.State.DISABLED
 
@@ -419,7 +421,7 @@ def test_service_usage_enable_get_and_list(emu: Any) -> None:
     with pytest.raises(gexc.PermissionDenied, match="Not found or permission denied for service"):
         su.enable_service(request={"name": f"projects/{PROJECT}/services/no-such-api.googleapis.com"})
     with pytest.raises(gexc.PermissionDenied, match=r"serviceusage\.services\.enable"):
-        emu.factory(ALICE).service_usage().enable_service(request={"name": name})
+        factory(emu, ALICE).service_usage().enable_service(request={"name": name})
 
 
 def test_request_log_names_callers_codes_and_mutations(emu: Any) -> None:
@@ -427,7 +429,7 @@ def test_request_log_names_callers_codes_and_mutations(emu: Any) -> None:
     sa = create_sa(emu, "gke-admin")
     with pytest.raises(gexc.PermissionDenied):
         mint(emu, ALICE, sa.email)
-    emu.factory(OWNER).iam_admin().get_service_account(request={"name": sa.name})
+    factory(emu, OWNER).iam_admin().get_service_account(request={"name": sa.name})
 
     rows = [(e.service, e.method, e.caller, e.code, e.mutating) for e in emu.log.entries()]
     assert rows == [

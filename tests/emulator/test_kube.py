@@ -14,8 +14,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from sdcluster.clients import ClientFactory, emulator_credentials
 from sdcluster.emulator import Emulator
+from sdcluster.gcp.clients import ClientFactory, emulator_credentials
 
 KEY = "projects/demo-proj/locations/us-central1-c/clusters/sd-cluster"
 OWNER = "user:demo@example.com"

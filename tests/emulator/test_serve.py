@@ -46,7 +46,7 @@ def test_official_clients_script_against_a_served_emulator_and_restart(tmp_path:
     try:
         check = (
             "import sys\n"
-            "from sdcluster.clients import ClientFactory\n"
+            "from sdcluster.gcp.clients import ClientFactory\n"
             "f = ClientFactory(user='user:demo@example.com', emulator=sys.argv[1])\n"
             "print(f.iam_admin().get_service_account(name='projects/demo-proj/serviceAccounts/script-admin@demo-proj.iam.gserviceaccount.com').email)\n"
             "print(f.cluster_manager().get_cluster(name='projects/demo-proj/locations/us-central1-c/clusters/script-cluster').status.name)\n"

@@ -1,6 +1,6 @@
 """Cloud Storage on the emulator, through the official google-cloud-storage client.
 
-The client is the one sdcluster builds (``emu.factory(member).storage(project)``): it sends the
+The client is the one sdcluster builds (``factory(emu, member).storage(project)``): it sends the
 member's ``emulator:`` bearer token to the emulator's HTTP endpoint. Each test asserts what a GCS
 user would see: metadata read back as written, GCS's status codes and messages, permissions from
 the project and bucket policies, retried faults, and data that survives a restart.
@@ -21,6 +21,8 @@ from google.api_core.retry import Retry
 from google.cloud.storage import transfer_manager
 from google.cloud.storage.retry import DEFAULT_RETRY
 
+from ..helpers import factory
+
 PROJECT = "demo-proj"
 OWNER = "user:demo@example.com"
 ALICE = "user:alice@example.com"
@@ -38,7 +40,7 @@ def emu() -> Iterator[Any]:
 
 def new_bucket(emu: Any, name: str, member: str = OWNER, **fields: Any) -> Any:
     """Create ``name`` as sdcluster does: uniform access, public access prevention, labels, a region."""
-    client = emu.factory(member).storage(PROJECT)
+    client = factory(emu, member).storage(PROJECT)
     bucket = client.bucket(name)
     bucket.iam_configuration.uniform_bucket_level_access_enabled = True
     bucket.iam_configuration.public_access_prevention = "enforced"
@@ -53,7 +55,7 @@ def new_bucket(emu: Any, name: str, member: str = OWNER, **fields: Any) -> Any:
 
 def test_create_bucket_applies_its_metadata_like_gcs(emu: Any) -> None:
     new_bucket(emu, "meta-bucket", versioning_enabled=True, storage_class="NEARLINE")
-    client = emu.factory(OWNER).storage(PROJECT)
+    client = factory(emu, OWNER).storage(PROJECT)
 
     got = client.get_bucket("meta-bucket")
     assert got.location == "US-CENTRAL1"  # GCS upper-cases the location it was given
@@ -106,14 +108,14 @@ def test_duplicate_bucket_is_conflict(emu: Any) -> None:
     ],
 )
 def test_invalid_bucket_is_bad_request(emu: Any, name: str, location: str, message: str) -> None:
-    client = emu.factory(OWNER).storage(PROJECT)
+    client = factory(emu, OWNER).storage(PROJECT)
     with pytest.raises(gexc.BadRequest, match=re.escape(message)):
         client.create_bucket(name, location=location)
 
 
 def test_member_without_role_is_forbidden_with_the_permission_named(emu: Any) -> None:
     new_bucket(emu, "owned-bucket")
-    alice = emu.factory(ALICE).storage(PROJECT)
+    alice = factory(emu, ALICE).storage(PROJECT)
     with pytest.raises(gexc.Forbidden) as create:
         alice.create_bucket("alice-bucket", location="us-central1")
     assert create.value.message.endswith(  # google-cloud-core prefixes "POST <url>: "
@@ -165,7 +167,7 @@ def test_unauthenticated_caller_is_unauthorized(
 
 
 def test_unknown_project_is_permission_denied(emu: Any) -> None:
-    client = emu.factory(OWNER).storage("no-such-project")
+    client = factory(emu, OWNER).storage("no-such-project")
     with pytest.raises(gexc.Forbidden, match="Permission denied on resource project no-such-project"):
         client.create_bucket("orphan-bucket", location="us-central1")
 
@@ -178,7 +180,7 @@ def test_non_empty_bucket_delete_is_conflict(emu: Any) -> None:
     assert emu.log.entries()[-1].code == "FAILED_PRECONDITION"
 
     bucket.delete(force=True)  # deletes the objects one by one, then the bucket
-    assert emu.factory(OWNER).storage(PROJECT).lookup_bucket("full-bucket") is None
+    assert factory(emu, OWNER).storage(PROJECT).lookup_bucket("full-bucket") is None
 
 
 # ---- bucket IAM --------------------------------------------------------------------------------------
@@ -203,7 +205,7 @@ def test_bucket_policy_grants_object_access_with_etag_checks(emu: Any) -> None:
     with pytest.raises(gexc.PreconditionFailed):  # the etag read before the write above is stale
         bucket.set_iam_policy(policy)
 
-    as_alice = emu.factory(ALICE).storage(PROJECT).bucket("shared-bucket")
+    as_alice = factory(emu, ALICE).storage(PROJECT).bucket("shared-bucket")
     assert as_alice.blob("model/config.json").download_as_bytes() == b"{}"
     assert [b.name for b in as_alice.list_blobs()] == ["model/config.json"]
     with pytest.raises(
@@ -286,9 +288,9 @@ def test_buckets_objects_and_policies_survive_a_restart(tmp_path: Path) -> None:
     assert os.path.isdir(state + ".storage")
 
     with Emulator(state_file=state) as second:
-        client = second.factory(OWNER).storage(PROJECT)
+        client = factory(second, OWNER).storage(PROJECT)
         kept = client.get_bucket("kept-bucket")
         assert kept.location == "US-CENTRAL1"
         assert kept.blob("model/saved_model.pb").download_as_bytes() == b"weights"
-        as_alice = second.factory(ALICE).storage(PROJECT).bucket("kept-bucket")
+        as_alice = factory(second, ALICE).storage(PROJECT).bucket("kept-bucket")
         assert as_alice.blob("model/saved_model.pb").download_as_bytes() == b"weights"

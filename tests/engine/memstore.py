@@ -6,8 +6,7 @@ import threading
 import time
 from typing import Any
 
-from sdcluster.plan import Change, Context, Resource
-from sdcluster.stack import Stack
+from sdcluster.engine import Change, Context, Resource, Stack
 from sdcluster.state import ResourceState, State
 
 

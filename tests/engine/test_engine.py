@@ -224,7 +224,7 @@ def test_existing_but_unrecorded_resources_are_imported_visibly_and_never_destro
     # apply adopts it, and says so.
     p = sdcluster.plan(ws)
     a = next(c for c in p.changes if c.address == "test.thing.a")
-    assert a.action == "import" and "will be adopted" in a.reason
+    assert a.action == "noop" and a.adopt and "will be adopted" in a.reason
     assert p.counts()["import"] == 1 and "Plan: 1 to import, 3 to add" in str(p)
     store.calls.clear()
     sdcluster.apply(p)

@@ -14,8 +14,10 @@ from google.cloud import container_v1
 from google.iam.v1 import iam_policy_pb2
 
 import sdcluster
-from sdcluster import iam as sd_iam
 from sdcluster.errors import ApplyError, PermissionDenied, QuotaExceeded
+from sdcluster.gcp.resources import iam as sd_iam
+
+from ..helpers import factory
 
 PROJECT = "demo-proj"
 USER = "user:demo@example.com"
@@ -26,14 +28,14 @@ POOL = f"projects/{PROJECT}/locations/us-central1-c/clusters/sd-cluster/nodePool
 
 def project_policy(emu: Any) -> Any:
     return (
-        emu.factory()
+        factory(emu)
         .projects()
         .get_iam_policy(request=iam_policy_pb2.GetIamPolicyRequest(resource=f"projects/{PROJECT}"))
     )
 
 
 def edit_project_policy(emu: Any, fn: Callable[[Any], None]) -> None:
-    rm = emu.factory().projects()
+    rm = factory(emu).projects()
     pol = project_policy(emu)
     fn(pol)
     rm.set_iam_policy(request=iam_policy_pb2.SetIamPolicyRequest(resource=f"projects/{PROJECT}", policy=pol))
@@ -49,7 +51,7 @@ def test_fresh_apply_then_noop_plan_and_zero_mutating_reapply(setup: Any) -> Non
     assert state.outputs["admin_service_account"] == ADMIN
     assert state.outputs["cluster_endpoint"].startswith("127.0.0.1:")
     assert state.outputs["bucket_url"] == f"gs://{PROJECT}-bucket"
-    gke = emu.factory().cluster_manager()
+    gke = factory(emu).cluster_manager()
     cluster = gke.get_cluster(name=f"projects/{PROJECT}/locations/us-central1-c/clusters/sd-cluster")
     assert [p.name for p in cluster.node_pools] == ["sd-node-pool"]  # one-shot: no default pool
     pool = cluster.node_pools[0]
@@ -62,7 +64,7 @@ def test_fresh_apply_then_noop_plan_and_zero_mutating_reapply(setup: Any) -> Non
     assert [m for m, _ in mutating(emu)].count("CreateCluster") == 1
     assert "DeleteNodePool" not in [m for m, _ in mutating(emu)]
     sa_policy = (
-        emu.factory()
+        factory(emu)
         .iam_admin()
         .get_iam_policy(
             request=iam_policy_pb2.GetIamPolicyRequest(resource=f"projects/{PROJECT}/serviceAccounts/{NODE}")
@@ -95,7 +97,7 @@ def test_other_members_of_our_roles_survive_apply_and_destroy(setup: Any) -> Non
     assert not sd_iam.has_member(pol, "roles/container.admin", f"serviceAccount:{ADMIN}")
     assert sd_iam.has_member(pol, "roles/owner", USER)
     # The bucket is kept (and reported as such), everything else is gone.
-    assert emu.factory().storage(PROJECT).lookup_bucket(f"{PROJECT}-bucket") is not None
+    assert factory(emu).storage(PROJECT).lookup_bucket(f"{PROJECT}-bucket") is not None
     assert state.resources == {}
 
 
@@ -142,7 +144,7 @@ def test_missing_act_as_is_a_clear_permission_error(setup: Any) -> None:
     ws2 = sdcluster.Workspace.open(ws2.config, emulator=emu.address)
     plan = sdcluster.plan(ws2)  # a pool replace; actAs is in place at plan time
     # ...then another admin removes gke-admin's actAs on gke-node before the apply.
-    iam = emu.factory().iam_admin()
+    iam = factory(emu).iam_admin()
     res = f"projects/{PROJECT}/serviceAccounts/{NODE}"
     pol = iam.get_iam_policy(request=iam_policy_pb2.GetIamPolicyRequest(resource=res))
     sd_iam.remove_member(pol, "roles/iam.serviceAccountUser", f"serviceAccount:{ADMIN}")
@@ -182,7 +184,7 @@ def test_quota_warning_for_max_nodes_and_failure_for_initial_nodes(setup: Any, t
 def test_drift_is_planned_attribute_by_attribute_and_restored(setup: Any) -> None:
     emu, ws = setup()
     sdcluster.apply(sdcluster.plan(ws))
-    gke = emu.factory().cluster_manager()
+    gke = factory(emu).cluster_manager()
     op = gke.set_node_pool_autoscaling(
         request=container_v1.SetNodePoolAutoscalingRequest(
             name=POOL,
@@ -208,10 +210,10 @@ def test_drift_is_planned_attribute_by_attribute_and_restored(setup: Any) -> Non
 def test_deleted_service_account_bucket_and_pool_are_recreated(setup: Any) -> None:
     emu, ws = setup()
     sdcluster.apply(sdcluster.plan(ws))
-    gke = emu.factory().cluster_manager()
+    gke = factory(emu).cluster_manager()
     _wait_op(gke, gke.delete_node_pool(name=POOL))
-    emu.factory().storage(PROJECT).get_bucket(f"{PROJECT}-bucket").delete()
-    emu.factory().iam_admin().delete_service_account(name=f"projects/{PROJECT}/serviceAccounts/{NODE}")
+    factory(emu).storage(PROJECT).get_bucket(f"{PROJECT}-bucket").delete()
+    factory(emu).iam_admin().delete_service_account(name=f"projects/{PROJECT}/serviceAccounts/{NODE}")
     p = sdcluster.plan(ws)
     actions = {c.address: c.action for c in p.changes}
     assert actions["gke.node_pool.sd-node-pool"] == "create"
@@ -236,7 +238,7 @@ def test_machine_type_change_replaces_the_pool_not_the_cluster(setup: Any) -> No
     assert methods.index("CreateNodePool") < methods.index("DeleteNodePool")  # new pool first
     assert "DeleteCluster" not in methods and "CreateCluster" not in methods
     pools = (
-        emu.factory()
+        factory(emu)
         .cluster_manager()
         .list_node_pools(parent=f"projects/{PROJECT}/locations/us-central1-c/clusters/sd-cluster")
         .node_pools

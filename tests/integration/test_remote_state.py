@@ -17,9 +17,12 @@ from typer.testing import CliRunner
 
 import sdcluster
 from sdcluster import api
-from sdcluster.cli import app
 from sdcluster.errors import StateConflict
-from sdcluster.state import GcsBackend, LocalBackend, ResourceState, State
+from sdcluster.gcp.remote_state import GcsBackend
+from sdcluster.state import LocalBackend, ResourceState, State
+from sdcluster.ui.cli import app
+
+from ..helpers import factory
 
 PROJECT = "demo-proj"
 USER = "user:demo@example.com"
@@ -41,11 +44,11 @@ def team(make_emu: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def backend(emu: Any) -> GcsBackend:
-    return GcsBackend(STATE_URL, emu.factory(USER), PROJECT)
+    return GcsBackend(STATE_URL, factory(emu, USER), PROJECT)
 
 
 def test_init_creates_a_versioned_private_state_bucket(team: Any) -> None:
-    bucket = team.factory().storage(PROJECT).get_bucket("demo-proj-tfstate")
+    bucket = factory(team).storage(PROJECT).get_bucket("demo-proj-tfstate")
     assert bucket.versioning_enabled
     assert bucket.iam_configuration.uniform_bucket_level_access_enabled
     assert bucket.iam_configuration.public_access_prevention == "enforced"
@@ -57,7 +60,7 @@ def test_two_processes_one_holds_the_lock_the_other_fails_fast_then_sees_the_res
     first = subprocess.Popen(
         [EXE, "apply", "-y"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
-    lock = team.factory().storage(PROJECT).bucket("demo-proj-tfstate").blob("sd/state.json.lock")
+    lock = factory(team).storage(PROJECT).bucket("demo-proj-tfstate").blob("sd/state.json.lock")
     for _ in range(400):  # until the first run holds the lock
         if lock.exists():
             break
@@ -94,7 +97,7 @@ def test_lost_update_is_detected_not_overwritten(team: Any) -> None:
 
 
 def test_stale_lock_names_holder_and_force_unlock_clears_it(team: Any) -> None:
-    lock = team.factory().storage(PROJECT).bucket("demo-proj-tfstate").blob("sd/state.json.lock")
+    lock = factory(team).storage(PROJECT).bucket("demo-proj-tfstate").blob("sd/state.json.lock")
     holder = {
         "operation": "apply",
         "pid": 4121,
@@ -200,9 +203,9 @@ def test_the_bucket_holding_the_state_is_never_deleted(make_emu: Callable[..., A
     cfg = sdcluster.Config.build(
         project=PROJECT, user=USER, state={"path": "gs://demo-proj-bucket/state/state.json"}
     )
-    from sdcluster.stack import GcpStack
+    from sdcluster.gcp.stack import GcpStack
 
-    stack = GcpStack(cfg, factory=emu.factory(USER), delete_bucket=True, force_bucket=True)
+    stack = GcpStack(cfg, factory=factory(emu, USER), delete_bucket=True, force_bucket=True)
     bucket = next(r for r in stack.resources() if r.address == "storage.bucket.demo-proj-bucket")
     assert bucket.retain_on_destroy
 

@@ -13,8 +13,10 @@ import pytest
 from kubernetes import client as k8s
 
 import sdcluster
-from sdcluster import serving
 from sdcluster.errors import ApplyError, RolloutStuck
+from sdcluster.gcp.resources import serving
+
+from ..helpers import factory
 
 PROJECT = "demo-proj"
 USER = "user:demo@example.com"
@@ -22,10 +24,10 @@ KEY = f"projects/{PROJECT}/locations/us-central1-c/clusters/sd-cluster"
 
 
 def kube_api(emu: Any) -> Any:
-    cluster = emu.factory().cluster_manager().get_cluster(name=KEY)
-    factory = emu.factory()
-    return factory.kubernetes(
-        cluster.endpoint, cluster.master_auth.cluster_ca_certificate, factory.user_credentials()
+    cluster = factory(emu).cluster_manager().get_cluster(name=KEY)
+    clients = factory(emu)
+    return clients.kubernetes(
+        cluster.endpoint, cluster.master_auth.cluster_ca_certificate, clients.user_credentials()
     )
 
 
@@ -157,7 +159,7 @@ def test_custom_namespace_and_kubeconfig_without_token(
 ) -> None:
     from typer.testing import CliRunner
 
-    from sdcluster.cli import app
+    from sdcluster.ui.cli import app
 
     emu, ws = setup(serving={"namespace": "diffusion"})
     sdcluster.apply(sdcluster.plan(ws))
@@ -173,7 +175,7 @@ def test_custom_namespace_and_kubeconfig_without_token(
     r = CliRunner().invoke(app, ["--emulator", emu.address, "kubeconfig", "--out", str(out)])
     assert r.exit_code == 0, r.output
     doc = json.loads(out.read_text())
-    cluster = emu.factory().cluster_manager().get_cluster(name=KEY)
+    cluster = factory(emu).cluster_manager().get_cluster(name=KEY)
     assert doc["clusters"][0]["cluster"]["server"] == f"https://{cluster.endpoint}"
     assert (
         doc["clusters"][0]["cluster"]["certificate-authority-data"]

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from sdcluster.cli import app
 from sdcluster.state import LocalBackend, ResourceState, State
+from sdcluster.ui.cli import app
 
 from .runs import KNOBS
 from .worldview import PROJECT, USER

@@ -13,8 +13,9 @@ from google.api_core import exceptions as gexc
 from google.iam.v1 import iam_policy_pb2
 
 import sdcluster
-from sdcluster import iam as sd_iam
+from sdcluster.gcp.resources import iam as sd_iam
 
+from ..helpers import factory
 from .runs import KNOBS, RUN_TIMEOUT_S, SDCLUSTER, cli, environment, workspace
 from .worldview import PROJECT, Reference, creates, differences, world_addresses, world_view
 
@@ -85,7 +86,7 @@ class OtherAdmin:
     ROLE = "roles/viewer"
 
     def __init__(self, emu: Any) -> None:
-        self.client = emu.factory().projects()
+        self.client = factory(emu).projects()
         self.added: list[str] = []
         self.aborted = 0
         self.stop = threading.Event()

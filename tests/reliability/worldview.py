@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdcluster.iam import REQUIRED_SERVICES
+from sdcluster.gcp.resources.iam import REQUIRED_SERVICES
+
+from ..helpers import factory
 
 PROJECT = "demo-proj"
 USER = "user:demo@example.com"
@@ -107,7 +109,7 @@ def world_view(emu: Any, project: str = PROJECT) -> dict[str, Any]:
         "kube": {key: strip(rec.get("objects", {})) for key, rec in snap.get("kube", {}).items()},
         "buckets": {},
     }
-    client = emu.factory().storage(project)
+    client = factory(emu).storage(project)
     for bucket in client.list_buckets():
         view["buckets"][bucket.name] = strip(
             {

@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 import grpc
 
+from ..protocol import parse_token, token_for
+
 # --------------------------------------------------------------------------------------------------
 # Knobs
 
@@ -501,7 +503,7 @@ class World:
     # ---- identity -------------------------------------------------------------------------------
     def mint_token(self, member: str, lifetime_s: float) -> tuple[str, float]:
         expiry = self.now() + lifetime_s
-        return f"emulator:{member}#{int(expiry)}", expiry
+        return token_for(member, expiry), expiry
 
     def authenticate(self, authorization: str | None) -> str:
         """Return the member a bearer token names; UNAUTHENTICATED otherwise."""
@@ -510,19 +512,17 @@ class World:
                 grpc.StatusCode.UNAUTHENTICATED,
                 "Request is missing required authentication credential. Expected OAuth 2 access token.",
             )
-        token = authorization.split(" ", 1)[1].strip()
-        if not token.startswith("emulator:"):
+        parsed = parse_token(authorization.split(" ", 1)[1].strip())
+        if parsed is None:
             raise EmulatorError(
                 grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication credentials."
             )
-        member = token[len("emulator:") :]
-        if "#" in member:
-            member, _, exp = member.rpartition("#")
-            if float(exp) < self.now():
-                raise EmulatorError(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "Request had invalid authentication credentials (token expired).",
-                )
+        member, expiry = parsed
+        if expiry is not None and expiry < self.now():
+            raise EmulatorError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "Request had invalid authentication credentials (token expired).",
+            )
         return member
 
     # ---- faults and latency -----------------------------------------------------------------------

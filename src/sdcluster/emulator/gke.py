@@ -22,7 +22,7 @@ record holding the caller's Cluster/NodePool messages as JSON dicts plus server 
 
 Example::
 
-    gke = emu.factory().cluster_manager()
+    gke = ClientFactory(user="user:demo@example.com", emulator=emu.address).cluster_manager()  # sdcluster.gcp.clients
     op = gke.create_cluster(parent="projects/demo-proj/locations/us-central1-c",
                             cluster={"name": "c1", "initial_node_count": 1})
     gke.get_operation(name=f"projects/demo-proj/locations/us-central1-c/operations/{op.name}")

@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from ..clients import CONTROL_SERVICE, ClientFactory
+from ..protocol import CONTROL_SERVICE
 from .core import EmulatorError, Knobs, World
 
 TICK_S = 0.05
@@ -135,10 +135,6 @@ class Emulator:
             "project": self.world.knobs.project,
             "owner": self.world.knobs.owner,
         }
-
-    def factory(self, member: str | None = None) -> ClientFactory:
-        """Official clients acting as ``member`` (default: the project owner)."""
-        return ClientFactory(user=member or self.world.knobs.owner, emulator=self.address)
 
     @property
     def log(self) -> Any:

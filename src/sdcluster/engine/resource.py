@@ -1,0 +1,222 @@
+"""The resource contract, the run context resources receive, and the stack that lists them.
+
+Every managed thing is a ``Resource``, generic over the context type its provider gives it:
+
+- ``address``: stable name, e.g. ``iam.service_account.gke-admin``; ``dependencies``: addresses;
+- ``read(ctx, prior) -> observed | None``: no mutation, safe to run in parallel with other reads;
+- ``diff(desired, observed) -> Change``: pure; a ``noop`` carries a reason too;
+- ``create/update/replace/delete(ctx, change)``: the only mutating calls. If ``create`` raises, the
+  thing must not exist or must be adoptable by the next run (ALREADY_EXISTS => read and adopt);
+- ``from_state(provider, address, record)``: rebuild the resource from its state record alone, so a
+  resource the configuration no longer names can still be deleted. Classes are found by their state
+  ``type`` in a registry every subclass joins by declaring ``type`` (or ``state_types``);
+- ``replace_order``: whether a replacement deletes first or creates first (the plan shows which).
+
+Example::
+
+    class Thing(Resource[Context]):
+        type = "test.thing"
+        def read(self, ctx, prior): ...
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+from ..state import ResourceState, State
+from .model import Action, AttrDiff, Change, Event, Listener, Plan, ReplaceOrder
+
+
+class Context:
+    """What resources get at run time. Providers subclass it (gcp.context.GcpContext adds clients).
+
+    Resources report progress on long waits with ``ctx.report(address, "waiting for operation")``;
+    they never print.
+    """
+
+    def __init__(self, listener: Listener | None = None) -> None:
+        self.listener = listener
+        # True while planning/applying a destroy (a resource may skip work its parent's deletion does).
+        self.destroying = False
+        self._starts: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        if self.listener is not None:
+            self.listener(event)
+
+    def report(self, address: str, message: str) -> None:
+        with self._lock:
+            start = self._starts.get(address, time.monotonic())
+        self.emit(Event("progress", address, message=message, elapsed=time.monotonic() - start))
+
+    def started(self, address: str) -> None:
+        with self._lock:
+            self._starts[address] = time.monotonic()
+
+    def elapsed(self, address: str) -> float:
+        with self._lock:
+            return time.monotonic() - self._starts.get(address, time.monotonic())
+
+
+C = TypeVar("C", bound=Context)
+
+# state type -> the class that rebuilds resources of that type from their records
+_REGISTRY: dict[str, type[Resource[Any]]] = {}
+
+
+def resource_class(state_type: str) -> type[Resource[Any]] | None:
+    """The class registered for a state record's ``type`` (None: unknown, e.g. from a newer version)."""
+    return _REGISTRY.get(state_type)
+
+
+class Resource(Generic[C]):
+    """Base of every managed thing. Subclasses set ``type`` and implement read/create/delete."""
+
+    type: ClassVar[str] = "resource"
+    # State types this class rebuilds (default: its ``type``); kinds of one class list theirs.
+    state_types: ClassVar[tuple[str, ...]] = ()
+    # Attributes whose change cannot be made in place (the plan shows "forces replacement").
+    replace_on: ClassVar[frozenset[str]] = frozenset()
+    # Attributes shown in the plan but never diffed (server-assigned, informative).
+    informative: ClassVar[frozenset[str]] = frozenset()
+    replace_order: ClassVar[ReplaceOrder] = ReplaceOrder.DELETE_FIRST
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("state_types") or (
+            (cls.__dict__["type"],) if "type" in cls.__dict__ else ()
+        )
+        for t in declared:
+            _REGISTRY[t] = cls
+
+    def __init__(self, address: str, desired: dict[str, Any], dependencies: Iterable[str] = ()) -> None:
+        self.address = address
+        self._desired = desired
+        self.dependencies: tuple[str, ...] = tuple(dependencies)
+        # Non-empty: the reason this resource is kept (not deleted) on destroy.
+        self.retain_on_destroy = ""
+
+    @classmethod
+    def from_state(cls, provider: Any, address: str, record: ResourceState) -> Self | None:
+        """Rebuild from a state record (to delete what the configuration no longer names)."""
+        return None
+
+    @property
+    def name(self) -> str:
+        prefix = f"{self.type}."
+        return (
+            self.address[len(prefix) :]
+            if self.address.startswith(prefix)
+            else self.address.rsplit(".", 1)[-1]
+        )
+
+    def desired(self) -> dict[str, Any]:
+        return dict(self._desired)
+
+    def state_id(self, attributes: Mapping[str, Any]) -> str:
+        return str(attributes.get("id") or self.name)
+
+    # ---- no mutation ---------------------------------------------------------------------------
+    def read(self, ctx: C, prior: ResourceState | None) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def warnings(self, ctx: C, observed: Mapping[str, Any] | None) -> list[str]:
+        return []
+
+    def noop_reason(self, observed: Mapping[str, Any]) -> str:
+        return f"{self.type} {self.name} exists and matches"
+
+    def change(self, action: Action, reason: str, **fields: Any) -> Change:
+        """A change of this resource (its address, type, dependencies and replacement order)."""
+        return Change(
+            self.address,
+            self.type,
+            action,
+            reason,
+            dependencies=list(self.dependencies),
+            replace_order=self.replace_order,
+            **fields,
+        )
+
+    def diff(self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> Change:
+        """Pure. Compares only the attributes sdcluster manages (the keys of ``desired``)."""
+        if observed is None:
+            return self.change(
+                Action.CREATE, f"{self.type} {self.name} does not exist", before=None, after=dict(desired)
+            )
+        diffs = [
+            AttrDiff(k, observed.get(k), v, k in self.replace_on)
+            for k, v in desired.items()
+            if k not in self.informative and not same(observed.get(k), v)
+        ]
+        if not diffs:
+            return self.change(
+                Action.NOOP, self.noop_reason(observed), before=dict(observed), after=dict(observed)
+            )
+        forced = [d.path for d in diffs if d.forces_replacement]
+        if forced:
+            # Only the attributes that force it are named: the others would change in place.
+            reason = f"{', '.join(forced)} cannot be changed in place"
+        else:
+            reason = f"{', '.join(d.path for d in diffs)} changed"
+        return self.change(
+            Action.REPLACE if forced else Action.UPDATE,
+            reason,
+            before=dict(observed),
+            after={**observed, **desired},
+            diffs=diffs,
+        )
+
+    # ---- mutation ------------------------------------------------------------------------------
+    def create(self, ctx: C, change: Change) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def update(self, ctx: C, change: Change) -> dict[str, Any]:
+        raise NotImplementedError(f"{self.type} cannot be updated in place")
+
+    def replace(self, ctx: C, change: Change) -> dict[str, Any]:
+        """Replace in the declared order; a create-first resource must make the new one not collide."""
+        if self.replace_order is ReplaceOrder.CREATE_FIRST:
+            attrs = self.create(ctx, change)
+            self.delete(ctx, change)
+            return attrs
+        self.delete(ctx, change)
+        return self.create(ctx, change)
+
+    def delete(self, ctx: C, change: Change) -> None:
+        raise NotImplementedError
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+class Stack(Generic[C]):
+    """The resources of one configuration, how to rebuild one only the state knows, the outputs, and
+    the run context. Providers subclass it; tests subclass it with in-memory resources."""
+
+    def resources(self) -> list[Resource[C]]:
+        raise NotImplementedError
+
+    def orphan(self, address: str, record: ResourceState) -> Resource[C] | None:
+        """A resource recorded in state but no longer wanted, rebuilt by its class so it can be deleted."""
+        cls = resource_class(record.type)
+        return cls.from_state(self, address, record) if cls is not None else None
+
+    def outputs(self, state: State) -> dict[str, Any]:
+        return {}
+
+    def details(self, plan: Plan) -> dict[str, Any]:
+        """What ``status`` shows beyond each resource's line (e.g. the cluster and its workload)."""
+        return {}
+
+    def context(self, listener: Listener | None) -> C:
+        raise NotImplementedError

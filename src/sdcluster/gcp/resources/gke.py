@@ -1,0 +1,619 @@
+"""The zonal GKE cluster and its autoscaled Spot/preemptible node pool.
+
+The cluster is created in **one** CreateCluster call that already contains the node pool (no default
+pool created and then deleted: the tutorial's ``remove_default_node_pool`` costs a second long
+operation and briefly consumes disk quota). Mutations use the impersonated ``gke-admin``
+credentials; reads use the user's. Operations are polled with backoff until DONE.
+
+Changes: autoscaling limits are updated in place; immutable node settings replace the **node pool**
+(a new pool is created, then the old one deleted), never the cluster; a change of zone replaces the
+cluster, and the plan says so loudly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ... import retry
+from ...config.names import ClusterKey
+from ...engine import Action, Change, ReplaceOrder, Resource
+from ...errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    WaitTimeout,
+    from_rpc_status,
+)
+from ...state import ResourceState
+from ..context import GcpContext
+from ..labels import MANAGED_BY, POOL_LABEL
+
+if TYPE_CHECKING:
+    from ...config import Config
+
+T = TypeVar("T")
+
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+OPERATION_TIMEOUT_S = 3600.0
+
+# vCPUs of the predefined shapes whose name does not end in the count.
+_SPECIAL_VCPUS = {"e2-micro": 2, "e2-small": 2, "e2-medium": 2, "f1-micro": 1, "g1-small": 1}
+_A2_VCPUS = {"a2-highgpu-1g": 12, "a2-highgpu-2g": 24, "a2-highgpu-4g": 48, "a2-highgpu-8g": 96}
+# Regional CPU quota a new project typically has, per machine family (N1/E2 count under CPUS).
+DEFAULT_CPU_QUOTA = {"N2": 8, "N2D": 8, "C2": 8, "C2D": 8, "C3": 8, "G2": 8, "A2": 12, "N1": 24, "E2": 24}
+GPU_FAMILIES = {
+    "nvidia-tesla-t4": "N1",
+    "nvidia-tesla-v100": "N1",
+    "nvidia-tesla-p4": "N1",
+    "nvidia-l4": "G2",
+}
+
+
+def machine_vcpus(machine_type: str) -> int | None:
+    if machine_type in _SPECIAL_VCPUS:
+        return _SPECIAL_VCPUS[machine_type]
+    if machine_type in _A2_VCPUS:
+        return _A2_VCPUS[machine_type]
+    m = re.fullmatch(r"[a-z0-9]+-[a-z]+-(\d+)", machine_type)
+    return int(m.group(1)) if m else None
+
+
+def machine_family(machine_type: str) -> str:
+    return machine_type.split("-", 1)[0].upper()
+
+
+def quota_metric(machine_type: str) -> str:
+    family = machine_family(machine_type)
+    return "CPUS" if family in ("N1", "E2") else f"{family}_CPUS"
+
+
+# --------------------------------------------------------------------------------------------------
+# Specs
+
+
+def node_pool_attributes(cfg: Config) -> dict[str, Any]:
+    """What sdcluster manages on the node pool, as plain attributes (plan/diff/state)."""
+    c = cfg.cluster
+    return {
+        "machine_type": c.machine_type,
+        "spot": c.spot,
+        "preemptible": c.preemptible,
+        "disk_size_gb": c.disk_size_gb,
+        "disk_type": c.disk_type,
+        "service_account": cfg.node_email,
+        "accelerator_type": c.accelerator_type or "",
+        "accelerator_count": c.accelerator_count if c.accelerator_type else 0,
+        "autoscaling": True,
+        "min_nodes": c.min_nodes,
+        "max_nodes": c.max_nodes,
+    }
+
+
+def node_pool_proto(cfg: Config, gke_name: str) -> Any:
+    from google.cloud import container_v1 as gke
+
+    a = node_pool_attributes(cfg)
+    accelerators = []
+    if a["accelerator_type"]:
+        accelerators.append(
+            gke.AcceleratorConfig(
+                accelerator_type=a["accelerator_type"],
+                accelerator_count=a["accelerator_count"],
+                gpu_driver_installation_config=gke.GPUDriverInstallationConfig(
+                    gpu_driver_version=gke.GPUDriverInstallationConfig.GPUDriverVersion.DEFAULT
+                ),
+            )
+        )
+    return gke.NodePool(
+        name=gke_name,
+        initial_node_count=cfg.cluster.initial_nodes,
+        autoscaling=gke.NodePoolAutoscaling(
+            enabled=True, min_node_count=a["min_nodes"], max_node_count=a["max_nodes"]
+        ),
+        management=gke.NodeManagement(auto_repair=True, auto_upgrade=True),
+        config=gke.NodeConfig(
+            machine_type=a["machine_type"],
+            disk_size_gb=a["disk_size_gb"],
+            disk_type=a["disk_type"],
+            spot=a["spot"],
+            preemptible=a["preemptible"],
+            service_account=a["service_account"],
+            oauth_scopes=[CLOUD_PLATFORM_SCOPE],
+            labels={**MANAGED_BY, POOL_LABEL: cfg.cluster.node_pool},
+            resource_labels=dict(MANAGED_BY),
+            accelerators=accelerators,
+            workload_metadata_config=gke.WorkloadMetadataConfig(
+                mode=gke.WorkloadMetadataConfig.Mode.GKE_METADATA
+            ),
+        ),
+    )
+
+
+def pool_attributes_of(pool: Any) -> dict[str, Any]:
+    cfg = pool.config
+    acc = cfg.accelerators[0] if cfg.accelerators else None
+    return {
+        "machine_type": cfg.machine_type,
+        "spot": cfg.spot,
+        "preemptible": cfg.preemptible,
+        "disk_size_gb": cfg.disk_size_gb,
+        "disk_type": cfg.disk_type,
+        "service_account": cfg.service_account,
+        "accelerator_type": acc.accelerator_type if acc else "",
+        "accelerator_count": acc.accelerator_count if acc else 0,
+        "autoscaling": bool(pool.autoscaling.enabled),
+        "min_nodes": pool.autoscaling.min_node_count,
+        "max_nodes": pool.autoscaling.max_node_count,
+        "name": pool.name,
+        "status": pool.status.name,
+        "initial_nodes": pool.initial_node_count,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Operations
+
+
+def wait_for_operation(ctx: GcpContext, op: Any, location: str, address: str, what: str) -> Any:
+    """Poll a GKE Operation until DONE, reporting progress; its error becomes an sdcluster error."""
+    from google.cloud import container_v1 as gke
+
+    client = ctx.factory.cluster_manager(ctx.admin_credentials())
+    name = f"projects/{ctx.project}/locations/{location}/operations/{op.name}"
+
+    def probe() -> Any:
+        current = retry.call(lambda: client.get_operation(name=name), project=ctx.project)
+        if current.status == gke.Operation.Status.DONE:
+            return current
+        ctx.report(address, f"{what} ({current.status.name.lower()})")
+        return None
+
+    done = retry.until(
+        probe,
+        timeout_s=OPERATION_TIMEOUT_S,
+        what=f"GKE operation {op.name} ({what})",
+        max_interval_s=10.0,
+    )
+    if done.error.code or done.error.message:
+        raise from_rpc_status(done.error.code, done.error.message, project=ctx.project, context=what)
+    if done.status_message:
+        raise from_rpc_status(2, done.status_message, project=ctx.project, context=what)
+    return done
+
+
+def wait_for_cluster_idle(ctx: GcpContext, location: str, cluster: str, address: str) -> None:
+    """GKE allows one operation at a time per cluster: wait for those still running."""
+    from google.cloud import container_v1 as gke
+
+    client = ctx.factory.cluster_manager(ctx.admin_credentials())
+    parent = f"projects/{ctx.project}/locations/{location}"
+    ops = retry.call(lambda: client.list_operations(parent=parent), project=ctx.project).operations
+    for op in ops:
+        if op.status != gke.Operation.Status.DONE and _target_cluster(op.target_link) == cluster:
+            wait_for_operation(ctx, op, location, address, f"waiting for running operation {op.name}")
+
+
+def _target_cluster(link: str) -> str | None:
+    try:
+        return ClusterKey.parse(link)[0].name
+    except ValueError:
+        return None
+
+
+def mutate(ctx: GcpContext, call: Callable[[], T], *, location: str, cluster: str, address: str) -> T:
+    """Run a mutating GKE call; on "another operation is in progress" wait for it and try again.
+
+    Right after the bindings, IAM may not yet honour actAs on the node service account, or the
+    node service account may not be visible yet: retried with backoff within the propagation
+    deadline, never a fixed sleep.
+    """
+
+    def attempt() -> T | None:
+        try:
+            return retry.call(call, project=ctx.project)
+        except Conflict:
+            wait_for_cluster_idle(ctx, location, cluster, address)
+            return None
+
+    def act_as(e: Exception) -> bool:
+        text = str(e)
+        return "does not have access to service account" in text or (
+            "does not exist" in text and "ervice account" in text
+        )
+
+    def probe() -> T | None:
+        try:
+            return attempt()
+        except (PermissionDenied, InvalidRequest) as e:
+            # actAs / a new node account: IAM may simply not have caught up. Any other denial is
+            # retried only while bindings this run made may still be propagating.
+            if not (act_as(e) or (isinstance(e, PermissionDenied) and ctx.iam_propagating())):
+                raise
+            ctx.report(address, "waiting for IAM propagation")
+            raise _Propagating(str(e), hint=e.hint) from e
+
+    cfg = ctx.config
+    try:
+        return retry.until(
+            probe,
+            timeout_s=cfg.iam.propagation_timeout_s,
+            what="GKE to accept the request",
+            retry_on=(_Propagating,),
+        )
+    except WaitTimeout as e:
+        if e.last_error is not None and not act_as(e.last_error):
+            raise PermissionDenied(
+                f"serviceAccount:{cfg.admin_email} was still denied after waiting "
+                f"{cfg.iam.propagation_timeout_s:g}s for IAM propagation: {e.last_error}",
+                hint=e.last_error.hint,
+            ) from e
+        raise PermissionDenied(
+            f"serviceAccount:{cfg.admin_email} may not act as the node service account {cfg.node_email} "
+            f"(permission iam.serviceAccounts.actAs) after waiting {cfg.iam.propagation_timeout_s:g}s for IAM; "
+            f"GKE said: {e.last_error}",
+            hint=(
+                f"grant roles/iam.serviceAccountUser on {cfg.node_email} to serviceAccount:{cfg.admin_email} "
+                "(sdcluster apply does this); a fresh grant can take up to 7 minutes (iam.propagation_timeout_s)"
+            ),
+        ) from e
+
+
+class _Propagating(PermissionDenied):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------
+# Resources
+
+
+_TRANSITIONAL = ("PROVISIONING", "RECONCILING", "STOPPING")
+
+
+class Cluster(Resource[GcpContext]):
+    type = "gke.cluster"
+    replace_on = frozenset({"location"})
+    informative = frozenset({"status", "endpoint", "current_node_count"})
+
+    def __init__(self, cfg: Config, deps: tuple[str, ...]) -> None:
+        super().__init__(
+            f"{self.type}.{cfg.cluster.name}",
+            {"location": cfg.cluster.zone, "workload_pool": f"{cfg.project}.svc.id.goog"},
+            deps,
+        )
+        self.cfg = cfg
+        self.cluster_name = cfg.cluster.name
+
+    @classmethod
+    def from_state(cls, provider: Any, address: str, record: ResourceState) -> Cluster | None:
+        """The recorded cluster, wherever it is (a zone change leaves the old one to delete)."""
+        key, _ = ClusterKey.parse(record.id)
+        return cls(_moved(provider.config, key), tuple(record.dependencies))
+
+    def _key(self, location: str) -> str:
+        return ClusterKey(self.cfg.project, location, self.cluster_name).path
+
+    def state_id(self, attributes: Mapping[str, Any]) -> str:
+        return self._key(str(attributes.get("location", self.cfg.cluster.zone)))
+
+    def _get(self, ctx: GcpContext, location: str) -> Any | None:
+        client = ctx.factory.cluster_manager()
+        try:
+            return retry.call(lambda: client.get_cluster(name=self._key(location)), project=self.cfg.project)
+        except NotFound:
+            return None
+
+    def read(self, ctx: GcpContext, prior: ResourceState | None) -> dict[str, Any] | None:
+        location = str((prior.attributes.get("location") if prior else None) or self.cfg.cluster.zone)
+        cluster = self._get(ctx, location)
+        if cluster is None and location != self.cfg.cluster.zone:
+            location = self.cfg.cluster.zone
+            cluster = self._get(ctx, location)
+        if cluster is not None and cluster.status.name in _TRANSITIONAL:
+            cluster = self._settle(ctx, location)
+        if cluster is None:
+            return None
+        return cluster_attributes(cluster)
+
+    def _settle(self, ctx: GcpContext, location: str) -> Any | None:
+        """Wait out an operation in flight (e.g. one left by an interrupted run): reading a cluster
+        that is still provisioning or stopping would plan the wrong change."""
+
+        def probe() -> tuple[Any | None] | None:
+            cluster = self._get(ctx, location)
+            if cluster is not None and cluster.status.name in _TRANSITIONAL:
+                ctx.report(
+                    self.address, f"cluster is {cluster.status.name.lower()}; waiting for it to settle"
+                )
+                return None
+            return (cluster,)
+
+        settled = retry.until(
+            probe,
+            timeout_s=OPERATION_TIMEOUT_S,
+            what=f"cluster {self.cluster_name} to settle",
+            max_interval_s=10.0,
+        )
+        return settled[0]
+
+    def noop_reason(self, observed: Mapping[str, Any]) -> str:
+        return f"cluster {self.cluster_name} in {observed.get('location')} is {str(observed.get('status', '')).lower()}"
+
+    def diff(self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> Change:
+        if observed is not None and observed.get("status") == "ERROR":
+            return self.change(
+                Action.REPLACE,
+                f"cluster {self.cluster_name} is in ERROR state and must be created again",
+                before=dict(observed),
+                after={**observed, **desired},
+                warnings=[
+                    f"the cluster {self.cluster_name} is broken (ERROR) and will be deleted and created again"
+                ],
+            )
+        change = super().diff(desired, observed)
+        if change.action is Action.REPLACE:
+            change.warnings.append(
+                f"the cluster {self.cluster_name} will be DELETED and created again in {desired['location']} "
+                "(everything running on it goes away)"
+            )
+        return change
+
+    def create(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
+        from google.cloud import container_v1 as gke
+
+        cfg = self.cfg
+        admin = ctx.admin_credentials(self.address)
+        client = ctx.factory.cluster_manager(admin)
+        cluster = gke.Cluster(
+            name=self.cluster_name,
+            description="Stable Diffusion serving cluster (managed by sdcluster)",
+            node_pools=[node_pool_proto(cfg, cfg.cluster.node_pool)],
+            workload_identity_config=gke.WorkloadIdentityConfig(workload_pool=f"{cfg.project}.svc.id.goog"),
+            resource_labels={**cfg.cluster.labels, **MANAGED_BY},
+        )
+        request = gke.CreateClusterRequest(
+            parent=f"projects/{cfg.project}/locations/{cfg.cluster.zone}", cluster=cluster
+        )
+        try:
+            op = mutate(
+                ctx,
+                lambda: client.create_cluster(request=request),
+                location=cfg.cluster.zone,
+                cluster=self.cluster_name,
+                address=self.address,
+            )
+        except AlreadyExists:
+            op = None  # an earlier, interrupted run created it: adopt it once it is up
+        if op is not None:
+            wait_for_operation(ctx, op, cfg.cluster.zone, self.address, "creating the cluster")
+        else:
+            wait_for_cluster_idle(ctx, cfg.cluster.zone, self.cluster_name, self.address)
+        got = self._get(ctx, cfg.cluster.zone)
+        if got is None:
+            raise NotFound(f"cluster {self.cluster_name} vanished right after its creation")
+        return cluster_attributes(got)
+
+    def delete(self, ctx: GcpContext, change: Change) -> None:
+        location = str((change.before or {}).get("location") or self.cfg.cluster.zone)
+        client = ctx.factory.cluster_manager(ctx.admin_credentials(self.address))
+        try:
+            op = mutate(
+                ctx,
+                lambda: client.delete_cluster(name=self._key(location)),
+                location=location,
+                cluster=self.cluster_name,
+                address=self.address,
+            )
+        except NotFound:
+            return
+        try:
+            wait_for_operation(ctx, op, location, self.address, "deleting the cluster")
+        except NotFound:
+            return
+
+
+def _moved(cfg: Config, key: ClusterKey, pool: str | None = None) -> Config:
+    """``cfg`` with the cluster (and pool) of a recorded resource name."""
+    update: dict[str, Any] = {"name": key.name, "zone": key.location}
+    if pool is not None:
+        update["node_pool"] = pool
+    return cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update=update)})
+
+
+def cluster_attributes(cluster: Any) -> dict[str, Any]:
+    return {
+        "location": cluster.location,
+        "workload_pool": cluster.workload_identity_config.workload_pool,
+        "status": cluster.status.name,
+        "endpoint": cluster.endpoint,
+        "current_node_count": cluster.current_node_count,
+    }
+
+
+class NodePool(Resource[GcpContext]):
+    type = "gke.node_pool"
+    replace_on = frozenset(
+        {
+            "machine_type",
+            "spot",
+            "preemptible",
+            "disk_size_gb",
+            "disk_type",
+            "service_account",
+            "accelerator_type",
+            "accelerator_count",
+        }
+    )
+    informative = frozenset({"name", "status", "initial_nodes"})
+    # A new pool (with a suffixed name) takes the workload before the old one is deleted.
+    replace_order = ReplaceOrder.CREATE_FIRST
+
+    def __init__(self, cfg: Config, deps: tuple[str, ...]) -> None:
+        super().__init__(f"{self.type}.{cfg.cluster.node_pool}", node_pool_attributes(cfg), deps)
+        self.cfg = cfg
+        self.pool = cfg.cluster.node_pool
+
+    @classmethod
+    def from_state(cls, provider: Any, address: str, record: ResourceState) -> NodePool | None:
+        key, gke_name = ClusterKey.parse(record.id)
+        pool = address.removeprefix(f"{cls.type}.")
+        return cls(_moved(provider.config, key, pool), tuple(record.dependencies)) if gke_name else None
+
+    @property
+    def cluster_key(self) -> str:
+        return self.cfg.cluster_key
+
+    def state_id(self, attributes: Mapping[str, Any]) -> str:
+        return self.cfg.cluster_ref.pool_path(str(attributes.get("name", self.pool)))
+
+    def _find(self, ctx: GcpContext) -> Any | None:
+        """Our pool: the one labelled with our pool name (a replaced pool carries a suffix)."""
+        client = ctx.factory.cluster_manager()
+        try:
+            pools = retry.call(
+                lambda: client.list_node_pools(parent=self.cluster_key), project=self.cfg.project
+            ).node_pools
+        except NotFound:
+            return None
+        ours = [
+            p for p in pools if p.config.labels.get(POOL_LABEL) == self.pool and p.status.name != "STOPPING"
+        ]
+        ours = ours or [p for p in pools if p.name == self.pool and p.status.name != "STOPPING"]
+        return ours[0] if ours else None
+
+    def read(self, ctx: GcpContext, prior: ResourceState | None) -> dict[str, Any] | None:
+        pool = self._find(ctx)
+        return pool_attributes_of(pool) if pool is not None else None
+
+    def noop_reason(self, observed: Mapping[str, Any]) -> str:
+        return (
+            f"node pool {observed.get('name')} matches ({observed.get('machine_type')}, "
+            f"{observed.get('min_nodes')}..{observed.get('max_nodes')} nodes)"
+        )
+
+    def warnings(self, ctx: GcpContext, observed: Mapping[str, Any] | None) -> list[str]:
+        return quota_warnings(self.cfg)
+
+    def _op(self, ctx: GcpContext, call: Callable[[Any], Any], what: str) -> None:
+        client = ctx.factory.cluster_manager(ctx.admin_credentials(self.address))
+        c = self.cfg.cluster
+        op = mutate(ctx, lambda: call(client), location=c.zone, cluster=c.name, address=self.address)
+        wait_for_operation(ctx, op, c.zone, self.address, what)
+
+    def _create_named(self, ctx: GcpContext, gke_name: str) -> None:
+        from google.cloud import container_v1 as gke
+
+        request = gke.CreateNodePoolRequest(
+            parent=self.cluster_key, node_pool=node_pool_proto(self.cfg, gke_name)
+        )
+        try:
+            self._op(
+                ctx, lambda client: client.create_node_pool(request=request), f"creating node pool {gke_name}"
+            )
+        except AlreadyExists:
+            wait_for_cluster_idle(ctx, self.cfg.cluster.zone, self.cfg.cluster.name, self.address)
+
+    def create(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
+        existing = self._find(ctx)  # usually created by the cluster's own one-shot CreateCluster
+        if existing is None:
+            self._create_named(ctx, self.pool)
+            existing = self._find(ctx)
+        if existing is None:
+            raise NotFound(f"node pool {self.pool} is missing right after its creation")
+        attrs = pool_attributes_of(existing)
+        if self.diff(self.desired(), attrs).action is Action.UPDATE:
+            return self.update(ctx, change)
+        return attrs
+
+    def update(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
+        from google.cloud import container_v1 as gke
+
+        current = self._find(ctx)
+        if current is None:
+            raise NotFound(f"node pool {self.pool} disappeared")
+        d = self.desired()
+        request = gke.SetNodePoolAutoscalingRequest(
+            name=self.cfg.cluster_ref.pool_path(current.name),
+            autoscaling=gke.NodePoolAutoscaling(
+                enabled=True, min_node_count=d["min_nodes"], max_node_count=d["max_nodes"]
+            ),
+        )
+        self._op(
+            ctx, lambda client: client.set_node_pool_autoscaling(request=request), "updating autoscaling"
+        )
+        found = self._find(ctx)
+        return pool_attributes_of(found) if found is not None else dict(d)
+
+    def replace(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
+        """Create the new pool first (the workload moves over), then delete the old one."""
+        old = self._find(ctx)
+        new_name = replacement_name(self.pool, old.name if old is not None else None, self.desired())
+        self._create_named(ctx, new_name)
+        if old is not None and old.name != new_name:
+            self._delete_named(ctx, old.name)
+        found = self._find(ctx)
+        if found is None:
+            raise NotFound(f"node pool {new_name} is missing right after its creation")
+        return pool_attributes_of(found)
+
+    def _delete_named(self, ctx: GcpContext, gke_name: str) -> None:
+        try:
+            self._op(
+                ctx,
+                lambda client: client.delete_node_pool(name=self.cfg.cluster_ref.pool_path(gke_name)),
+                f"deleting node pool {gke_name}",
+            )
+        except NotFound:
+            pass
+
+    def delete(self, ctx: GcpContext, change: Change) -> None:
+        if ctx.destroying:
+            # The cluster goes too, and takes its pools with it: a separate DeleteNodePool would
+            # only add a long operation.
+            return
+        name = str((change.before or {}).get("name") or self.pool)
+        self._delete_named(ctx, name)
+
+
+def replacement_name(pool: str, current: str | None, desired: Mapping[str, Any]) -> str:
+    """The GKE name of a replacement pool: it must differ from the running one's (both exist for a
+    while). The configured name while none runs, or when the running one carries a suffix; else the
+    name plus a short hash of the new settings (the same settings give the same name on a rerun)."""
+    if current is None or current != pool:
+        return pool
+    digest = hashlib.sha256(repr(sorted(desired.items())).encode()).hexdigest()[:6]
+    return f"{pool}-{digest}"
+
+
+def quota_warnings(cfg: Config) -> list[str]:
+    """Plan-time preflight: vCPUs for the initial and maximum node counts against default quotas."""
+    c = cfg.cluster
+    vcpus = machine_vcpus(c.machine_type)
+    out: list[str] = []
+    family = machine_family(c.machine_type)
+    limit = DEFAULT_CPU_QUOTA.get(family)
+    if vcpus and limit:
+        metric = quota_metric(c.machine_type)
+        initial, peak = c.initial_nodes * vcpus, c.max_nodes * vcpus
+        if initial > limit:
+            out.append(
+                f"{c.initial_nodes} x {c.machine_type} ({vcpus} vCPUs) = {initial} vCPUs at creation exceeds the "
+                f"default {metric} quota of {limit} per region for new projects: apply will fail unless the "
+                "project has more quota (fewer initial nodes, a smaller machine type, or a quota increase)"
+            )
+        elif peak > limit:
+            out.append(
+                f"max_nodes = {c.max_nodes} x {c.machine_type} ({vcpus} vCPUs) = {peak} vCPUs exceeds the default "
+                f"{metric} quota of {limit} per region for new projects: the autoscaler cannot reach max_nodes "
+                "unless the project has more quota"
+            )
+    if c.accelerator_type:
+        out.append(
+            f"{c.accelerator_type} accelerators need GPU quota: new projects have GPUS_ALL_REGIONS = 0; request "
+            "more at https://console.cloud.google.com/iam-admin/quotas before apply"
+        )
+    return out

@@ -1,0 +1,153 @@
+"""What sdcluster manages for a configuration: the resources, in dependency order, and the outputs.
+
+This is where the provider's resources meet the engine: the engine never imports a resource module.
+A resource only the state still knows is rebuilt by its own class (``Stack.orphan`` finds the class
+by the record's type).
+
+Roles (least privilege; README explains each deviation from the tutorial):
+
+- gke-admin: roles/container.admin and roles/compute.viewer on the project; roles/iam.serviceAccountUser
+  on the gke-node service account only (the tutorial grants it project-wide);
+- gke-node: roles/container.defaultNodeServiceAccount; roles/storage.objectViewer on the model bucket;
+- the user: roles/iam.serviceAccountTokenCreator on gke-admin (impersonation).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..engine import Listener, Plan, Resource, Stack
+from ..state import State
+from .clients import ClientFactory
+from .context import TOKEN_CREATOR, GcpContext
+from .resources.gke import Cluster, NodePool
+from .resources.iam import (
+    REQUIRED_SERVICES,
+    ProjectMember,
+    ProjectService,
+    ServiceAccount,
+    ServiceAccountMember,
+)
+from .resources.serving import APP, Deployment, endpoint_outputs, serving_resources
+from .resources.storage import Bucket, BucketMember
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+ADMIN_PROJECT_ROLES = ("roles/container.admin", "roles/compute.viewer")
+NODE_PROJECT_ROLES = ("roles/container.defaultNodeServiceAccount",)
+ACT_AS = "roles/iam.serviceAccountUser"
+BUCKET_READER = "roles/storage.objectViewer"
+
+
+class GcpStack(Stack[GcpContext]):
+    """The real thing: APIs, IAM, cluster, node pool, bucket (and serving objects) for ``config``."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        factory: ClientFactory | None = None,
+        delete_bucket: bool = False,
+        force_bucket: bool = False,
+    ) -> None:
+        self.config = config
+        self.factory = factory or ClientFactory.for_user(config.user)
+        # Never delete the bucket that holds sdcluster's own state, whatever the flags say.
+        holds_state = config.state.path.startswith(f"gs://{config.bucket_name}/")
+        self.delete_bucket = (delete_bucket or not config.bucket.keep_on_destroy) and not holds_state
+        self.force_bucket = force_bucket
+
+    def context(self, listener: Listener | None) -> GcpContext:
+        return GcpContext(self.config, self.factory, listener)
+
+    def resources(self) -> list[Resource[GcpContext]]:
+        cfg = self.config
+        p = cfg.project
+        admin_id, node_id = cfg.iam.admin_account, cfg.iam.node_account
+        admin_member, node_member = f"serviceAccount:{cfg.admin_email}", f"serviceAccount:{cfg.node_email}"
+
+        def svc(name: str) -> str:
+            return f"project.service.{name}"
+
+        out: list[Resource[GcpContext]] = [ProjectService(p, s, cfg.manage_apis) for s in REQUIRED_SERVICES]
+        iam_deps = (svc("iam.googleapis.com"), svc("cloudresourcemanager.googleapis.com"))
+        sa_admin = ServiceAccount(p, admin_id, "GKE admin (sdcluster: creates the cluster)", iam_deps)
+        sa_node = ServiceAccount(p, node_id, "GKE nodes (sdcluster: runs the node pool)", iam_deps)
+        out += [sa_admin, sa_node]
+        members: list[Resource[GcpContext]] = [
+            *(
+                ProjectMember(p, r, admin_member, admin_id, (sa_admin.address, *iam_deps))
+                for r in ADMIN_PROJECT_ROLES
+            ),
+            *(
+                ProjectMember(p, r, node_member, node_id, (sa_node.address, *iam_deps))
+                for r in NODE_PROJECT_ROLES
+            ),
+            ServiceAccountMember(p, node_id, ACT_AS, admin_member, (sa_node.address, sa_admin.address)),
+            ServiceAccountMember(
+                p, admin_id, TOKEN_CREATOR, cfg.user, (sa_admin.address, svc("iamcredentials.googleapis.com"))
+            ),
+        ]
+        out += members
+        cluster = Cluster(
+            cfg,
+            (
+                *(m.address for m in members),
+                svc("container.googleapis.com"),
+                svc("compute.googleapis.com"),
+            ),
+        )
+        pool = NodePool(cfg, (cluster.address,))
+        out += [cluster, pool]
+        model_deps: tuple[str, ...] = ()
+        if cfg.bucket.enabled:
+            bucket = Bucket(
+                cfg, (svc("storage.googleapis.com"),), delete=self.delete_bucket, force=self.force_bucket
+            )
+            reader = BucketMember(cfg, BUCKET_READER, node_member, node_id, (bucket.address, sa_node.address))
+            out += [bucket, reader]
+            model_deps = (reader.address,)
+        out += serving_resources(cfg, (cluster.address, pool.address), model_deps)
+        return out
+
+    def details(self, plan: Plan) -> dict[str, Any]:
+        """The cluster and the Deployment, as observed by the plan (empty while they do not exist)."""
+        out: dict[str, Any] = {}
+        for c in plan.changes:
+            r, observed = plan.resources.get(c.address), c.before or {}
+            if not observed:
+                continue
+            if isinstance(r, Cluster):
+                out["cluster"] = {
+                    "status": observed.get("status"),
+                    "location": observed.get("location"),
+                    "nodes": observed.get("current_node_count"),
+                    "endpoint": observed.get("endpoint"),
+                }
+            elif isinstance(r, Deployment):
+                out["deployment"] = {
+                    "ready": observed.get("ready", ""),
+                    "replicas": observed.get("spec.replicas"),
+                }
+        return out
+
+    def outputs(self, state: State) -> dict[str, Any]:
+        cfg = self.config
+        out: dict[str, Any] = {
+            "admin_service_account": cfg.admin_email,
+            "node_service_account": cfg.node_email,
+        }
+        cluster = state.resources.get(f"gke.cluster.{cfg.cluster.name}")
+        if cluster is not None:
+            out.update(
+                cluster_name=cfg.cluster.name,
+                cluster_zone=cluster.attributes.get("location", cfg.cluster.zone),
+                cluster_endpoint=cluster.attributes.get("endpoint", ""),
+            )
+        if cfg.bucket.enabled and f"storage.bucket.{cfg.bucket_name}" in state.resources:
+            out["bucket_url"] = f"gs://{cfg.bucket_name}"
+        out["model_path"] = cfg.model_path
+        service = state.resources.get(f"k8s.service.{cfg.serving.namespace}/{APP}")
+        out.update(endpoint_outputs(cfg, str(service.attributes.get("lb_ip", "")) if service else None))
+        return out

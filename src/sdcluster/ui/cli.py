@@ -1,0 +1,736 @@
+"""The ``sdcluster`` command line: parses, calls the library, renders, maps errors to exit codes.
+
+Exit codes: 0 success, 1 error, 2 "changes present" with ``plan --detailed-exitcode``.
+Only ``SdclusterError`` is caught: it prints ``Error: ...`` and ``Hint: ...`` (traceback only with
+``--verbose``). Google and Kubernetes libraries are imported lazily, inside the commands.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ..engine import Action
+from ..errors import NotFound, SdclusterError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="sdcluster",
+    help="Stand up a Stable Diffusion serving cluster on Google Cloud: plan, apply, destroy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+state_app = typer.Typer(help="Inspect and edit the state.", no_args_is_help=True)
+emulator_app = typer.Typer(help="The local emulator (offline use and CI).", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+app.add_typer(emulator_app, name="emulator")
+
+
+@dataclass
+class Options:
+    """The global options of one invocation, kept in typer's context (``ctx.obj``).
+
+    ``stack`` is the seam tests plug a stack of their own into (``CliRunner().invoke(app, args,
+    obj=Options(stack=lambda cfg: MemStack(...)))``); by default the Google stack is built.
+    """
+
+    config: str = "sdcluster.toml"
+    state: str | None = None
+    emulator: str | None = None
+    verbose: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+    stack: Callable[[Any], Any] | None = None
+
+
+def _opts(ctx: typer.Context | None) -> Options:
+    found = ctx.find_object(Options) if ctx is not None else None
+    return found if found is not None else Options()
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _errors(fn: F) -> F:
+    """Turn SdclusterError into ``Error:``/``Hint:`` and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SdclusterError as e:
+            if _opts(kwargs.get("ctx")).verbose:
+                import traceback
+
+                traceback.print_exc()
+            err = _console(stderr=True)
+            err.print(f"[bold red]Error:[/] {e.message}", markup=True, highlight=False)
+            if e.hint:
+                err.print(f"[bold]Hint:[/] {e.hint}", markup=True, highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="Configuration file.", envvar="SDCLUSTER_CONFIG")
+    ] = "sdcluster.toml",
+    state: Annotated[
+        str | None,
+        typer.Option("--state", help="State location (overrides state.path).", envvar="SDCLUSTER_STATE"),
+    ] = None,
+    emulator: Annotated[
+        str | None,
+        typer.Option(
+            "--emulator", help="Route every call to the emulator at HOST:PORT.", envvar="SDCLUSTER_EMULATOR"
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a setting: --set cluster.max_nodes=3 (repeatable; beats file and env)."
+        ),
+    ] = None,
+) -> None:
+    opts = ctx.ensure_object(Options)
+    opts.config, opts.state, opts.emulator, opts.verbose = config, state, emulator, verbose
+    opts.overrides = _parse_sets(set_ or [])
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as TOML scalars when they parse (3, true, "x"), else text."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _load_config(ctx: typer.Context) -> Any:
+    from ..config import Config
+
+    opts = _opts(ctx)
+    overrides = dict(opts.overrides)
+    if opts.state:
+        overrides["state.path"] = opts.state
+    return Config.load(opts.config, overrides=overrides or None, env=os.environ)
+
+
+def _workspace(ctx: typer.Context, **options: Any) -> Any:
+    from ..api import Workspace
+
+    opts = _opts(ctx)
+    config = _load_config(ctx)
+    if opts.stack is not None:
+        options["stack"] = opts.stack(config)
+    return Workspace.open(config, state=opts.state, emulator=opts.emulator, **options)
+
+
+def _print_lines(lines: Any) -> None:
+    from .render import rich_lines
+
+    _console().print(rich_lines(lines), end="")
+
+
+def _progress() -> Any:
+    from .render import ProgressPrinter
+
+    return ProgressPrinter(_console())
+
+
+def _confirm(what: str, auto_approve: bool) -> None:
+    if auto_approve:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"refusing to {what} without confirmation: standard input is not a terminal",
+            hint="pass -y/--auto-approve to approve non-interactively",
+        )
+    answer = typer.prompt(
+        f"Do you want to {what}? Only 'yes' will be accepted to approve", default="", show_default=False
+    )
+    if answer.strip() != "yes":
+        raise UsageError(f"{what} cancelled", hint="nothing was changed")
+
+
+# --------------------------------------------------------------------------------------------------
+# init
+
+
+@app.command()
+@_errors
+def init(
+    ctx: typer.Context,
+    project: Annotated[str, typer.Option(help="Google Cloud project id.")],
+    user: Annotated[str, typer.Option(help="Member allowed to impersonate gke-admin (user:EMAIL or EMAIL).")],
+    region: Annotated[str | None, typer.Option(help="Region, e.g. us-central1.")] = None,
+    zone: Annotated[str | None, typer.Option(help="Zone of the cluster, e.g. us-central1-c.")] = None,
+    machine_type: Annotated[str | None, typer.Option(help="Node machine type.")] = None,
+    state: Annotated[
+        str | None, typer.Option("--state", help="State location: a path or gs://BUCKET/PREFIX/state.json.")
+    ] = None,
+    migrate_state: Annotated[
+        bool, typer.Option("--migrate-state", help="Move the existing state to the new location.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write sdcluster.toml (the counterpart of the tutorial's setup.sh); with --state gs://...,
+    create the state bucket (versioned, uniform access, public access prevention) when missing."""
+    from .. import api
+    from ..config import normalize_member, write_init
+    from ..gcp.clients import ClientFactory
+
+    user = normalize_member(user)
+    old_state = ".sdcluster/state.json"
+    if migrate_state and Path(_opts(ctx).config).exists():
+        old_state = _load_config(ctx).state.path
+    fields: dict[str, Any] = {"project": project, "user": user}
+    if region:
+        fields["region"] = region
+    cluster: dict[str, Any] = {}
+    if zone:
+        cluster["zone"] = zone
+    elif region:
+        cluster["zone"] = f"{region}-c"  # a zone must be given with a region; -c exists in most regions
+    if machine_type:
+        cluster["machine_type"] = machine_type
+    if cluster:
+        fields["cluster"] = cluster
+    if state:
+        fields["state"] = {"path": state}
+    path = write_init(_opts(ctx).config, force=force or migrate_state, **fields)
+    typer.echo(f"Wrote {path}.")
+    new_state = state or ".sdcluster/state.json"
+    factory = ClientFactory.for_user(user, _opts(ctx).emulator)
+    if new_state.startswith("gs://") and api.ensure_state_bucket(
+        new_state, factory, project, region or "us-central1"
+    ):
+        typer.echo(f"Created the state bucket {new_state.split('/')[2]} (versioning on, uniform access).")
+    if migrate_state and old_state != new_state:
+        moved = api.copy_state(
+            api.backend_for(old_state, factory, project), api.backend_for(new_state, factory, project)
+        )
+        if moved is None:
+            typer.echo(f"No state at {old_state}: nothing to migrate.")
+        else:
+            typer.echo(
+                f"Migrated the state (lineage {moved.lineage}, serial {moved.serial}) from {old_state} to {new_state}; "
+                f"the old copy is left in place."
+            )
+    typer.echo("Next: sdcluster plan")
+
+
+# --------------------------------------------------------------------------------------------------
+# plan / apply / destroy
+
+
+@app.command()
+@_errors
+def plan(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Save the plan for `sdcluster apply FILE`.")
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (see README).")] = False,
+    destroy: Annotated[bool, typer.Option("--destroy", help="Plan a destroy.")] = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes.")
+    ] = False,
+) -> None:
+    """Show what apply would change."""
+    from .. import api
+
+    p = api.plan(_workspace(ctx), destroy=destroy)
+    if json_:
+        typer.echo(json.dumps(p.to_dict(), indent=2))
+    else:
+        from .render import plan_lines
+
+        _print_lines(plan_lines(p))
+    if out is not None:
+        api.save_plan(p, out)
+        if not json_:
+            typer.echo(f"\nSaved the plan to {out}. To apply exactly this plan: sdcluster apply {out}")
+    if detailed_exitcode and p.has_changes:
+        raise typer.Exit(2)
+
+
+@app.command()
+@_errors
+def apply(
+    ctx: typer.Context,
+    planfile: Annotated[Path | None, typer.Argument(help="A plan saved with `plan --out`.")] = None,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", "-y", help="Do not ask for confirmation.")
+    ] = False,
+) -> None:
+    """Create or update everything so it matches the configuration."""
+    from .. import api
+    from .render import plan_lines
+
+    if planfile is not None:
+        opts = _opts(ctx)
+        stack = opts.stack(_load_config(ctx)) if opts.stack is not None else None
+        p = api.load_plan(planfile, state=opts.state, emulator=opts.emulator, stack=stack)
+        with p.bound().backend.lock("apply"):
+            _print_lines(plan_lines(p))
+            _run(p, "apply the plan", auto_approve=True)  # a saved plan was reviewed when saved
+        return
+    ws = _workspace(ctx)
+    with ws.backend.lock("apply"):
+        p = api.plan(ws)
+        _print_lines(plan_lines(p))
+        _run(p, "perform these actions", auto_approve)
+
+
+def _run(p: Any, what: str, auto_approve: bool) -> None:
+    from .. import api
+
+    if not p.has_changes:
+        # Still record what was observed (adopt), without any mutating call.
+        api.apply(p)
+        _print_outputs(p.bound().backend)
+        return
+    _confirm(what, auto_approve)
+    with _progress() as progress:
+        state = api.apply(p, listener=progress)
+    n = p.counts()
+    if p.destroy:
+        kept = [c.address for c in p.changes if c.action is Action.KEEP]
+        typer.echo(f"\nDestroy complete! Resources: {n['destroy']} destroyed.")
+        for a in kept:
+            typer.echo(f"Kept: {a}")
+    else:
+        typer.echo(
+            f"\nApply complete! Resources: {n['add']} added, {n['change']} changed, {n['destroy']} destroyed."
+        )
+        _print_outputs(p.bound().backend, state.outputs)
+
+
+def _print_outputs(backend: Any, outputs: dict[str, Any] | None = None) -> None:
+    if outputs is None:
+        st = backend.read()
+        outputs = st.outputs if st else {}
+    if outputs:
+        typer.echo("\nOutputs:\n")
+        width = max(len(k) for k in outputs)
+        for k, v in outputs.items():
+            typer.echo(f"{k:<{width}} = {json.dumps(v)}")
+
+
+@app.command()
+@_errors
+def destroy(
+    ctx: typer.Context,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", "-y", help="Do not ask for confirmation.")
+    ] = False,
+) -> None:
+    """Delete what sdcluster created (the model bucket is kept unless configured otherwise)."""
+    from .. import api
+    from .render import plan_lines
+
+    ws = _workspace(ctx)
+    with ws.backend.lock("destroy"):
+        p = api.plan(ws, destroy=True)
+        _print_lines(plan_lines(p))
+        _run(p, "destroy these resources", auto_approve)
+
+
+# --------------------------------------------------------------------------------------------------
+# outputs and state
+
+
+def _read_state(ws: Any) -> Any:
+    st = ws.backend.read()
+    if st is None:
+        raise UsageError(f"no state at {ws.backend.describe()}", hint="run: sdcluster apply")
+    return st
+
+
+@app.command()
+@_errors
+def output(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="One output, printed bare.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """Print outputs (e.g. `curl $(sdcluster output endpoint)`)."""
+    st = _read_state(_workspace(ctx))
+    if name is not None:
+        if name not in st.outputs:
+            known = ", ".join(sorted(st.outputs)) or "none yet"
+            raise UsageError(f"no output named {name!r}", hint=f"outputs: {known}")
+        v = st.outputs[name]
+        typer.echo(json.dumps(v) if json_ or not isinstance(v, str) else v)
+        return
+    if json_:
+        typer.echo(json.dumps(st.outputs, indent=2))
+    else:
+        _print_outputs(None, st.outputs)
+
+
+@state_app.command("list")
+@_errors
+def state_list(ctx: typer.Context) -> None:
+    """List the addresses recorded in state."""
+    st = _read_state(_workspace(ctx))
+    for address in sorted(st.resources):
+        typer.echo(address)
+
+
+@state_app.command("show")
+@_errors
+def state_show(
+    ctx: typer.Context, address: Annotated[str, typer.Argument(help="A resource address.")]
+) -> None:
+    """Show one resource recorded in state."""
+    st = _read_state(_workspace(ctx))
+    if address not in st.resources:
+        raise UsageError(f"no resource {address} in state", hint="see: sdcluster state list")
+    typer.echo(json.dumps({"address": address, **st.resources[address].to_dict()}, indent=2))
+
+
+@app.command()
+@_errors
+def status(
+    ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False
+) -> None:
+    """Show the managed resources, the cluster, the Deployment and the endpoint (refreshes, changes nothing)."""
+    from .. import api
+
+    st = api.status(_workspace(ctx))
+    if json_:
+        typer.echo(json.dumps(st, indent=2, default=str))
+        return
+    console = _console()
+    width = max((len(r["state"]) for r in st["resources"]), default=0)
+    for r in st["resources"]:
+        style = "green" if r["state"] == "in sync" else "yellow"
+        console.print(f"[{style}]{r['state']:<{width}}[/]  {r['address']}", highlight=False)
+    c, d = st["cluster"], st["deployment"]
+    if c:
+        console.print(
+            f"\nCluster: {c['status']} in {c['location']}, {c['nodes']} node(s), endpoint {c['endpoint']}"
+        )
+    else:
+        console.print("\nCluster: not created")
+    if d:
+        console.print(f"Deployment: {d['ready']} ready")
+    if st["outputs"].get("endpoint"):
+        console.print(f"Endpoint: {st['outputs']['endpoint']}")
+    for w in st["warnings"]:
+        console.print(f"[yellow]Warning:[/] {w}")
+
+
+@app.command()
+@_errors
+def kubeconfig(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option("--out", help="Write here instead of standard output.")] = None,
+) -> None:
+    """Write a kubeconfig for kubectl (uses gke-gcloud-auth-plugin; no token is embedded)."""
+    from .. import retry
+    from ..gcp.clients import ClientFactory
+    from ..gcp.resources.serving import kubeconfig as render_kubeconfig
+
+    cfg = _load_config(ctx)
+    factory = ClientFactory.for_user(cfg.user, _opts(ctx).emulator)
+    client = factory.cluster_manager()
+    try:
+        cluster = retry.call(lambda: client.get_cluster(name=cfg.cluster_key), project=cfg.project)
+    except NotFound as e:
+        raise NotFound(
+            f"cluster {cfg.cluster.name} does not exist in {cfg.cluster.zone}", hint="run: sdcluster apply"
+        ) from e
+    text = render_kubeconfig(cfg, cluster.endpoint, cluster.master_auth.cluster_ca_certificate)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    from ..state import atomic_write
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, text.encode())
+    typer.echo(f"Wrote {out}. Use: KUBECONFIG={out} kubectl get pods")
+
+
+@app.command("upload-model")
+@_errors
+def upload_model(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="A TensorFlow SavedModel directory.")],
+    version: Annotated[
+        int | None, typer.Option("--version", help="Model version (default: the highest there, or 1).")
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="JSON summary.")] = False,
+) -> None:
+    """Upload a SavedModel to <model_path>/<version>/ in parallel, skipping unchanged files."""
+    from ..gcp.clients import ClientFactory
+    from ..gcp.upload import summarize
+    from ..gcp.upload import upload_model as upload
+    from .render import upload_progress_line
+
+    cfg = _load_config(ctx)
+    console = _console()
+    last = [0.0]
+
+    def progress(p: Any) -> None:
+        import time
+
+        now = time.monotonic()
+        if json_ or (p.phase == "uploading" and now - last[0] < 0.5):
+            return
+        last[0] = now
+        console.print(upload_progress_line(p), highlight=False)
+
+    result = upload(
+        cfg,
+        directory,
+        version=version,
+        factory=ClientFactory.for_user(cfg.user, _opts(ctx).emulator),
+        progress=progress,
+    )
+    if json_:
+        typer.echo(json.dumps(summarize(result), indent=2))
+    else:
+        typer.echo(result.message)
+
+
+@app.command()
+@_errors
+def generate(
+    ctx: typer.Context,
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    negative_prompt: Annotated[str, typer.Option("--negative-prompt", help="What to avoid.")] = "",
+    steps: Annotated[int, typer.Option("--steps", min=1, max=1000, help="Diffusion steps.")] = 30,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=8, help="Images per request.")] = 1,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the PNG files.")] = Path("."),
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for the images (CPU takes minutes).")
+    ] = 600.0,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="Model URL (default: the `endpoint` output).")
+    ] = None,
+) -> None:
+    """Generate images from the deployed model and save them as PNG."""
+    import time
+
+    from ..generate import generate as run_generate
+    from ..generate import save_images
+
+    ws = _workspace(ctx)
+    cfg = ws.config
+    if endpoint is None:
+        st = ws.backend.read()
+        endpoint = (st.outputs.get("endpoint") if st else None) or None
+        if endpoint is None:
+            raise UsageError("no endpoint yet", hint="run: sdcluster apply (or pass --endpoint URL)")
+    console = _console()
+    started = time.monotonic()
+    result = run_generate(
+        cfg,
+        prompt,
+        endpoint=endpoint,
+        negative_prompt=negative_prompt,
+        steps=steps,
+        batch_size=batch_size,
+        timeout_s=timeout,
+        progress=lambda msg: console.print(msg, highlight=False),
+    )
+    paths = save_images(result, out)
+    for path in paths:
+        typer.echo(f"Wrote {path}")
+    typer.echo(f"{len(paths)} image(s) in {time.monotonic() - started:.1f}s from {result.endpoint}")
+
+
+@state_app.command("pull")
+@_errors
+def state_pull(ctx: typer.Context) -> None:
+    """Print the stored state document (to save a copy: sdcluster state pull > state.json)."""
+    typer.echo(_read_state(_workspace(ctx)).to_json(), nl=False)
+
+
+@state_app.command("push")
+@_errors
+def state_push(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A state document (from `state pull`).")],
+    force: Annotated[bool, typer.Option(help="Allow an older serial to replace a newer one.")] = False,
+) -> None:
+    """Replace the stored state with FILE (same lineage; serial checked)."""
+    from .. import api
+
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read a state document from {file}: {e}") from e
+    st = api.push_state(_workspace(ctx), document, force=force)
+    typer.echo(f"Pushed {file}: lineage {st.lineage}, serial {st.serial}.")
+
+
+@state_app.command("rm")
+@_errors
+def state_rm(ctx: typer.Context, address: Annotated[str, typer.Argument(help="A resource address.")]) -> None:
+    """Forget a resource without deleting it (the next plan shows it as an import)."""
+    from .. import api
+
+    api.forget(_workspace(ctx), address)
+    typer.echo(f"Removed {address} from the state; the resource itself was not touched.")
+
+
+@app.command("import")
+@_errors
+def import_(
+    ctx: typer.Context,
+    address: Annotated[str, typer.Argument(help="Address, e.g. storage.bucket.my-proj-bucket.")],
+    resource_id: Annotated[str, typer.Argument(metavar="ID", help="Its id, e.g. gs://my-proj-bucket.")],
+) -> None:
+    """Record an existing resource in the state after reading it."""
+    from .. import api
+
+    st = api.import_resource(_workspace(ctx), address, resource_id)
+    typer.echo(f"Imported {address} ({st.resources[address].id}).")
+
+
+@app.command("force-unlock")
+@_errors
+def force_unlock(ctx: typer.Context) -> None:
+    """Remove a state lock left behind by a run that died."""
+    ws = _workspace(ctx)
+    info = ws.backend.force_unlock()
+    if info is None:
+        typer.echo(f"{ws.backend.describe()} is not locked.")
+    else:
+        typer.echo(f"Removed the lock held by {info.describe()}.")
+
+
+@app.command()
+@_errors
+def demo(
+    ctx: typer.Context,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the emulator running at the end.")] = False,
+    workdir: Annotated[
+        Path | None, typer.Option("--dir", help="Working directory (default: a new temp dir).")
+    ] = None,
+) -> None:
+    """Run init, plan, apply, status, upload-model, generate and destroy on an embedded emulator."""
+    from .demo import run
+
+    run(
+        _console(),
+        keep=keep,
+        workdir=workdir,
+        step=lambda args: app(args, standalone_mode=False, prog_name="sdcluster"),
+    )
+
+
+@app.command()
+def version(ctx: typer.Context) -> None:
+    """Print the sdcluster version."""
+    from .._version import __version__
+
+    typer.echo(f"sdcluster {__version__}")
+
+
+# --------------------------------------------------------------------------------------------------
+# emulator
+
+
+@emulator_app.command("serve")
+@_errors
+def emulator_serve(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(help="gRPC port (0 = any free port).")] = 0,
+    state_file: Annotated[
+        str | None, typer.Option(help="Persist and reload the emulator's state here.")
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option(help="Project to emulate (default: from sdcluster.toml, else demo-proj).")
+    ] = None,
+    owner: Annotated[
+        str | None, typer.Option(help="Owner member (default: config user, else user:demo@example.com).")
+    ] = None,
+    latency_ms: float = 0.0,
+    fault_rate: float = 0.0,
+    iam_propagation_s: float = 0.0,
+    sa_propagation_s: float = 0.0,
+    operation_s: float = 2.0,
+    rollout_s: float = 2.0,
+    lb_s: float = 1.0,
+    seed: int = 0,
+    quota: Annotated[
+        list[str] | None, typer.Option("--quota", help="Override a quota: --quota N2_CPUS=24 (repeatable).")
+    ] = None,
+) -> None:
+    """Serve the emulator until interrupted; prints `export SDCLUSTER_EMULATOR=...`."""
+    from ..emulator import serve
+
+    if project is None or owner is None:
+        try:
+            cfg = _load_config(ctx)
+            project = project or cfg.project
+            owner = owner or cfg.user
+        except SdclusterError:
+            pass
+    serve(
+        port=port,
+        state_file=state_file,
+        project=project or "demo-proj",
+        owner=owner or "user:demo@example.com",
+        latency_ms=latency_ms,
+        fault_rate=fault_rate,
+        iam_propagation_s=iam_propagation_s,
+        sa_propagation_s=sa_propagation_s,
+        operation_s=operation_s,
+        rollout_s=rollout_s,
+        lb_s=lb_s,
+        seed=seed,
+        quotas=_quotas(quota or []),
+    )
+
+
+def _quotas(items: list[str]) -> dict[str, float]:
+    from ..emulator.core import Knobs
+
+    quotas = dict(Knobs().quotas)
+    for item in items:
+        metric, sep, value = item.partition("=")
+        try:
+            quotas[metric.strip().upper()] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"expected METRIC=NUMBER, got {item!r}", param_hint="--quota") from None
+        if not sep:
+            raise typer.BadParameter(f"expected METRIC=NUMBER, got {item!r}", param_hint="--quota")
+    return quotas
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
