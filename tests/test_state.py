@@ -63,7 +63,7 @@ def test_crash_between_write_and_rename_leaves_parseable_state(
         raise OSError("simulated crash before rename")
 
     monkeypatch.setattr(st.os, "replace", crash)
-    with pytest.raises(OSError, match="simulated crash"):
+    with pytest.raises(StateError, match="simulated crash"):
         b.write(s)
     monkeypatch.undo()
     back = b.read()

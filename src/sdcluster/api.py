@@ -16,8 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, assert_never
 
+from . import retry
 from .engine import Action, Binding, Change, Listener, Plan, Stack, check_fresh, execute, plan_changes
-from .errors import ConfigError, NotFound, StalePlan, StateError, UsageError
+from .errors import (
+    AdoptionRefused,
+    ConfigError,
+    DestroyIncomplete,
+    Interrupted,
+    NotFound,
+    StalePlan,
+    StateError,
+    StateMismatch,
+    UsageError,
+)
 from .state import Backend, LocalBackend, ResourceState, State, atomic_write
 
 if TYPE_CHECKING:
@@ -73,6 +84,36 @@ def _workspace(target: Config | Workspace, **kw: Any) -> Workspace:
     return target if isinstance(target, Workspace) else Workspace.open(target, **kw)
 
 
+def read_state(backend: Backend, stack: Stack[Any]) -> State | None:
+    """The stored state, upgraded from older versions and checked against the stack's identity:
+    ``StateMismatch`` if it belongs to another project (or a record's id names one), so nothing
+    is ever read, changed or deleted in a project the state was not made for."""
+    current = backend.read()
+    if current is None:
+        return None
+    stack.upgrade(current)
+    scope = stack.scope()
+    separate = (
+        f"to manage {scope}, keep its state apart: --state .sdcluster/{scope}/state.json "
+        "(or state.path in sdcluster.toml)"
+    )
+    if current.project and scope and current.project != scope:
+        raise StateMismatch(
+            f"the state {backend.describe()} belongs to project {current.project}, but the configuration "
+            f"says project {scope}: refusing to act on {scope} with it",
+            hint=f"{separate}; to manage {current.project}, set project = {current.project!r} "
+            "(check SDCLUSTER_PROJECT and --set)",
+        )
+    errors = stack.identity_errors(current)
+    if errors:
+        raise StateMismatch(
+            f"the state {backend.describe()} (project {current.project or scope}) records resources of "
+            f"another identity: {'; '.join(errors)}",
+            hint=f"{separate}; move the state away if it was copied from elsewhere",
+        )
+    return current
+
+
 def plan(
     config: Config | Workspace,
     *,
@@ -84,7 +125,7 @@ def plan(
     """Refresh every resource and diff against the configuration. Takes the state lock while it reads."""
     ws = _workspace(config, state=state, emulator=emulator)
     with ws.backend.lock("plan"):
-        current = ws.backend.read()
+        current = read_state(ws.backend, ws.stack)
         ctx = ws.stack.context(listener)
         ctx.destroying = destroy
         changes, warnings, resources = plan_changes(
@@ -102,18 +143,34 @@ def plan(
     )
 
 
-def apply(target: Plan | Config | Workspace, *, listener: Listener | None = None, **kw: Any) -> State:
+def apply(
+    target: Plan | Config | Workspace,
+    *,
+    listener: Listener | None = None,
+    adopt: bool = False,
+    **kw: Any,
+) -> State:
     """Make it so. Given a config, plans first; given a plan, applies exactly that plan
-    (refusing with StalePlan if the state changed since it was made)."""
+    (refusing with StalePlan if the state changed since it was made).
+
+    Refuses (``AdoptionRefused``) while the plan lists conflicts (things with our names that
+    sdcluster did not make) unless ``adopt=True``. A destroy that leaves something under our
+    addresses running raises ``DestroyIncomplete`` once it has deleted the rest.
+    """
     the_plan = target if isinstance(target, Plan) else plan(target, listener=listener, **kw)
+    refuse_conflicts(the_plan, adopt)
     bound = the_plan.bound()
     if listener is not None:
         bound.context.listener = listener
     with bound.backend.lock("destroy" if the_plan.destroy else "apply"):
-        current = bound.backend.read()
+        current = read_state(bound.backend, bound.stack)
         check_fresh(the_plan, current)
+        if retry.cancelled():
+            raise Interrupted("interrupted before any change was made", hint="nothing was changed")
+        bound.backend.check_writable()  # before the first mutating call, not after it
         state = current.copy() if current else State.new()
-        return execute(
+        state.project = state.project or bound.stack.scope()
+        state = execute(
             the_plan.changes,
             the_plan.resources,
             bound.context,
@@ -121,6 +178,46 @@ def apply(target: Plan | Config | Workspace, *, listener: Listener | None = None
             state,
             outputs=None if the_plan.destroy else bound.stack.outputs,
         )
+    if the_plan.destroy:
+        check_destroyed(the_plan)
+    return state
+
+
+def refuse_conflicts(p: Plan, adopt: bool) -> None:
+    """``AdoptionRefused`` if an apply plan would take over things sdcluster did not make."""
+    conflicts = [] if p.destroy or adopt else p.conflicts()
+    if not conflicts:
+        return
+    listed = ", ".join(f"{c.address} ({c.id})" for c in conflicts)
+    first = conflicts[0]
+    raise AdoptionRefused(
+        f"{len(conflicts)} resource(s) exist with sdcluster's names but were not made by sdcluster: "
+        f"{listed}; apply will not take them over (change them, and let destroy delete them) unasked",
+        hint=(
+            f"if they are yours to manage, adopt one: sdcluster import {first.address} {first.id}; "
+            "or all the plan lists: sdcluster apply --adopt (library: apply(..., adopt=True)); "
+            "otherwise choose other names in sdcluster.toml"
+        ),
+        addresses=[c.address for c in conflicts],
+    )
+
+
+def check_destroyed(p: Plan) -> None:
+    """``DestroyIncomplete`` if a destroy plan left things under its addresses running."""
+    left = p.conflicts() if p.destroy else []
+    if not left:
+        return
+    listed = ", ".join(f"{c.address} ({c.id})" for c in left)
+    first = left[0]
+    raise DestroyIncomplete(
+        f"destroyed what the state records, but {len(left)} resource(s) under sdcluster's addresses "
+        f"still exist and were left alone (not in the state): {listed}",
+        hint=(
+            f"if sdcluster made them, record them and destroy again: sdcluster import {first.address} "
+            f"{first.id}, then sdcluster destroy; if they belong to someone else, nothing is wrong"
+        ),
+        addresses=[c.address for c in left],
+    )
 
 
 def destroy(config: Config | Workspace, *, listener: Listener | None = None, **kw: Any) -> State:
@@ -160,7 +257,7 @@ def load_plan(
     cfg = Config.from_dict(p.config)
     ws = Workspace.open(cfg, state=state, emulator=emulator, stack=stack)
     p.resources = {r.address: r for r in ws.stack.resources()}
-    current = ws.backend.read()
+    current = read_state(ws.backend, ws.stack)
     for c in p.changes:  # resources only the state knows (planned for deletion)
         if c.address not in p.resources and current is not None and c.address in current.resources:
             r = ws.stack.orphan(c.address, current.resources[c.address])
@@ -206,7 +303,7 @@ def status(config: Config | Workspace, *, listener: Listener | None = None, **kw
     p = plan(ws, listener=listener)
     rows = [{"address": c.address, "state": state_word(c), "detail": c.reason} for c in p.changes]
     details = ws.stack.details(p)
-    current = ws.backend.read()
+    current = read_state(ws.backend, ws.stack)
     return {
         "resources": rows,
         "cluster": details.get("cluster", {}),
@@ -254,6 +351,7 @@ def push_state(ws: Workspace, document: dict[str, Any], *, force: bool = False) 
     incoming = State.from_dict(document, source="the pushed file")
     with ws.backend.lock("state-push"):
         existing = ws.backend.read()
+        ws.backend.check_writable()
         if existing is not None:
             if existing.lineage != incoming.lineage:
                 raise StateError(
@@ -279,7 +377,9 @@ def import_resource(ws: Workspace, address: str, resource_id: str) -> State:
         )
     r = resources[address]
     with ws.backend.lock("import"):
-        state = ws.backend.read() or State.new()
+        state = read_state(ws.backend, ws.stack) or State.new()
+        state.project = state.project or ws.stack.scope()
+        ws.backend.check_writable()
         ctx = ws.stack.context(None)
         observed = r.read(ctx, None)
         if observed is None:
@@ -302,6 +402,7 @@ def forget(ws: Workspace, address: str) -> State:
         state = ws.backend.read()
         if state is None or address not in state.resources:
             raise UsageError(f"no resource {address} in state", hint="see: sdcluster state list")
+        ws.backend.check_writable()
         del state.resources[address]
         return ws.backend.write(state)
 

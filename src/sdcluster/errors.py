@@ -8,19 +8,24 @@
     │   ├── StateLocked             another run holds the lock (names the holder)
     │   ├── StateCorrupt            truncated / unparseable (points at the backup)
     │   ├── StateVersionError       written by a newer sdcluster
-    │   └── StateConflict           remote state changed under us (lost a compare-and-swap)
+    │   ├── StateConflict           remote state changed under us (lost a compare-and-swap)
+    │   ├── StateWriteError         the state could not be written (full disk, read-only, not a file)
+    │   └── StateMismatch           the state belongs to another project / identity than the config
     ├── StalePlan                   a saved plan no longer matches the state
     ├── CredentialsError            no / expired Application Default Credentials, clock skew
     ├── ApiDisabled                 a required Google API is not enabled
     ├── PermissionDenied            a principal lacks a permission (names both)
     ├── NotFound                    a resource that must exist does not
     ├── AlreadyExists               a name is taken by something we do not manage
+    │   └── AdoptionRefused         apply will not take over what sdcluster did not make (import/--adopt)
     ├── QuotaExceeded               metric, need, limit, options
     ├── Conflict                    concurrent modification / operation in progress
     ├── InvalidRequest              the API rejected the request (invalid argument)
     ├── TransientError              retryable: unavailable, deadline, rate-limited
     ├── WaitTimeout                 a wait exceeded its deadline (propagation, rollout, LB)
     ├── ApplyError                  a resource change failed (address, completed addresses)
+    ├── Interrupted                 a signal / Ctrl-C stopped the run (waits cut short, state saved)
+    ├── DestroyIncomplete           destroy left something under sdcluster's addresses running
     ├── RolloutStuck                a Deployment cannot become ready (pod reason)
     └── UsageError                  a wrong use of the CLI / library (bad directory, prompt too long)
 
@@ -72,6 +77,18 @@ class StateConflict(StateError):
     pass
 
 
+class StateWriteError(StateError):
+    """Nothing was written: ``path`` is where the state should have gone."""
+
+    def __init__(self, message: str, *, hint: str = "", path: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
+class StateMismatch(StateError):
+    pass
+
+
 class StalePlan(SdclusterError):
     pass
 
@@ -96,6 +113,12 @@ class NotFound(SdclusterError):
 
 class AlreadyExists(SdclusterError):
     pass
+
+
+class AdoptionRefused(AlreadyExists):
+    def __init__(self, message: str, *, hint: str = "", addresses: list[str] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.addresses = addresses or []
 
 
 class QuotaExceeded(SdclusterError):
@@ -134,6 +157,21 @@ class ApplyError(SdclusterError):
         self.address = address
         self.completed = completed or []
         self.cause = cause
+
+
+class Interrupted(SdclusterError):
+    """The run was stopped by a signal (Ctrl-C, SIGTERM, SIGHUP): waits were cut short and the state
+    saved; ``completed`` lists the changes that finished. The CLI exits 130."""
+
+    def __init__(self, message: str, *, hint: str = "", completed: list[str] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.completed = completed or []
+
+
+class DestroyIncomplete(SdclusterError):
+    def __init__(self, message: str, *, hint: str = "", addresses: list[str] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.addresses = addresses or []
 
 
 class RolloutStuck(SdclusterError):
@@ -193,10 +231,30 @@ def translate(e: BaseException, *, project: str = "", context: str = "") -> Sdcl
             )
         return CredentialsError(f"{prefix}credentials could not be refreshed: {text}", hint=ADC_HINT)
 
+    if _connection_failed(e):
+        # E.g. the Kubernetes API answering "connection refused" while its control plane restarts.
+        return TransientError(
+            f"{prefix}cannot connect: {text}",
+            hint="a transient failure (the server may be restarting); run the command again",
+        )
     code = _status_code(e)
     if code is None:
         return SdclusterError(f"{prefix}{type(e).__name__}: {text}")
     return classify(code, text, project=project, context=context)
+
+
+def _connection_failed(e: BaseException) -> bool:
+    """A connection refused/reset or dropped before an answer (urllib3, as the kubernetes client
+    raises it, or the builtin errors). TLS failures and timeouts on an open connection are not."""
+    if isinstance(e, ConnectionError):
+        return True
+    if not type(e).__module__.startswith("urllib3"):
+        return False
+    name = type(e).__name__
+    if name == "MaxRetryError":
+        reason = getattr(e, "reason", None)
+        return reason is not None and _connection_failed(reason)
+    return name in ("NewConnectionError", "ProtocolError")
 
 
 _RPC_CODES = {

@@ -7,6 +7,11 @@
 - ``until(fn, ...)``: wait for something to become true (operation DONE, IAM propagation, rollout),
   polling with capped jittered backoff up to a deadline, never a fixed sleep.
 
+Cancellation: ``cancel()`` (a signal, Ctrl-C) wakes every ``until`` at once, in every thread, and
+makes it raise ``Interrupted`` (as does starting one after the cancel): the long waits stop, the
+caller records what exists and saves. Single calls and their short backoff are not cut short, so
+the state can still be saved after a cancel. One flag per process, like the signals that set it.
+
 Example::
 
     sa = retry.call(lambda: client.get_service_account(name=n), project=p)
@@ -15,13 +20,14 @@ Example::
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from .errors import Conflict, SdclusterError, TransientError, WaitTimeout, translate
+from .errors import Conflict, Interrupted, SdclusterError, TransientError, WaitTimeout, translate
 
 T = TypeVar("T")
 
@@ -40,6 +46,40 @@ POLL_FRACTION = 0.1
 # Tests shrink the backoff scale so retries stay fast; production keeps 1.0.
 BACKOFF_SCALE = 1.0
 
+_CANCEL = threading.Event()
+
+
+def cancel() -> None:
+    """Stop every wait now (``until`` raises ``Interrupted`` in whichever thread waits)."""
+    _CANCEL.set()
+
+
+def cancelled() -> bool:
+    return _CANCEL.is_set()
+
+
+def reset_cancel() -> None:
+    """Allow waits again (a library caller whose interrupted run has been cleaned up)."""
+    _CANCEL.clear()
+
+
+def check_cancelled(what: str) -> None:
+    if _CANCEL.is_set():
+        raise Interrupted(f"interrupted while {what}")
+
+
+def call_wait() -> wait_random_exponential:
+    """The backoff between attempts of one call: exponential, capped, with full jitter (clients
+    retrying the same outage do not retry in step)."""
+    return wait_random_exponential(multiplier=0.2 * BACKOFF_SCALE, max=CALL_MAX_WAIT_S * BACKOFF_SCALE)
+
+
+def poll_interval(elapsed: float, max_interval_s: float, rng: random.Random | None = None) -> float:
+    """How long ``until`` sleeps after ``elapsed`` seconds of waiting: about a tenth of it, capped,
+    jittered over [half, all] of that (pollers started together spread out)."""
+    interval = min(max_interval_s, max(MIN_POLL_S, POLL_FRACTION * elapsed)) * BACKOFF_SCALE
+    return (rng or random).uniform(interval / 2, interval)
+
 
 def _translated(fn: Callable[[], T], project: str, context: str) -> Callable[[], T]:
     def run() -> T:
@@ -57,7 +97,7 @@ def call(fn: Callable[[], T], *, project: str = "", context: str = "", attempts:
     """Run one API call, retrying transient failures with jittered exponential backoff."""
     retrying = Retrying(
         retry=retry_if_exception(lambda e: isinstance(e, TransientError)),
-        wait=wait_random_exponential(multiplier=0.2 * BACKOFF_SCALE, max=CALL_MAX_WAIT_S * BACKOFF_SCALE),
+        wait=call_wait(),
         stop=stop_after_attempt(attempts),
         reraise=True,
     )
@@ -87,11 +127,13 @@ def until(
 ) -> T:
     """Poll ``probe`` until it returns a value that is not None; errors in ``retry_on`` count as "not yet".
 
-    Raises WaitTimeout after ``timeout_s`` naming ``what`` and how long it waited (and the last error).
+    Raises WaitTimeout after ``timeout_s`` naming ``what`` and how long it waited (and the last error),
+    ``Interrupted`` at once on ``cancel()`` (also before the first probe: a cancelled run starts nothing).
     """
     start = time.monotonic()
     last_error: SdclusterError | None = None
     while True:
+        check_cancelled(f"waiting for {what}")
         try:
             value = probe()
         except retry_on as e:
@@ -107,9 +149,9 @@ def until(
             break
         # The interval grows with the time already waited (about a tenth of it, jittered), so a wait
         # overshoots its event by ~10% at most, yet a 7-minute wait makes only a few dozen calls;
-        # capped, and never sleeping past the deadline.
-        interval = min(max_interval_s, max(MIN_POLL_S, POLL_FRACTION * elapsed)) * BACKOFF_SCALE
-        time.sleep(min(remaining, random.uniform(interval / 2, interval)))
+        # capped, never sleeping past the deadline, and woken at once by a cancel.
+        if _CANCEL.wait(min(remaining, poll_interval(elapsed, max_interval_s))):
+            check_cancelled(f"waiting for {what}")
     waited = time.monotonic() - start
     detail = f"; last error: {last_error}" if last_error else ""
     raise WaitTimeout(

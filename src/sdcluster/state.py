@@ -3,17 +3,27 @@
 The document::
 
     {"format_version": 1, "serial": 7, "lineage": "<uuid>", "sdcluster_version": "0.1.0",
+     "project": "demo-proj",
      "resources": {"iam.service_account.gke-admin": {"type": "...", "id": "...",
-                   "attributes": {...}, "dependencies": [...]}},
+                   "attributes": {...}, "dependencies": [...]},
+                   "gke.cluster.sd-cluster": {..., "pending": true}},
      "outputs": {"endpoint": "http://..."}}
 
 ``serial`` is bumped on every write that changes content; ``lineage`` is fixed at creation, so a
-saved plan can tell whether the state it was made from is still the current one.
+saved plan can tell whether the state it was made from is still the current one. ``project`` is the
+project the resources live in (a state is bound to one project; an empty value is a state written
+before it was recorded). A record with ``"pending": true`` is a create that was started and not
+yet confirmed (written before the create call, so a run killed at any point leaves nothing the next
+run cannot find). Reading is strict: a field of the wrong type or out of range is refused with its
+name (and the backup to turn to), never guessed at or overwritten.
 
 ``LocalBackend`` writes atomically (temp file in the same directory, fsync, ``os.replace``, fsync of
 the directory), keeps the previous content as ``<path>.backup``, uses mode 0600, and locks with an
 OS-level lock plus a small info record (pid, host, operation, started-at) so a second run fails fast
-with ``StateLocked`` naming the holder.
+with ``StateLocked`` naming the holder. A symlinked state file is written through to its target
+(the link stays a link). A write that fails (full disk, read-only directory) raises
+``StateWriteError`` naming the file and the reason; ``check_writable`` finds such a location before
+anything is changed.
 
 Example::
 
@@ -38,12 +48,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from ._version import __version__
 from .errors import (
     StateCorrupt,
     StateError,
     StateLocked,
     StateVersionError,
+    StateWriteError,
 )
 
 FORMAT_VERSION = 1
@@ -55,14 +68,19 @@ class ResourceState:
     id: str
     attributes: dict[str, Any] = field(default_factory=dict)
     dependencies: list[str] = field(default_factory=list)
+    # A create that was started but not confirmed: the thing may or may not exist (see the module doc).
+    pending: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "type": self.type,
             "id": self.id,
             "attributes": copy.deepcopy(self.attributes),
             "dependencies": list(self.dependencies),
         }
+        if self.pending:
+            d["pending"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ResourceState:
@@ -71,6 +89,7 @@ class ResourceState:
             id=str(d.get("id", "")),
             attributes=dict(d.get("attributes") or {}),
             dependencies=[str(x) for x in d.get("dependencies") or []],
+            pending=bool(d.get("pending", False)),
         )
 
 
@@ -82,20 +101,24 @@ class State:
     outputs: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     sdcluster_version: str = __version__
+    project: str = ""  # "" in states written before the project was recorded
 
     @classmethod
-    def new(cls) -> State:
-        return cls(lineage=str(uuid.uuid4()))
+    def new(cls, project: str = "") -> State:
+        return cls(lineage=str(uuid.uuid4()), project=project)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "format_version": self.format_version,
             "serial": self.serial,
             "lineage": self.lineage,
             "sdcluster_version": self.sdcluster_version,
-            "resources": {a: r.to_dict() for a, r in sorted(self.resources.items())},
-            "outputs": copy.deepcopy(self.outputs),
         }
+        if self.project:
+            d["project"] = self.project
+        d["resources"] = {a: r.to_dict() for a, r in sorted(self.resources.items())}
+        d["outputs"] = copy.deepcopy(self.outputs)
+        return d
 
     def content(self) -> dict[str, Any]:
         """What counts as a change (serial and writer version excluded)."""
@@ -109,31 +132,66 @@ class State:
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "state") -> State:
+        """Validate strictly (``StateCorrupt`` names the first bad field) and build the state."""
         if not isinstance(d, dict):
             raise StateCorrupt(f"{source} is not a JSON object")
         version = d.get("format_version")
-        if not isinstance(version, int):
-            raise StateCorrupt(f"{source} has no format_version")
-        if version > FORMAT_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
             raise StateVersionError(
                 f"{source} has format_version {version}, written by a newer sdcluster "
                 f"({d.get('sdcluster_version', '?')}); this is {__version__} (format {FORMAT_VERSION})",
                 hint="upgrade sdcluster (pip install -U sdcluster); the file was left untouched",
             )
-        try:
-            return cls(
-                format_version=version,
-                serial=int(d["serial"]),
-                lineage=str(d["lineage"]),
-                sdcluster_version=str(d.get("sdcluster_version", "")),
-                resources={str(a): ResourceState.from_dict(r) for a, r in (d.get("resources") or {}).items()},
-                outputs=dict(d.get("outputs") or {}),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise StateCorrupt(f"{source} is malformed: {e!r}") from e
+        doc = _validated(d, source)
+        return cls(
+            format_version=doc.format_version,
+            serial=doc.serial,
+            lineage=doc.lineage,
+            sdcluster_version=doc.sdcluster_version,
+            project=doc.project,
+            resources={
+                a: ResourceState(r.type, r.id, dict(r.attributes), list(r.dependencies), r.pending)
+                for a, r in doc.resources.items()
+            },
+            outputs=dict(doc.outputs),
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    type: str = Field(min_length=1)
+    id: str = ""
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    dependencies: list[str] = Field(default_factory=list)
+    pending: bool = False
+
+
+class _Document(BaseModel):
+    """The schema a state document must satisfy (strict: 3.7 is no serial, "12" no lineage, true no 1)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    format_version: int = Field(ge=1, le=FORMAT_VERSION)
+    serial: int = Field(ge=0)
+    lineage: str = Field(min_length=1)
+    sdcluster_version: str = ""
+    project: str = ""
+    resources: dict[str, _Record] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+def _validated(d: dict[str, Any], source: str) -> _Document:
+    try:
+        return _Document.model_validate(d)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the document"
+        got = (
+            "" if first["type"] == "missing" else f" (got {json.dumps(first.get('input'), default=str)[:80]})"
+        )
+        raise StateCorrupt(f"{source} is malformed: {where}: {first['msg'].lower()}{got}") from None
 
 
 @dataclass
@@ -165,6 +223,10 @@ class Backend(Protocol):
     def read(self) -> State | None: ...
 
     def write(self, state: State) -> State: ...
+
+    def check_writable(self) -> None:
+        """Raise ``StateWriteError`` now if a write would fail (called before the first mutating call)."""
+        ...
 
     def lock(self, operation: str) -> contextlib.AbstractContextManager[LockInfo]: ...
 
@@ -201,36 +263,62 @@ def next_serial(stored: State | None, state: State, where: str) -> bool:
 
 
 class LocalBackend:
-    """State in a local JSON file, written atomically with a backup, locked with flock."""
+    """State in a local JSON file, written atomically with a backup, locked with flock.
+
+    The backup and the lock live next to the file the state is really in: for a symlinked
+    ``state.json``, next to the link's target, which is written through (the link stays a link).
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.backup_path = self.path.with_name(self.path.name + ".backup")
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        if self.path.name in ("", ".", ".."):
+            raise StateError(
+                f"the state path {str(path)!r} is a directory, not a file",
+                hint='name a file, e.g. state.path = ".sdcluster/state.json" (or --state PATH)',
+            )
         self._held: LockInfo | None = None
 
     def describe(self) -> str:
         return str(self.path)
 
+    @property
+    def file(self) -> Path:
+        """The file the state is in (a symlink's target)."""
+        return Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
+
+    @property
+    def backup_path(self) -> Path:
+        f = self.file
+        return f.with_name(f.name + ".backup")
+
+    @property
+    def lock_path(self) -> Path:
+        f = self.file
+        return f.with_name(f.name + ".lock")
+
     # ---- reading ---------------------------------------------------------------------------------
     def read(self) -> State | None:
         try:
-            raw = self.path.read_bytes()
+            raw = self.file.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as e:
+            raise self._unusable(self.path, e, "read") from e
         try:
             data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as e:
             raise self._corrupt(f"is not UTF-8 text (byte {e.start})") from e
         except json.JSONDecodeError as e:
             raise self._corrupt(f"is not valid JSON ({e.msg} at line {e.lineno})") from e
+        except RecursionError:
+            raise self._corrupt("is nested too deeply to be a state document") from None
         try:
             return State.from_dict(data, source=f"state file {self.path}")
         except StateCorrupt as e:
             raise self._corrupt(str(e).replace(f"state file {self.path} ", "")) from e
 
     def _corrupt(self, what: str) -> StateCorrupt:
-        if self.backup_path.exists():
+        if self.backup_path.is_file():
             hint = (
                 f"the previous version is in {self.backup_path}; inspect it and, if it is right, "
                 f"copy it over {self.path}. sdcluster will not overwrite a corrupt state."
@@ -239,16 +327,65 @@ class LocalBackend:
             hint = f"fix or move {self.path} away; sdcluster will not overwrite a corrupt state"
         return StateCorrupt(f"state file {self.path} {what}", hint=hint)
 
+    def _unusable(self, where: Path, e: OSError, doing: str) -> StateWriteError:
+        """An OSError on the state location as an error naming the place and the reason."""
+        reason = e.strerror or str(e)
+        if isinstance(e, IsADirectoryError) or (where.exists() and where.is_dir()):
+            reason = "it is a directory, not a file"
+        elif isinstance(e, NotADirectoryError | FileExistsError):
+            reason = f"{_first_non_directory(where)} is a file, not a directory"
+        return StateWriteError(
+            f"cannot {doing} the state at {where}: {reason}",
+            hint=(
+                f"nothing was written. Make {self.file.parent} a writable directory with free space "
+                "(or keep the state elsewhere: --state PATH / state.path)"
+            ),
+            path=str(where),
+        )
+
     # ---- writing ---------------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Fail now (``StateWriteError``) if the state could not be written later: a path that is a
+        directory, a parent that is a file, a read-only or full file system. Writes and removes a
+        probe file the size of the current state."""
+        f = self.file
+        for where in (f, self.backup_path, self.lock_path):
+            if where.is_dir():
+                raise self._unusable(where, IsADirectoryError(21, "Is a directory"), "write")
+        size = f.stat().st_size if f.is_file() else 4096
+        probe = f.with_name(f".{f.name}.{os.getpid()}.probe.tmp")
+        try:
+            f.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b" " * (2 * size + 4096))  # room for the state and its backup growing
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise self._unusable(f, e, "write") from e
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
     def write(self, state: State) -> State:
-        """Persist ``state`` if its content changed (bumping serial). Returns what is now stored."""
+        """Persist ``state`` if its content changed (bumping serial). Returns what is now stored.
+
+        Raises ``StateWriteError`` when nothing could be written (the stored state is unchanged)."""
         current = self.read()
         if not next_serial(current, state, str(self.path)):
             return state
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if current is not None:
-            atomic_write(self.backup_path, self.path.read_bytes())
-        atomic_write(self.path, state.to_json().encode("utf-8"))
+        f = self.file
+        where = f
+        try:
+            f.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if current is not None:
+                where = self.backup_path
+                atomic_write(where, f.read_bytes())
+            where = f
+            atomic_write(f, state.to_json().encode("utf-8"))
+        except OSError as e:
+            raise self._unusable(where, e, "write") from e
         return state
 
     # ---- locking ---------------------------------------------------------------------------------
@@ -259,8 +396,12 @@ class LocalBackend:
         if self._held is not None:  # re-entrant within one process (e.g. apply inside a locked plan)
             yield self._held
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        lock_path = self.lock_path
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise self._unusable(lock_path, e, "lock") from e
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -268,23 +409,29 @@ class LocalBackend:
                 raise locked_error(self._read_lock_info(), str(self.path)) from None
             info = LockInfo(operation=operation)
             self._remove_stale_temp_files()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info.to_dict()).encode(), 0)
-            os.fsync(fd)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(info.to_dict()).encode(), 0)
+                os.fsync(fd)
+            except OSError as e:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                raise self._unusable(lock_path, e, "lock") from e
             self._held = info
             try:
                 yield info
             finally:
                 self._held = None
-                os.ftruncate(fd, 0)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files of a write that was killed before its rename (we hold the lock: none is live)."""
-        for name in (self.path.name, self.backup_path.name):
-            for tmp in self.path.parent.glob(f".{name}.*.tmp"):
+        f = self.file
+        for name in (f.name, self.backup_path.name):
+            for tmp in f.parent.glob(f".{name}.*.tmp"):
                 with contextlib.suppress(OSError):
                     tmp.unlink()
 
@@ -299,9 +446,13 @@ class LocalBackend:
         import fcntl
 
         info = self._read_lock_info()
-        if not self.lock_path.exists():
+        lock_path = self.lock_path
+        if not lock_path.exists():
             return None
-        fd = os.open(self.lock_path, os.O_RDWR)
+        try:
+            fd = os.open(lock_path, os.O_RDWR)
+        except OSError as e:
+            raise self._unusable(lock_path, e, "unlock") from e
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -312,11 +463,19 @@ class LocalBackend:
                     hint="stop that process first (the OS releases its lock when it exits)",
                     holder=info.to_dict() if info else {},
                 ) from None
-            self.lock_path.unlink(missing_ok=True)
+            lock_path.unlink(missing_ok=True)
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
         return info
+
+
+def _first_non_directory(path: Path) -> Path:
+    """The first component of ``path`` that exists and is not a directory (for error messages)."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return path
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -32,6 +32,9 @@ class Store:
         return [c for c in self.calls if c[0] != "read"]
 
 
+MARK = "made_by"  # what Thing.create stamps on what it makes (like sdcluster's labels)
+
+
 class Thing(Resource):
     type = "test.thing"
     replace_on = frozenset({"flavor"})
@@ -70,7 +73,10 @@ class Thing(Resource):
                 s.timeline.append(("end", self.address, time.monotonic()))
 
     def create(self, ctx: Any, change: Change) -> dict[str, Any]:
-        return self._mutate("create", change.after)
+        return self._mutate("create", {**(change.after or {}), MARK: "sdcluster"})
+
+    def owned(self, observed: Any) -> bool:
+        return bool(observed.get(MARK) == "sdcluster")
 
     def update(self, ctx: Any, change: Change) -> dict[str, Any]:
         return self._mutate("update", change.after)

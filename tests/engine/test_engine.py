@@ -11,10 +11,10 @@ import pytest
 
 import sdcluster
 from sdcluster.api import Workspace
-from sdcluster.errors import ApplyError, StalePlan
+from sdcluster.errors import AdoptionRefused, ApplyError, DestroyIncomplete, StalePlan
 from sdcluster.state import LocalBackend
 
-from .memstore import MemStack, Store, Thing
+from .memstore import MARK, MemStack, Store, Thing
 
 
 def make_ws(tmp_path: Path, store: Store, things: list[Thing]) -> Workspace:
@@ -112,7 +112,10 @@ def test_failure_mid_apply_saves_progress_and_rerun_continues(tmp_path: Path) ->
     assert "test.thing.c failed" in str(err.value) and "completed before the failure" in str(err.value)
     assert "test.thing.d" not in store.objects  # nothing new started after the failure
     saved = ws.backend.read()
-    assert saved is not None and sorted(saved.resources) == ["test.thing.a", "test.thing.b"]
+    assert saved is not None and sorted(saved.resources) == ["test.thing.a", "test.thing.b", "test.thing.c"]
+    # The failed create stays recorded as pending (it was written before the call); it does not exist,
+    # so the next plan creates it again.
+    assert [a for a, r in saved.resources.items() if r.pending] == ["test.thing.c"]
     store.calls.clear()
     plan = sdcluster.plan(ws)
     assert {c.address: c.action for c in plan.changes} == {
@@ -209,22 +212,14 @@ def test_plan_renders_terraform_idiom(tmp_path: Path) -> None:
     assert html.startswith("<pre") and "Plan: 2 to add" in html
 
 
-def test_existing_but_unrecorded_resources_are_imported_visibly_and_never_destroyed_unmanaged(
-    tmp_path: Path,
-) -> None:
+def test_unrecorded_resource_made_by_sdcluster_is_adopted_visibly(tmp_path: Path) -> None:
     store = Store()
-    store.objects["test.thing.a"] = {"size": 1, "flavor": "plain"}  # made by hand, sdcluster never saw it
+    # Made by sdcluster (it carries the mark), but the state lost track of it.
+    store.objects["test.thing.a"] = {"size": 1, "flavor": "plain", MARK: "sdcluster"}
     ws = make_ws(tmp_path, store, diamond(store))
-    # destroy leaves what the state does not record alone: no surprise deletions.
-    d = sdcluster.plan(ws, destroy=True)
-    a = next(c for c in d.changes if c.address == "test.thing.a")
-    assert a.action == "noop" and "not managed by sdcluster" in a.reason
-    sdcluster.apply(d)
-    assert "test.thing.a" in store.objects
-    # apply adopts it, and says so.
     p = sdcluster.plan(ws)
     a = next(c for c in p.changes if c.address == "test.thing.a")
-    assert a.action == "noop" and a.adopt and "will be adopted" in a.reason
+    assert a.action == "noop" and a.adopt and not a.conflict and "will be adopted" in a.reason
     assert p.counts()["import"] == 1 and "Plan: 1 to import, 3 to add" in str(p)
     store.calls.clear()
     sdcluster.apply(p)
@@ -232,3 +227,35 @@ def test_existing_but_unrecorded_resources_are_imported_visibly_and_never_destro
     assert "test.thing.a" in ws.backend.read().resources  # type: ignore[union-attr]
     sdcluster.destroy(ws)
     assert store.objects == {}  # now managed: destroyed
+
+
+def test_someone_elses_resource_with_our_name_is_a_conflict_apply_refuses_unless_adopting(
+    tmp_path: Path,
+) -> None:
+    store = Store()
+    store.objects["test.thing.a"] = {"size": 5, "flavor": "plain"}  # made by hand: no sdcluster mark
+    ws = make_ws(tmp_path, store, diamond(store))
+    # destroy leaves what the state does not record alone, and does not claim success while it runs.
+    d = sdcluster.plan(ws, destroy=True)
+    a = next(c for c in d.changes if c.address == "test.thing.a")
+    assert a.action == "noop" and "not managed by sdcluster" in a.reason and a.conflict
+    with pytest.raises(DestroyIncomplete, match=r"test\.thing\.a") as left:
+        sdcluster.apply(d)
+    assert "sdcluster import test.thing.a a" in left.value.hint
+    assert store.objects["test.thing.a"] == {"size": 5, "flavor": "plain"}
+    # The plan shows the conflict distinctly; apply refuses before any change and says how to adopt.
+    p = sdcluster.plan(ws)
+    a = next(c for c in p.changes if c.address == "test.thing.a")
+    assert a.action == "update" and a.adopt and a.conflict and "not made by sdcluster" in a.reason
+    assert "<! resource" in str(p) and "1 conflict(s): apply refuses" in str(p)
+    store.calls.clear()
+    with pytest.raises(AdoptionRefused) as err:
+        sdcluster.apply(p)
+    assert store.mutations == []
+    assert "sdcluster import test.thing.a a" in err.value.hint and "sdcluster apply --adopt" in err.value.hint
+    assert "test.thing.a" not in ws.backend.read().resources  # type: ignore[union-attr]
+    # Told to adopt: it is recorded (and updated), and from then on destroy deletes it.
+    sdcluster.apply(p, adopt=True)
+    assert store.objects["test.thing.a"]["size"] == 1
+    sdcluster.destroy(ws)
+    assert store.objects == {}

@@ -116,8 +116,10 @@ def test_concurrent_policy_change_is_retried_and_both_changes_survive(
             edit_project_policy(emu, lambda p: sd_iam.add_member(p, "roles/viewer", intruder))
         return policy
 
+    p = sdcluster.plan(ws)
+    # Raced from apply on: the first read is then an edit's (a plan's reads never write).
     monkeypatch.setattr(sd_iam.ProjectMember, "_get_policy", racing_read)
-    sdcluster.apply(sdcluster.plan(ws))
+    sdcluster.apply(p)
     codes = [
         e.code
         for e in emu.log.entries()
@@ -177,8 +179,12 @@ def test_quota_warning_for_max_nodes_and_failure_for_initial_nodes(setup: Any, t
     assert "N2_CPUS" in str(err.value) and "8" in str(err.value)
     assert "smaller machine type" in err.value.hint
     saved = ws2.backend.read()
-    assert saved is not None and "gke.cluster.sd-cluster" not in saved.resources
+    # The refused create stays recorded only as pending (written before the call); nothing exists,
+    # so the next plan creates it again.
+    assert saved is not None and saved.resources["gke.cluster.sd-cluster"].pending
     assert "iam.service_account.gke-admin" in saved.resources  # what was created is recorded
+    again = sdcluster.plan(ws2)
+    assert next(c for c in again.changes if c.address == "gke.cluster.sd-cluster").action == "create"
 
 
 def test_drift_is_planned_attribute_by_attribute_and_restored(setup: Any) -> None:

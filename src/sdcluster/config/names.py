@@ -6,6 +6,7 @@ Example::
     key = ClusterKey("demo-proj", "us-central1-c", "sd-cluster")
     key.path                                          # 'projects/demo-proj/locations/us-central1-c/clusters/sd-cluster'
     ClusterKey.parse(key.pool_path("sd-node-pool"))   # (key, 'sd-node-pool')
+    project_of("projects/demo-proj/services/iam.googleapis.com")  # 'demo-proj'
 """
 
 from __future__ import annotations
@@ -25,6 +26,19 @@ def service_account_parts(email: str) -> tuple[str, str] | None:
     account, _, domain = email.partition("@")
     project, dot, rest = domain.partition(".")
     return (account, project) if dot and rest == SA_DOMAIN and account else None
+
+
+_PROJECT_RE = re.compile(r"(?:^|[\s/])projects/(?P<project>[^/\s]+)")
+
+
+def project_of(resource_id: str) -> str | None:
+    """The project a resource id names: ``projects/P/...`` anywhere in it, or a user-managed service
+    account's email; None when it names none (a bucket: ``gs://B``)."""
+    m = _PROJECT_RE.search(resource_id)
+    if m is not None:
+        return m["project"]
+    parts = service_account_parts(resource_id)
+    return parts[1] if parts else None
 
 
 _CLUSTER_RE = re.compile(

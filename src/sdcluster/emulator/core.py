@@ -56,6 +56,8 @@ class Knobs:
 
     project: str = "demo-proj"
     owner: str = "user:demo@example.com"
+    # More projects, owned by ``owner`` too (``emulator serve --project A --project B``).
+    extra_projects: list[str] = field(default_factory=list)
     latency_ms: float = 0.0
     fault_rate: float = 0.0
     iam_propagation_s: float = 0.0
@@ -357,7 +359,8 @@ class World:
         if state_file and os.path.exists(state_file):
             with open(state_file, encoding="utf-8") as f:
                 self.data = json.load(f)
-        self._ensure_project(self.knobs.project, self.knobs.owner)
+        for project in (self.knobs.project, *self.knobs.extra_projects):
+            self._ensure_project(project, self.knobs.owner)
 
     # ---- time ---------------------------------------------------------------------------------
     @staticmethod

@@ -133,6 +133,7 @@ class Emulator:
             "http": self.http_address,
             "storage": self.storage_address,
             "project": self.world.knobs.project,
+            "projects": [self.world.knobs.project, *self.world.knobs.extra_projects],
             "owner": self.world.knobs.owner,
         }
 

@@ -3,7 +3,8 @@ HTML, and the lines ``sdcluster plan`` prints). Pure functions; the terminal sid
 
 Symbols: ``+`` create, ``~`` update in place, ``-/+`` replace (destroy, then create), ``+/-``
 replace (create the replacement, then destroy), ``-`` destroy, ``=`` unchanged (with its reason),
-``!`` kept on destroy, ``<=`` adopted into the state (imported).
+``!`` kept on destroy, ``<=`` adopted into the state (imported), ``<!`` a conflict: something with
+our name that sdcluster did not make, which apply refuses to adopt unless told to.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def symbol(c: Change) -> str:
 
 
 def style(c: Change) -> str:
+    if c.conflict:
+        return "bold red"
     match c.action:
         case Action.CREATE:
             return "green"
@@ -64,6 +67,10 @@ def style(c: Change) -> str:
 
 
 def verb(c: Change) -> str:
+    if c.conflict and c.adopt:
+        return (
+            "is a CONFLICT: it exists but sdcluster did not make it; apply refuses to adopt it unless told to"
+        )
     adopted = " (after adopting it into the state)" if c.adopt else ""
     match c.action:
         case Action.CREATE:
@@ -104,8 +111,9 @@ def _split(address: str, type_: str) -> tuple[str, str]:
 
 def change_lines(c: Change) -> list[Line]:
     if c.action is Action.NOOP and not c.adopt:
-        return [("dim", f"  = {c.address}: {c.reason}")]
-    st, sym = style(c), symbol(c)
+        # In a destroy plan a conflict is something under our address left running: not dim.
+        return [("yellow" if c.conflict else "dim", f"  = {c.address}: {c.reason}")]
+    st, sym = style(c), "<!" if c.conflict else symbol(c)
     kind, name = _split(c.address, c.type)
     lines: list[Line] = [("bold", f"  # {c.address} {verb(c)}")]
     if c.action is not Action.CREATE:  # "does not exist" says nothing the verb does not
@@ -141,13 +149,23 @@ def change_lines(c: Change) -> list[Line]:
 
 def summary_line(plan: Plan) -> str:
     n = plan.counts()
+    conflicts = len(plan.conflicts())
+    if plan.destroy and conflicts:
+        left = f" {conflicts} left running (not in the state)."
+    elif conflicts:
+        left = (
+            f" {conflicts} conflict(s): apply refuses until adopted "
+            "(sdcluster import ADDRESS ID, or sdcluster apply --adopt)."
+        )
+    else:
+        left = ""
     if not plan.has_changes:
         what = "Nothing to destroy." if plan.destroy else "Your infrastructure matches the configuration."
-        return f"No changes. {what}"
+        return f"No changes. {what}{left}"
     kept = sum(1 for c in plan.changes if c.action is Action.KEEP)
     head = f"{n['import']} to import, " if n["import"] else ""
     tail = f", {kept} to keep" if kept else ""
-    return f"Plan: {head}{n['add']} to add, {n['change']} to change, {n['destroy']} to destroy{tail}."
+    return f"Plan: {head}{n['add']} to add, {n['change']} to change, {n['destroy']} to destroy{tail}.{left}"
 
 
 def plan_lines(plan: Plan) -> list[Line]:
@@ -179,9 +197,10 @@ def plan_text(plan: Plan) -> str:
 def plan_html(plan: Plan) -> str:
     out = []
     for st, text in plan_lines(plan):
-        color = _COLORS.get(st)
+        words = st.split()
+        color = next((_COLORS[w] for w in words if w in _COLORS), None)
         esc = html.escape(text)
-        if st == "bold":
+        if "bold" in words:
             esc = f"<b>{esc}</b>"
         out.append(f'<span style="color:{color}">{esc}</span>' if color else esc)
     return '<pre style="font-family:monospace">' + "\n".join(out) + "</pre>"

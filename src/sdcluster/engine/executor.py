@@ -1,9 +1,19 @@
 """Apply and destroy: run a plan's changes as their dependencies complete, saving state after each.
 
-Independent changes run concurrently. On the first failure nothing new starts, the changes in flight
-finish, the state is saved, and ``ApplyError`` names the failed address and what completed. Deletes
-run in reverse dependency order. A second apply of an unchanged config makes zero mutating calls:
-every change is a noop and noops call nothing.
+Independent changes run concurrently. A create is recorded as *pending* before its call (so a run
+killed at any moment leaves a record to find), and as done once it returns. On the first failure
+nothing new starts, the changes in flight finish, the state is saved, and ``ApplyError`` names the
+failed address and what completed. Deletes run in reverse dependency order. A second apply of an
+unchanged config makes zero mutating calls: every change is a noop and noops call nothing.
+
+Interrupts: after ``retry.cancel()`` (the CLI's signal handler) nothing new starts and the waits in
+flight end at once; the state (with its pending creates) is saved and ``Interrupted`` raised. A
+``KeyboardInterrupt`` in the calling thread (Ctrl-C in a notebook) does the same; a second one stops
+waiting for the changes in flight (their pending records are already saved) and raises at once.
+
+If the state cannot be written, nothing new starts and the error says which changes were made but
+could not be recorded, and where the state should have gone; it never claims a save that did not
+happen.
 """
 
 from __future__ import annotations
@@ -13,13 +23,29 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar, assert_never
 
-from ..errors import ApplyError, SdclusterError, translate
+from .. import retry
+from ..errors import ApplyError, Interrupted, SdclusterError, StateWriteError, translate
 from ..state import Backend, ResourceState, State
 from .model import Action, Change, Event
 from .resource import Context, Resource
 
 C = TypeVar("C", bound=Context)
 MAX_WORKERS = 8
+
+_DONE = {
+    Action.CREATE: "created",
+    Action.UPDATE: "updated",
+    Action.REPLACE: "replaced",
+    Action.DELETE: "deleted",
+}
+
+
+class _Unsaved(Exception):
+    """A change was made but the state write after it failed (carries the write error)."""
+
+    def __init__(self, error: StateWriteError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def execute(
@@ -37,18 +63,44 @@ def execute(
     pending = {c.address: c for c in changes}
     done: set[str] = set()
     completed: list[str] = []
+    unsaved: list[str] = []  # made, but the state write after it failed
     failure: tuple[str, BaseException] | None = None
+    write_error: StateWriteError | None = None
+    abandoned = False  # a second interrupt: in-flight changes no longer write the state
 
-    def record(change: Change, attrs: dict[str, Any] | None) -> None:
+    def save() -> None:
+        nonlocal write_error
+        if abandoned:
+            return
+        try:
+            backend.write(state)
+        except StateWriteError as e:
+            write_error = e
+            raise
+
+    def put(change: Change, attrs: dict[str, Any] | None, *, is_pending: bool = False) -> None:
         with state_lock:
             r = resources[change.address]
             if attrs is None:
                 state.resources.pop(change.address, None)
             else:
                 state.resources[change.address] = ResourceState(
-                    type=r.type, id=r.state_id(attrs), attributes=attrs, dependencies=list(r.dependencies)
+                    type=r.type,
+                    id=r.state_id(attrs),
+                    attributes=attrs,
+                    dependencies=list(r.dependencies),
+                    pending=is_pending,
                 )
-            backend.write(state)
+            save()
+
+    def checkpoint(address: str, attrs: dict[str, Any]) -> None:
+        with state_lock:
+            record = state.resources.get(address)
+            if record is None or not record.pending:
+                return
+            record.attributes = {**record.attributes, **attrs}
+            record.id = resources[address].state_id(record.attributes)
+            save()
 
     def run(change: Change) -> None:
         r = resources[change.address]
@@ -57,17 +109,21 @@ def execute(
         match change.action:
             case Action.NOOP:
                 # No API call; still record what was observed (adopts what exists).
-                record(change, change.after)
+                put(change, change.after)
                 return
             case Action.KEEP:
                 # Retained on destroy: forgotten, so destroy leaves no entry behind.
-                record(change, None)
+                put(change, None)
                 return
             case Action.CREATE | Action.UPDATE | Action.REPLACE | Action.DELETE:
                 pass
             case _:
                 assert_never(change.action)
+        if change.action is Action.CREATE:
+            # Before the call: whatever happens next, the next run or destroy finds this record.
+            put(change, dict(change.after or r.desired()), is_pending=True)
         ctx.emit(Event("start", change.address, change.action))
+        ctx.begin(change.address, str(change.action))
         try:
             match change.action:
                 case Action.CREATE:
@@ -83,19 +139,24 @@ def execute(
             raise
         except Exception as e:
             raise translate(e, context=change.address) from e
-        record(change, attrs)
+        finally:
+            ctx.end(change.address)
+        try:
+            put(change, attrs)
+        except StateWriteError as e:
+            raise _Unsaved(e) from e
         ctx.emit(Event("done", change.address, change.action, elapsed=ctx.elapsed(change.address)))
 
-    with ThreadPoolExecutor(max_workers=MAX_WORKERS) as pool:
-        running: dict[Future[None], Change] = {}
+    def schedule() -> None:
+        nonlocal failure
         while pending or running:
-            if failure is None:
+            if failure is None and not retry.cancelled():
                 ready = [c for a, c in pending.items() if deps[a] <= done]
                 for c in ready:
                     del pending[c.address]
                     running[pool.submit(run, c)] = c
             if not running:
-                break  # failure: nothing in flight, nothing more to start
+                return  # failure or interrupt: nothing in flight, nothing more to start
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in finished:
                 c = running.pop(fut)
@@ -105,14 +166,54 @@ def execute(
                     if c.mutating:
                         completed.append(c.address)
                     continue
+                if isinstance(err, _Unsaved):
+                    unsaved.append(c.address)
                 if failure is None:
                     failure = (c.address, err)
                 ctx.emit(Event("failed", c.address, c.action, message=str(err)))
 
+    interrupted = False  # by a KeyboardInterrupt here (not by the CLI's cancel)
+    ctx.on_checkpoint = checkpoint
+    pool = ThreadPoolExecutor(max_workers=MAX_WORKERS)
+    running: dict[Future[None], Change] = {}
+    try:
+        while True:
+            try:
+                schedule()
+                break
+            except KeyboardInterrupt:
+                if not retry.cancelled():
+                    # First Ctrl-C (a notebook): stop the waits, let the changes in flight settle.
+                    interrupted = True
+                    retry.cancel()
+                    continue
+                # Again: stop waiting for them (their pending records are saved); raise now.
+                with state_lock:
+                    abandoned = True
+                raise Interrupted(
+                    f"interrupted again: stopped without waiting for {_names(running.values())}",
+                    hint=_pending_hint(backend),
+                    completed=completed,
+                ) from None
+    finally:
+        ctx.on_checkpoint = None
+        pool.shutdown(wait=not abandoned, cancel_futures=True)
+        if interrupted:
+            retry.reset_cancel()  # a library caller: the next run may wait again
+
+    if write_error is not None:
+        raise _write_failed(write_error, changes, completed, unsaved)
+    stopped = failure is not None and isinstance(failure[1], Interrupted)
+    if stopped or (pending and (interrupted or retry.cancelled())):
+        raise _interrupted(completed, pending, failure, backend)
+
     if outputs is not None and failure is None:
         with state_lock:
             state.outputs = outputs(state)
-            backend.write(state)
+            try:
+                backend.write(state)
+            except StateWriteError as e:
+                raise _write_failed(e, changes, completed, []) from e
 
     if failure is not None:
         address, err = failure
@@ -121,12 +222,66 @@ def execute(
         raise ApplyError(
             f"{address} failed: {cause}\ncompleted before the failure: {done_s}",
             hint=(cause.hint + "; " if cause.hint else "")
-            + "state was saved; fix the cause and run apply again to continue",
+            + f"the state was saved ({backend.describe()}); fix the cause and run apply again to continue",
             address=address,
             completed=completed,
             cause=cause,
         ) from err
     return state
+
+
+def _names(changes: Any) -> str:
+    return ", ".join(sorted(c.address for c in changes)) or "nothing"
+
+
+def _pending_hint(backend: Backend) -> str:
+    return (
+        f"creates in progress are recorded as pending in the state ({backend.describe()}): "
+        "`sdcluster apply` finishes them, `sdcluster destroy` deletes them"
+    )
+
+
+def _interrupted(
+    completed: list[str],
+    not_started: Mapping[str, Change],
+    failure: tuple[str, BaseException] | None,
+    backend: Backend,
+) -> Interrupted:
+    stopped = failure[0] if failure is not None and isinstance(failure[1], Interrupted) else ""
+    parts = [f"completed: {', '.join(completed) or 'none'}"]
+    if stopped:
+        parts.append(f"stopped waiting for: {stopped}")
+    left = [c.address for c in not_started.values() if c.mutating]
+    if left:
+        parts.append(f"not started: {', '.join(left)}")
+    if failure is not None and not isinstance(failure[1], Interrupted):
+        parts.append(f"failed: {failure[0]}: {failure[1]}")
+    return Interrupted(
+        "interrupted; " + "; ".join(parts),
+        hint=f"the state was saved ({backend.describe()}); run the command again to continue. "
+        + _pending_hint(backend),
+        completed=completed,
+    )
+
+
+def _write_failed(
+    error: StateWriteError, changes: list[Change], completed: list[str], unsaved: list[str]
+) -> StateWriteError:
+    """What was made and whether the state records it, when the state could not be written."""
+    by_address = {c.address: c for c in changes}
+    made = [f"{a} ({_DONE.get(by_address[a].action, 'changed')})" for a in [*completed, *unsaved]]
+    not_recorded = (
+        f"; NOT recorded in the state: {', '.join(unsaved)} (a create among them is recorded as pending)"
+        if unsaved
+        else ""
+    )
+    return StateWriteError(
+        f"the state could not be written: {error.message}\n"
+        f"made by this run: {', '.join(made) or 'nothing'}{not_recorded}",
+        hint=error.hint
+        + "; then run apply again: it adopts what this run created (pending records) and continues",
+        path=error.path,
+    )
 
 
 def change_dependencies(changes: list[Change]) -> dict[str, set[str]]:

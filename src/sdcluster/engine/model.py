@@ -3,7 +3,10 @@
 Pure data, no I/O. A ``Change`` says what apply will do to one resource (its ``Action``) and why; an
 existing resource that the state does not record yet carries ``adopt=True`` (it is imported into the
 state; "adopt" is a flag of the change, not an action of its own, because an adopted resource may
-also need an update). A replacement says in which order it happens (``ReplaceOrder``).
+also need an update). An adopted resource that sdcluster did not make also carries ``conflict=True``:
+apply refuses to take it over unless told to (``apply --adopt``; ``sdcluster import`` for one); in a
+destroy plan, ``conflict`` marks something under our address that destroy leaves running. A
+replacement says in which order it happens (``ReplaceOrder``).
 
 Example::
 
@@ -78,6 +81,10 @@ class Change:
     warnings: list[str] = field(default_factory=list)
     # It exists but the state does not record it: apply records it (imports it) as ours.
     adopt: bool = False
+    # ... and sdcluster did not make it (someone else's, with our name): apply refuses unless adopting.
+    conflict: bool = False
+    # Its id (what `sdcluster import ADDRESS ID` takes), for a change with something that exists.
+    id: str = ""
     replace_order: ReplaceOrder = ReplaceOrder.DELETE_FIRST
 
     @property
@@ -90,6 +97,8 @@ class Change:
             "type": self.type,
             "action": str(self.action),
             "adopt": self.adopt,
+            "conflict": self.conflict,
+            "id": self.id,
             "replace_order": str(self.replace_order),
             "reason": self.reason,
             "before": self.before,
@@ -110,6 +119,8 @@ class Change:
             type=str(d["type"]),
             action=Action(action),
             adopt=adopt,
+            conflict=bool(d.get("conflict", False)),
+            id=str(d.get("id", "")),
             replace_order=ReplaceOrder(d.get("replace_order", ReplaceOrder.DELETE_FIRST)),
             reason=str(d.get("reason", "")),
             before=d.get("before"),
@@ -164,6 +175,11 @@ class Plan:
         destroy = sum(1 for c in self.changes if c.action in (Action.DELETE, Action.REPLACE))
         imported = sum(1 for c in self.changes if c.adopt)
         return {"import": imported, "add": add, "change": change, "destroy": destroy}
+
+    def conflicts(self) -> list[Change]:
+        """What exists under our addresses but was not made by sdcluster: in an apply plan, what
+        apply refuses to adopt without ``adopt=True``; in a destroy plan, what destroy leaves running."""
+        return [c for c in self.changes if c.conflict]
 
     def to_dict(self) -> dict[str, Any]:
         body = self._body()

@@ -2,9 +2,13 @@
 
 ``plan_changes`` reads every resource concurrently (reads never mutate), then diffs each in
 dependency order. Resources the state records but the configuration no longer names are rebuilt by
-the stack (``Stack.orphan``) and planned for deletion. Something that exists but is not in the state
-is shown as adopted (imported): from then on destroy will delete it. Destroy never deletes what the
-state does not record.
+the stack (``Stack.orphan``) and planned for deletion. Destroy never deletes what the state does not
+record.
+
+Something that exists but is not in the state is adopted (imported; from then on destroy deletes
+it) only if it is ours: a pending create of an interrupted run, or a thing carrying sdcluster's mark
+(``Resource.owned``). Anything else with our name is a conflict: the plan shows it, apply refuses
+to take it over unless told to adopt. A pending record whose thing is absent is planned as a create.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ..errors import SdclusterError, StalePlan, translate
+from .. import retry
+from ..errors import Interrupted, SdclusterError, StalePlan, translate
 from ..state import ResourceState, State
 from .model import Action, Change, Event, Plan
 from .resource import Context, Resource
@@ -22,6 +27,10 @@ C = TypeVar("C", bound=Context)
 MAX_WORKERS = 8
 
 ADOPT = "exists but is not in the state: it will be adopted, and `sdcluster destroy` will delete it"
+PENDING = (
+    "was being created by an interrupted run (pending in the state): it will be recorded, "
+    "and `sdcluster destroy` will delete it"
+)
 
 
 def plan_changes(
@@ -56,50 +65,88 @@ def plan_changes(
 
     results: dict[str, tuple[dict[str, Any] | None, list[str]]] = {}
     ordered = sorted(by_address.values(), key=lambda r: r.address)
-    with ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS * 2, len(ordered)))) as pool:
-        futures = {r.address: pool.submit(refresh, r) for r in ordered}
-        for address, fut in futures.items():
-            results[address] = fut.result()
+    interrupted = False
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS * 2, len(ordered)))) as pool:
+            futures = {r.address: pool.submit(refresh, r) for r in ordered}
+            try:
+                for address, fut in futures.items():
+                    results[address] = fut.result()
+            except KeyboardInterrupt:
+                # Ctrl-C in a notebook: wake the waits of the other reads, so the pool ends at once.
+                interrupted = not retry.cancelled()
+                retry.cancel()
+                raise Interrupted("interrupted during the refresh", hint="nothing was changed") from None
+    finally:
+        if interrupted:
+            retry.reset_cancel()
 
     changes: list[Change] = []
     warnings: list[str] = []
     for r in topological(list(by_address.values())):
         observed, warns = results[r.address]
         warnings.extend(warns)
-        managed = state is not None and r.address in state.resources
+        recorded = state.resources.get(r.address) if state is not None else None
         if destroy or r.address not in wanted:
             orphaned = r.address not in wanted and not destroy
-            changes.append(destroy_change(r, observed, orphaned=orphaned, managed=managed))
+            changes.append(destroy_change(r, observed, orphaned=orphaned, record=recorded))
             continue
         change = r.diff(r.desired(), observed)
         change.warnings.extend(warns)
-        if observed is not None and not managed and not r.retain_on_destroy:
-            # It exists but sdcluster never recorded it (made by hand, by the tutorial's Terraform, or by
-            # a run that died before saving): say so, because from now on destroy will delete it.
+        if observed is not None:
+            change.id = r.state_id(observed)
+        if observed is not None and (recorded is None or recorded.pending) and not r.retain_on_destroy:
+            # It exists but the state does not record it as done: a create of ours that a run did not
+            # confirm (pending), something sdcluster made and lost track of (its mark), or someone
+            # else's with our name: only the last is a conflict (apply will not silently take it over).
             change.adopt = True
-            if change.action is Action.NOOP:
-                change.reason = f"{r.type} {r.name} {ADOPT}"
+            if recorded is not None:
+                why = PENDING
+            elif r.owned(observed):
+                why = ADOPT
             else:
-                change.reason = f"{change.reason}; it {ADOPT}"
+                change.conflict = True
+                why = conflict_reason(change.address, change.id)
+            if change.action is Action.NOOP:
+                change.reason = f"{r.type} {r.name} {why}"
+            else:
+                change.reason = f"{change.reason}; it {why}"
         changes.append(change)
     return changes, warnings, by_address
 
 
+def conflict_reason(address: str, resource_id: str) -> str:
+    return (
+        "exists but was not made by sdcluster (it has no sdcluster mark and is not in the state): "
+        f"apply will not take it over; to adopt it: sdcluster import {address} {resource_id}, "
+        "or sdcluster apply --adopt"
+    )
+
+
 def destroy_change(
-    r: Resource[Any], observed: dict[str, Any] | None, orphaned: bool, managed: bool
+    r: Resource[Any], observed: dict[str, Any] | None, orphaned: bool, record: ResourceState | None
 ) -> Change:
     if observed is None:
         return r.change(Action.NOOP, f"{r.type} {r.name} is already gone")
-    if not managed:
-        # Never delete what sdcluster did not record as its own: no surprise deletions.
+    resource_id = r.state_id(observed)
+    if record is None:
+        # Never delete what sdcluster did not record as its own: no surprise deletions. But say that
+        # it still runs (a retained kind, kept by an earlier destroy, is no news).
         return r.change(
             Action.NOOP,
             f"{r.type} {r.name} exists but is not in the state (not managed by sdcluster): left alone",
+            conflict=not r.retain_on_destroy,
+            id=resource_id,
         )
     if r.retain_on_destroy:
-        return r.change(Action.KEEP, r.retain_on_destroy, before=dict(observed), after=dict(observed))
-    reason = "no longer in the configuration" if orphaned else "destroy requested"
-    return r.change(Action.DELETE, reason, before=dict(observed))
+        return r.change(
+            Action.KEEP, r.retain_on_destroy, before=dict(observed), after=dict(observed), id=resource_id
+        )
+    if record.pending:
+        reason = "a create an interrupted run started (pending in the state)"
+    else:
+        reason = "no longer in the configuration" if orphaned else "destroy requested"
+    return r.change(Action.DELETE, reason, before=dict(observed), id=resource_id)
 
 
 def topological(resources: list[Resource[C]]) -> list[Resource[C]]:

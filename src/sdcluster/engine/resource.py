@@ -5,8 +5,17 @@ Every managed thing is a ``Resource``, generic over the context type its provide
 - ``address``: stable name, e.g. ``iam.service_account.gke-admin``; ``dependencies``: addresses;
 - ``read(ctx, prior) -> observed | None``: no mutation, safe to run in parallel with other reads;
 - ``diff(desired, observed) -> Change``: pure; a ``noop`` carries a reason too;
-- ``create/update/replace/delete(ctx, change)``: the only mutating calls. If ``create`` raises, the
-  thing must not exist or must be adoptable by the next run (ALREADY_EXISTS => read and adopt);
+- ``create/update/replace/delete(ctx, change)``: the only mutating calls. The engine records a create
+  as *pending* in the state before calling it, so a run killed at any point leaves a record the next
+  run (which adopts what exists, re-creates what does not) and destroy (which deletes it) can find.
+  A long create records what it learns as soon as it learns it: ``ctx.checkpoint(address, attrs)``
+  (e.g. the cluster right after CreateCluster returned its operation). If ``create`` raises, the
+  thing must not exist or must be adoptable by the next run: ALREADY_EXISTS of something sdcluster
+  made (``owned``) is read and adopted; anything else with our name is raised as a conflict;
+- ``owned(observed)``: pure; whether what exists carries sdcluster's mark (its labels, a description
+  marker, its field manager). Something that exists but is not in the state is adopted silently only
+  if it is owned (or recorded as a pending create); anything else is a conflict the plan shows and
+  apply refuses unless told to adopt (``sdcluster import ADDRESS ID``, ``apply --adopt``);
 - ``from_state(provider, address, record)``: rebuild the resource from its state record alone, so a
   resource the configuration no longer names can still be deleted. Classes are found by their state
   ``type`` in a registry every subclass joins by declaring ``type`` (or ``state_types``);
@@ -23,7 +32,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from ..state import ResourceState, State
@@ -34,7 +43,7 @@ class Context:
     """What resources get at run time. Providers subclass it (gcp.context.GcpContext adds clients).
 
     Resources report progress on long waits with ``ctx.report(address, "waiting for operation")``;
-    they never print.
+    they never print. A create records partial progress with ``ctx.checkpoint(address, attributes)``.
     """
 
     def __init__(self, listener: Listener | None = None) -> None:
@@ -42,7 +51,33 @@ class Context:
         # True while planning/applying a destroy (a resource may skip work its parent's deletion does).
         self.destroying = False
         self._starts: dict[str, float] = {}
+        self._running: dict[str, str] = {}  # address -> action, while a mutating change runs
         self._lock = threading.Lock()
+        # Set by the executor while it runs: saves a pending create's attributes.
+        self.on_checkpoint: Callable[[str, dict[str, Any]], None] | None = None
+
+    def checkpoint(self, address: str, attributes: Mapping[str, Any]) -> None:
+        """Record what a create in progress has learned (still pending), and save the state now.
+
+        Example: ``ctx.checkpoint(self.address, {"location": zone, "operation": op.name})`` right
+        after CreateCluster returned. Outside an apply (or for no pending create) it does nothing.
+        """
+        hook = self.on_checkpoint
+        if hook is not None:
+            hook(address, dict(attributes))
+
+    def running(self) -> dict[str, str]:
+        """The mutating changes in flight: address -> action (``create``, ``delete``, ...)."""
+        with self._lock:
+            return dict(self._running)
+
+    def begin(self, address: str, action: str) -> None:
+        with self._lock:
+            self._running[address] = action
+
+    def end(self, address: str) -> None:
+        with self._lock:
+            self._running.pop(address, None)
 
     def emit(self, event: Event) -> None:
         if self.listener is not None:
@@ -105,6 +140,11 @@ class Resource(Generic[C]):
         """Rebuild from a state record (to delete what the configuration no longer names)."""
         return None
 
+    @classmethod
+    def upgrade_record(cls, record: ResourceState, state: State) -> None:
+        """Bring a record written by an older version up to date, in place (e.g. an id that did not
+        name its project yet). Default: nothing to do."""
+
     @property
     def name(self) -> str:
         prefix = f"{self.type}."
@@ -126,6 +166,11 @@ class Resource(Generic[C]):
 
     def warnings(self, ctx: C, observed: Mapping[str, Any] | None) -> list[str]:
         return []
+
+    def owned(self, observed: Mapping[str, Any]) -> bool:
+        """Pure: whether what exists was made by sdcluster (it carries sdcluster's mark). Default:
+        no mark, so only a pending record of ours makes something unrecorded ours."""
+        return False
 
     def noop_reason(self, observed: Mapping[str, Any]) -> str:
         return f"{self.type} {self.name} exists and matches"
@@ -210,6 +255,24 @@ class Stack(Generic[C]):
         """A resource recorded in state but no longer wanted, rebuilt by its class so it can be deleted."""
         cls = resource_class(record.type)
         return cls.from_state(self, address, record) if cls is not None else None
+
+    def scope(self) -> str:
+        """What a state of this stack is bound to (a GCP project): recorded in the state, and a state
+        of another scope is refused. "" for none."""
+        return ""
+
+    def upgrade(self, state: State) -> None:
+        """Bring a state written by an older version up to date, in place (its records' classes
+        migrate them; providers also infer what older states did not record)."""
+        for record in state.resources.values():
+            cls = resource_class(record.type)
+            if cls is not None:
+                cls.upgrade_record(record, state)
+
+    def identity_errors(self, state: State) -> list[str]:
+        """Records whose identity contradicts the state's scope ("ADDRESS: why"), e.g. an id that
+        names another project. The state is refused while there are any."""
+        return []
 
     def outputs(self, state: State) -> dict[str, Any]:
         return {}

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 # GCP resource labels (cluster, node pool, bucket, state bucket).
 MANAGED_BY = {"managed-by": "sdcluster"}
 # The node label that finds our pool whatever its GKE name (a replaced pool gets a suffix).
 POOL_LABEL = "sdcluster-pool"
 # Kubernetes object labels.
 K8S_MANAGED_BY = {"app.kubernetes.io/managed-by": "sdcluster"}
+# Service accounts have no labels: their description carries this marker.
+SA_MARKER = "managed-by=sdcluster"
+
+
+def marked(labels: Any) -> bool:
+    """Whether GCP labels carry sdcluster's mark (``MANAGED_BY``): something sdcluster made."""
+    return isinstance(labels, Mapping) and all(labels.get(k) == v for k, v in MANAGED_BY.items())

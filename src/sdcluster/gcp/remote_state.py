@@ -59,7 +59,7 @@ class GcsBackend:
         raw, generation = data
         try:
             doc = json.loads(raw)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise StateCorrupt(
                 f"state {self.url} (generation {generation}) is not valid JSON",
                 hint=f"earlier generations are kept when versioning is on: gcloud storage ls -a {self.url}",
@@ -70,6 +70,9 @@ class GcsBackend:
         return state
 
     # ---- writing ---------------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Nothing to probe: taking the lock already wrote an object next to the state."""
+
     def write(self, state: State) -> State:
         """Compare-and-swap on the generation this run last saw; a lost race is StateConflict."""
         if self._generation is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..config.names import project_of
 from ..engine import Listener, Plan, Resource, Stack
 from ..state import State
 from .clients import ClientFactory
@@ -60,6 +61,26 @@ class GcpStack(Stack[GcpContext]):
 
     def context(self, listener: Listener | None) -> GcpContext:
         return GcpContext(self.config, self.factory, listener)
+
+    def scope(self) -> str:
+        return self.config.project
+
+    def upgrade(self, state: State) -> None:
+        """States written before the project was recorded: take it from the records' ids (when they
+        name exactly one), then let each record's class migrate its id."""
+        if not state.project:
+            named = _projects_named(state)
+            if len(named) == 1:
+                state.project = next(iter(named))
+        super().upgrade(state)
+
+    def identity_errors(self, state: State) -> list[str]:
+        project = state.project or self.config.project
+        return [
+            f"{address} is {record.id} (project {named})"
+            for address, record in sorted(state.resources.items())
+            if (named := project_of(record.id)) is not None and named != project
+        ]
 
     def resources(self) -> list[Resource[GcpContext]]:
         cfg = self.config
@@ -151,3 +172,7 @@ class GcpStack(Stack[GcpContext]):
         service = state.resources.get(f"k8s.service.{cfg.serving.namespace}/{APP}")
         out.update(endpoint_outputs(cfg, str(service.attributes.get("lb_ip", "")) if service else None))
         return out
+
+
+def _projects_named(state: State) -> set[str]:
+    return {p for r in state.resources.values() if (p := project_of(r.id)) is not None}

@@ -1,8 +1,9 @@
 """The ``sdcluster`` command line: parses, calls the library, renders, maps errors to exit codes.
 
-Exit codes: 0 success, 1 error, 2 "changes present" with ``plan --detailed-exitcode``.
-Only ``SdclusterError`` is caught: it prints ``Error: ...`` and ``Hint: ...`` (traceback only with
-``--verbose``). Google and Kubernetes libraries are imported lazily, inside the commands.
+Exit codes: 0 success, 1 error, 2 "changes present" with ``plan --detailed-exitcode``, 130
+interrupted (SIGINT, SIGTERM or SIGHUP: see ``ui/signals.py``). Only ``SdclusterError`` is caught:
+it prints ``Error: ...`` and ``Hint: ...`` (traceback only with ``--verbose``). Google and Kubernetes
+libraries are imported lazily, inside the commands.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ..engine import Action
-from ..errors import NotFound, SdclusterError, UsageError
+from ..errors import Interrupted, NotFound, SdclusterError, UsageError
+from .signals import EXIT_INTERRUPTED, INTERRUPTS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,6 +72,8 @@ def _errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise typer.Exit(EXIT_INTERRUPTED) from None  # the signal handler said so already
         except SdclusterError as e:
             if _opts(kwargs.get("ctx")).verbose:
                 import traceback
@@ -79,7 +83,7 @@ def _errors(fn: F) -> F:
             err.print(f"[bold red]Error:[/] {e.message}", markup=True, highlight=False)
             if e.hint:
                 err.print(f"[bold]Hint:[/] {e.hint}", markup=True, highlight=False)
-            raise typer.Exit(1) from None
+            raise typer.Exit(EXIT_INTERRUPTED if isinstance(e, Interrupted) else 1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -287,6 +291,13 @@ def apply(
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", "-y", help="Do not ask for confirmation.")
     ] = False,
+    adopt: Annotated[
+        bool,
+        typer.Option(
+            "--adopt",
+            help="Take over the conflicts the plan lists (things with our names sdcluster did not make).",
+        ),
+    ] = False,
 ) -> None:
     """Create or update everything so it matches the configuration."""
     from .. import api
@@ -298,26 +309,31 @@ def apply(
         p = api.load_plan(planfile, state=opts.state, emulator=opts.emulator, stack=stack)
         with p.bound().backend.lock("apply"):
             _print_lines(plan_lines(p))
-            _run(p, "apply the plan", auto_approve=True)  # a saved plan was reviewed when saved
+            _run(p, "apply the plan", auto_approve=True, adopt=adopt)  # a saved plan was reviewed when saved
         return
     ws = _workspace(ctx)
     with ws.backend.lock("apply"):
         p = api.plan(ws)
         _print_lines(plan_lines(p))
-        _run(p, "perform these actions", auto_approve)
+        _run(p, "perform these actions", auto_approve, adopt=adopt)
 
 
-def _run(p: Any, what: str, auto_approve: bool) -> None:
+def _run(p: Any, what: str, auto_approve: bool, adopt: bool = False) -> None:
     from .. import api
 
+    api.refuse_conflicts(p, adopt)  # before asking: the answer could not be acted on
     if not p.has_changes:
         # Still record what was observed (adopt), without any mutating call.
-        api.apply(p)
+        INTERRUPTS.applying(p.bound().context)
+        api.apply(p, adopt=adopt)
+        INTERRUPTS.finished()
         _print_outputs(p.bound().backend)
         return
     _confirm(what, auto_approve)
+    INTERRUPTS.applying(p.bound().context)
     with _progress() as progress:
-        state = api.apply(p, listener=progress)
+        state = api.apply(p, listener=progress, adopt=adopt)
+    INTERRUPTS.finished()
     n = p.counts()
     if p.destroy:
         kept = [c.address for c in p.changes if c.action is Action.KEEP]
@@ -669,7 +685,11 @@ def emulator_serve(
         str | None, typer.Option(help="Persist and reload the emulator's state here.")
     ] = None,
     project: Annotated[
-        str | None, typer.Option(help="Project to emulate (default: from sdcluster.toml, else demo-proj).")
+        list[str] | None,
+        typer.Option(
+            help="Project to emulate (repeatable: the first is the default one; default: from "
+            "sdcluster.toml, else demo-proj)."
+        ),
     ] = None,
     owner: Annotated[
         str | None, typer.Option(help="Owner member (default: config user, else user:demo@example.com).")
@@ -689,17 +709,20 @@ def emulator_serve(
     """Serve the emulator until interrupted; prints `export SDCLUSTER_EMULATOR=...`."""
     from ..emulator import serve
 
-    if project is None or owner is None:
+    projects = list(project or [])
+    if not projects or owner is None:
         try:
             cfg = _load_config(ctx)
-            project = project or cfg.project
+            projects = projects or [cfg.project]
             owner = owner or cfg.user
         except SdclusterError:
             pass
+    projects = projects or ["demo-proj"]
     serve(
         port=port,
         state_file=state_file,
-        project=project or "demo-proj",
+        project=projects[0],
+        extra_projects=projects[1:],
         owner=owner or "user:demo@example.com",
         latency_ms=latency_ms,
         fault_rate=fault_rate,
@@ -729,7 +752,19 @@ def _quotas(items: list[str]) -> dict[str, float]:
 
 
 def main() -> None:
-    app()
+    INTERRUPTS.install()
+    try:
+        app()
+        code: Any = 0
+    except SystemExit as e:
+        code = e.code
+    if INTERRUPTS.count:
+        # Changes abandoned by a second signal may still hold worker threads: do not wait for them
+        # at exit (their pending records are saved).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

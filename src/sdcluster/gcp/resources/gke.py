@@ -31,7 +31,7 @@ from ...errors import (
 )
 from ...state import ResourceState
 from ..context import GcpContext
-from ..labels import MANAGED_BY, POOL_LABEL
+from ..labels import MANAGED_BY, POOL_LABEL, marked
 
 if TYPE_CHECKING:
     from ...config import Config
@@ -152,6 +152,7 @@ def pool_attributes_of(pool: Any) -> dict[str, Any]:
         "name": pool.name,
         "status": pool.status.name,
         "initial_nodes": pool.initial_node_count,
+        "labels": dict(cfg.labels),
     }
 
 
@@ -277,7 +278,7 @@ _TRANSITIONAL = ("PROVISIONING", "RECONCILING", "STOPPING")
 class Cluster(Resource[GcpContext]):
     type = "gke.cluster"
     replace_on = frozenset({"location"})
-    informative = frozenset({"status", "endpoint", "current_node_count"})
+    informative = frozenset({"status", "endpoint", "current_node_count", "labels"})
 
     def __init__(self, cfg: Config, deps: tuple[str, ...]) -> None:
         super().__init__(
@@ -343,6 +344,9 @@ class Cluster(Resource[GcpContext]):
     def noop_reason(self, observed: Mapping[str, Any]) -> str:
         return f"cluster {self.cluster_name} in {observed.get('location')} is {str(observed.get('status', '')).lower()}"
 
+    def owned(self, observed: Mapping[str, Any]) -> bool:
+        return marked(observed.get("labels"))
+
     def diff(self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> Change:
         if observed is not None and observed.get("status") == "ERROR":
             return self.change(
@@ -387,7 +391,13 @@ class Cluster(Resource[GcpContext]):
                 address=self.address,
             )
         except AlreadyExists:
-            op = None  # an earlier, interrupted run created it: adopt it once it is up
+            op = None  # an earlier, interrupted run created it (marked)? adopt it once it is up
+            existing = self._get(ctx, cfg.cluster.zone)
+            if existing is not None and not marked(existing.resource_labels):
+                raise AlreadyExists(
+                    f"cluster {self.cluster_name} already exists in {cfg.cluster.zone} and was not made by sdcluster",
+                    hint=f"to adopt it: sdcluster import {self.address} {self._key(cfg.cluster.zone)}",
+                ) from None
         if op is not None:
             wait_for_operation(ctx, op, cfg.cluster.zone, self.address, "creating the cluster")
         else:
@@ -431,6 +441,7 @@ def cluster_attributes(cluster: Any) -> dict[str, Any]:
         "status": cluster.status.name,
         "endpoint": cluster.endpoint,
         "current_node_count": cluster.current_node_count,
+        "labels": dict(cluster.resource_labels),
     }
 
 
@@ -448,7 +459,7 @@ class NodePool(Resource[GcpContext]):
             "accelerator_count",
         }
     )
-    informative = frozenset({"name", "status", "initial_nodes"})
+    informative = frozenset({"name", "status", "initial_nodes", "labels"})
     # A new pool (with a suffixed name) takes the workload before the old one is deleted.
     replace_order = ReplaceOrder.CREATE_FIRST
 
@@ -488,6 +499,9 @@ class NodePool(Resource[GcpContext]):
     def read(self, ctx: GcpContext, prior: ResourceState | None) -> dict[str, Any] | None:
         pool = self._find(ctx)
         return pool_attributes_of(pool) if pool is not None else None
+
+    def owned(self, observed: Mapping[str, Any]) -> bool:
+        return marked(observed.get("labels"))
 
     def noop_reason(self, observed: Mapping[str, Any]) -> str:
         return (

@@ -23,8 +23,9 @@ from ... import retry
 from ...config.names import service_account_email, service_account_parts
 from ...engine import Change, Resource
 from ...errors import AlreadyExists, ApiDisabled, InvalidRequest, NotFound
-from ...state import ResourceState
+from ...state import ResourceState, State
 from ..context import GcpContext
+from ..labels import SA_MARKER
 
 REQUIRED_SERVICES = (
     "cloudresourcemanager.googleapis.com",
@@ -65,6 +66,15 @@ class ProjectService(Resource[GcpContext]):
     def resource_name(self) -> str:
         return f"projects/{self.project}/services/{self.service}"
 
+    def state_id(self, attributes: Mapping[str, Any]) -> str:
+        return self.resource_name
+
+    @classmethod
+    def upgrade_record(cls, record: ResourceState, state: State) -> None:
+        """Ids before 0.2 were the bare service name: name the project too."""
+        if "/" not in record.id and state.project:
+            record.id = f"projects/{state.project}/services/{record.id}"
+
     def read(self, ctx: GcpContext, prior: ResourceState | None) -> dict[str, Any] | None:
         client = ctx.factory.service_usage()
         svc = retry.call(
@@ -101,7 +111,7 @@ class ProjectService(Resource[GcpContext]):
 
 class ServiceAccount(Resource[GcpContext]):
     type = "iam.service_account"
-    informative = frozenset({"email", "unique_id"})
+    informative = frozenset({"email", "unique_id", "description"})
 
     def __init__(self, project: str, account_id: str, display_name: str, deps: tuple[str, ...]) -> None:
         email = service_account_email(account_id, project)
@@ -136,10 +146,18 @@ class ServiceAccount(Resource[GcpContext]):
             sa = retry.call(lambda: client.get_service_account(name=self.resource_name), project=self.project)
         except NotFound:
             return None
-        return {"email": sa.email, "display_name": sa.display_name, "unique_id": sa.unique_id}
+        return {
+            "email": sa.email,
+            "display_name": sa.display_name,
+            "unique_id": sa.unique_id,
+            "description": sa.description,
+        }
 
     def read(self, ctx: GcpContext, prior: ResourceState | None) -> dict[str, Any] | None:
         return self._get(ctx)
+
+    def owned(self, observed: Mapping[str, Any]) -> bool:
+        return SA_MARKER in str(observed.get("description", ""))
 
     def noop_reason(self, observed: Mapping[str, Any]) -> str:
         return f"service account {self.email} exists and matches"
@@ -151,18 +169,27 @@ class ServiceAccount(Resource[GcpContext]):
         request = iam_admin_v1.CreateServiceAccountRequest(
             name=f"projects/{self.project}",
             account_id=self.account_id,
-            service_account=iam_admin_v1.ServiceAccount(display_name=self._desired["display_name"]),
+            service_account=iam_admin_v1.ServiceAccount(
+                display_name=self._desired["display_name"],
+                description=f"Created by sdcluster ({SA_MARKER})",
+            ),
         )
+        taken = False
         try:
             retry.call(lambda: client.create_service_account(request=request), project=self.project)
         except AlreadyExists:
-            pass  # created by an earlier, interrupted run (or a retried call): adopt it
+            taken = True  # ours from an interrupted run or a retried call (marked)? else a conflict
         # New accounts are eventually consistent: read until visible instead of sleeping.
         observed = retry.until(
             lambda: self._get(ctx),
             timeout_s=ctx.config.iam.propagation_timeout_s,
             what=f"service account {self.email} to become visible",
         )
+        if taken and not self.owned(observed):
+            raise AlreadyExists(
+                f"service account {self.email} already exists and was not made by sdcluster",
+                hint=f"to adopt it: sdcluster import {self.address} {self.email}",
+            )
         if observed["display_name"] != self._desired["display_name"]:
             return self.update(ctx, change)
         return observed

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ... import retry
+from ...config.names import ClusterKey
 from ...engine import Change, Resource
 from ...errors import NotFound
-from ...state import ResourceState
+from ...state import ResourceState, State
 from ..context import GcpContext
+from ..labels import K8S_MANAGED_BY
 
 if TYPE_CHECKING:
     from ...config import Config
@@ -106,6 +108,15 @@ def kube_call(ctx: GcpContext, fn: Callable[[], Any]) -> Any:
     return retry.call(fn, project=ctx.project)
 
 
+def split_object_id(resource_id: str) -> tuple[str, str]:
+    """(cluster key or "", ``Kind/[namespace/]name``) of a Kubernetes object's state id."""
+    try:
+        key, _ = ClusterKey.parse(resource_id)
+    except ValueError:
+        return "", resource_id
+    return key.path, resource_id[len(key.path) + 1 :] if resource_id.startswith(key.path) else resource_id
+
+
 class KubeObject(Resource[GcpContext]):
     """One Kubernetes object, applied server-side with field manager ``sdcluster``."""
 
@@ -124,14 +135,29 @@ class KubeObject(Resource[GcpContext]):
 
     @classmethod
     def from_state(cls, provider: Any, address: str, record: ResourceState) -> KubeObject:
-        kind, _, rest = record.id.partition("/")
+        _, local = split_object_id(record.id)
+        kind, _, rest = local.partition("/")
         namespace, _, name = rest.rpartition("/")
         meta = {"name": name, **({"namespace": namespace} if namespace else {})}
         return cls(provider.config, {"kind": kind, "metadata": meta}, tuple(record.dependencies))
 
+    @classmethod
+    def upgrade_record(cls, record: ResourceState, state: State) -> None:
+        """Ids before 0.2 were ``Kind/ns/name``: prefix the cluster the state records."""
+        if record.id.startswith("projects/"):
+            return
+        clusters = [r.id for r in state.resources.values() if r.type == "gke.cluster"]
+        if len(clusters) == 1:
+            record.id = f"{clusters[0]}/{record.id}"
+
     def state_id(self, attributes: Mapping[str, Any]) -> str:
+        """``projects/P/locations/Z/clusters/C/Kind/[namespace/]name``: the object on its cluster."""
         where = f"{self.namespace}/" if self.namespace else ""
-        return f"{self.kind}/{where}{self.obj_name}"
+        return f"{self.cfg.cluster_key}/{self.kind}/{where}{self.obj_name}"
+
+    def owned(self, observed: Mapping[str, Any]) -> bool:
+        (key, value), *_ = K8S_MANAGED_BY.items()
+        return observed.get(f"metadata.labels.{key}") == value
 
     def _args(self) -> list[str]:
         return [self.obj_name, self.namespace] if KINDS[self.kind].namespaced else [self.obj_name]

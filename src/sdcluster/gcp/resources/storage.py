@@ -15,7 +15,7 @@ from ...engine import Action, Change, Resource
 from ...errors import AlreadyExists, Conflict, NotFound, PermissionDenied, UsageError
 from ...state import ResourceState
 from ..context import GcpContext
-from ..labels import MANAGED_BY
+from ..labels import MANAGED_BY, marked
 
 if TYPE_CHECKING:
     from ...config import Config
@@ -74,6 +74,9 @@ class Bucket(Resource[GcpContext]):
     def noop_reason(self, observed: Mapping[str, Any]) -> str:
         return f"bucket {self.bucket} exists and matches"
 
+    def owned(self, observed: Mapping[str, Any]) -> bool:
+        return marked(observed.get("labels"))
+
     def create(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
         client = self._client(ctx)
         d = self.desired()
@@ -90,9 +93,10 @@ class Bucket(Resource[GcpContext]):
             )
         except (Conflict, AlreadyExists):
             observed = self.read(ctx, None)  # ours from an interrupted run? adopt; else the name is taken
-            if observed is None:
+            if observed is None or not self.owned(observed):
                 raise AlreadyExists(
-                    f"the bucket name {self.bucket} is taken", hint="choose another name: bucket.name"
+                    f"the bucket name {self.bucket} is taken (by a bucket sdcluster did not make)",
+                    hint=f"choose another name (bucket.name), or adopt it: sdcluster import {self.address} gs://{self.bucket}",
                 ) from None
             if self.diff(d, observed).action is Action.UPDATE:
                 return self.update(ctx, change)
