@@ -183,6 +183,14 @@ def apply(
     return state
 
 
+def still_running(p: Plan) -> list[Change]:
+    """The destroy plan's conflicts that still exist now (something under our address left alone;
+    a node pool that went with its cluster does not count)."""
+    ctx = p.bound().stack.context(None)  # fresh: no client of a cluster this destroy deleted
+    ctx.destroying = True
+    return [c for c in p.conflicts() if p.resources[c.address].read(ctx, None) is not None]
+
+
 def refuse_conflicts(p: Plan, adopt: bool) -> None:
     """``AdoptionRefused`` if an apply plan would take over things sdcluster did not make."""
     conflicts = [] if p.destroy or adopt else p.conflicts()
@@ -203,8 +211,8 @@ def refuse_conflicts(p: Plan, adopt: bool) -> None:
 
 
 def check_destroyed(p: Plan) -> None:
-    """``DestroyIncomplete`` if a destroy plan left things under its addresses running."""
-    left = p.conflicts() if p.destroy else []
+    """``DestroyIncomplete`` if a destroy left things under its addresses running."""
+    left = still_running(p) if p.destroy and p.conflicts() else []
     if not left:
         return
     listed = ", ".join(f"{c.address} ({c.id})" for c in left)

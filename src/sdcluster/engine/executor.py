@@ -236,8 +236,8 @@ def _names(changes: Any) -> str:
 
 def _pending_hint(backend: Backend) -> str:
     return (
-        f"creates in progress are recorded as pending in the state ({backend.describe()}): "
-        "`sdcluster apply` finishes them, `sdcluster destroy` deletes them"
+        f"the state is saved ({backend.describe()}) with the creates in progress recorded as pending: "
+        "`sdcluster apply` continues and finishes them, `sdcluster destroy` deletes them"
     )
 
 
@@ -247,21 +247,16 @@ def _interrupted(
     failure: tuple[str, BaseException] | None,
     backend: Backend,
 ) -> Interrupted:
-    stopped = failure[0] if failure is not None and isinstance(failure[1], Interrupted) else ""
-    parts = [f"completed: {', '.join(completed) or 'none'}"]
-    if stopped:
-        parts.append(f"stopped waiting for: {stopped}")
-    left = [c.address for c in not_started.values() if c.mutating]
+    parts = []
+    if failure is not None and isinstance(failure[1], Interrupted):
+        parts.append(f"stopped waiting for {failure[0]}")
+    elif failure is not None:
+        parts.append(f"{failure[0]} failed: {failure[1]}")
+    parts.append(f"{len(completed)} change(s) completed")
+    left = [c for c in not_started.values() if c.mutating]
     if left:
-        parts.append(f"not started: {', '.join(left)}")
-    if failure is not None and not isinstance(failure[1], Interrupted):
-        parts.append(f"failed: {failure[0]}: {failure[1]}")
-    return Interrupted(
-        "interrupted; " + "; ".join(parts),
-        hint=f"the state was saved ({backend.describe()}); run the command again to continue. "
-        + _pending_hint(backend),
-        completed=completed,
-    )
+        parts.append(f"{len(left)} not started ({_names(left)})")
+    return Interrupted("interrupted: " + "; ".join(parts), hint=_pending_hint(backend), completed=completed)
 
 
 def _write_failed(
