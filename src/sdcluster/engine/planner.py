@@ -95,22 +95,25 @@ def plan_changes(
         change.warnings.extend(warns)
         if observed is not None:
             change.id = r.state_id(observed)
-        if observed is not None and (recorded is None or recorded.pending) and not r.retain_on_destroy:
+        if observed is not None and (recorded is None or recorded.pending):
             # It exists but the state does not record it as done: a create of ours that a run did not
             # confirm (pending), something sdcluster made and lost track of (its mark), or someone
             # else's with our name: only the last is a conflict (apply will not silently take it over).
-            change.adopt = True
+            # What is kept on destroy and carries our mark (an API, our bucket) is recorded quietly.
+            why = ""
             if recorded is not None:
                 why = PENDING
-            elif r.owned(observed):
-                why = ADOPT
-            else:
+            elif not r.owned(observed):
                 change.conflict = True
                 why = conflict_reason(change.address, change.id)
-            if change.action is Action.NOOP:
-                change.reason = f"{r.type} {r.name} {why}"
-            else:
-                change.reason = f"{change.reason}; it {why}"
+            elif not r.retain_on_destroy:
+                why = ADOPT
+            if why:
+                change.adopt = True
+                if change.action is Action.NOOP:
+                    change.reason = f"{r.type} {r.name} {why}"
+                else:
+                    change.reason = f"{change.reason}; it {why}"
         changes.append(change)
     return changes, warnings, by_address
 

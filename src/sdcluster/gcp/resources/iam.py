@@ -92,6 +92,9 @@ class ProjectService(Resource[GcpContext]):
     def noop_reason(self, observed: Mapping[str, Any]) -> str:
         return f"API {self.service} is enabled"
 
+    def owned(self, observed: Mapping[str, Any]) -> bool:
+        return True  # an enabled API is the project's, not someone's: sdcluster only ever enables it
+
     def create(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
         client = ctx.factory.service_usage()
         ctx.report(self.address, f"enabling {self.service}")
