@@ -42,7 +42,7 @@ def test_a_library_apply_takes_the_state_lock(setup: Any) -> None:
 
 
 def test_the_state_records_each_create_before_its_call_and_after_it(setup: Any) -> None:
-    emu, ws = setup()
+    _emu, ws = setup()
     seen: dict[str, list[tuple[str, bool]]] = {}
     on_disk = LocalBackend(ws.backend.path)
 

@@ -1,0 +1,57 @@
+"""Retry and wait policies: backoff and polling are jittered (clients that failed together do not
+retry in step), and a cancel wakes every wait at once, in whichever thread it waits."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+from tenacity import RetryCallState, Retrying
+
+from sdcluster import retry
+from sdcluster.errors import Interrupted
+
+
+def test_call_backoff_is_jittered_exponential_and_capped() -> None:
+    wait = retry.call_wait()
+    for attempt in (1, 3, 6, 12):
+        state = RetryCallState(Retrying(), fn=None, args=(), kwargs={})
+        state.attempt_number = attempt
+        waits = [wait(state) for _ in range(50)]
+        assert len(set(waits)) > 40, waits  # spread, not one value for everyone
+        assert all(0 <= w <= retry.CALL_MAX_WAIT_S for w in waits)
+
+
+def test_poll_interval_is_jittered_around_a_tenth_of_the_time_waited() -> None:
+    rng = random.Random(7)
+    intervals = [retry.poll_interval(20.0, 5.0, rng) for _ in range(50)]
+    assert len(set(intervals)) == 50
+    assert all(1.0 <= i <= 2.0 for i in intervals), intervals  # [half, all] of 10% of 20 s
+    assert all(2.5 <= retry.poll_interval(600.0, 5.0, rng) <= 5.0 for _ in range(20))  # capped
+
+
+def test_cancel_wakes_a_wait_at_once_and_a_cancelled_run_starts_no_wait() -> None:
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            retry.until(lambda: None, timeout_s=300, what="something that never comes", max_interval_s=60)
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    try:
+        retry.cancel()
+        thread.join(timeout=30)  # a hang guard: the wait would otherwise last 300 s
+        assert not thread.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], Interrupted), errors
+        assert "something that never comes" in str(errors[0])
+        probed: list[int] = []
+        with pytest.raises(Interrupted):
+            retry.until(lambda: probed.append(1), timeout_s=5, what="x")
+        assert probed == []  # not even one probe (it might start a mutation)
+    finally:
+        retry.reset_cancel()
+    assert retry.until(lambda: 42, timeout_s=1, what="x") == 42
