@@ -174,7 +174,7 @@ def service_path(document: str) -> str:
 # Parameters every Google API accepts (discovery's top-level ``parameters``): none changes the answer
 # here, ``alt`` aside (JSON is the only representation the emulator speaks).
 _SYSTEM_PARAMS = frozenset(
-    {"$.xgafv", "access_token", "alt", "callback", "fields", "key", "oauth_token", "prettyPrint"}
+    {"$.xgafv", "$alt", "access_token", "alt", "callback", "fields", "key", "oauth_token", "prettyPrint"}
     | {"quotaUser", "uploadType", "upload_protocol", "userIp"}
 )
 
@@ -346,14 +346,16 @@ def _body_field(pb: Any, schema: str) -> str:
     return ""
 
 
-def to_json(message: Any) -> dict[str, Any]:
+def to_json(message: Any, int_enums: bool = False) -> dict[str, Any]:
     """A proto-plus or protobuf message as Google's REST JSON (camelCase, defaults omitted)."""
     pb = (
         type(message).pb(message)
         if hasattr(type(message), "pb") and hasattr(type(message), "wrap")
         else message
     )
-    return json_format.MessageToDict(pb, preserving_proto_field_name=False)  # type: ignore[no-any-return]
+    return json_format.MessageToDict(  # type: ignore[no-any-return]
+        pb, preserving_proto_field_name=False, use_integers_for_enums=int_enums
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -447,11 +449,12 @@ class Router:
         b, path_values = found
         compute = b.api.prefix == "compute"
         try:
-            params = self._params(
-                b.route, path_values, urllib.parse.parse_qs(url.query, keep_blank_values=True)
-            )
+            query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+            params = self._params(b.route, path_values, query)
             body = self._body(raw_body) if b.route.request_schema else {}
-            return Response(200, self._dispatch(b, params, body, authorization))
+            # GAPIC REST clients ask for enums as numbers: ``$alt=json;enum-encoding=int``.
+            int_enums = "enum-encoding=int" in " ".join(query.get("$alt", []))
+            return Response(200, self._dispatch(b, params, body, authorization, int_enums))
         except EmulatorError as e:
             return Response(e.http_status, error_body(e, compute_style=compute))
 
@@ -483,7 +486,12 @@ class Router:
         return body
 
     def _dispatch(
-        self, b: Binding, params: dict[str, Any], body: dict[str, Any], authorization: str | None
+        self,
+        b: Binding,
+        params: dict[str, Any],
+        body: dict[str, Any],
+        authorization: str | None,
+        int_enums: bool = False,
     ) -> dict[str, Any]:
         world = self.world
         if b.json is not None:
@@ -498,7 +506,7 @@ class Router:
                 f"Method {b.route.method_id} is not implemented by the emulator.",
             )
         request = _request_message(b, params, body)
-        return to_json(invoke(world, b.service, b.rpc, request, authorization))
+        return to_json(invoke(world, b.service, b.rpc, request, authorization), int_enums)
 
 
 def http_handler(router: Router) -> type[BaseHTTPRequestHandler]:
