@@ -7,6 +7,7 @@ disks, node IPs, GPUs) and the forwarding rules of LoadBalancer Services.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -173,7 +174,9 @@ def test_callers_need_compute_permissions_and_the_api(make_emu: Callable[..., An
     emu = make_emu()
     with pytest.raises(
         gexc.Forbidden,
-        match="Required 'compute.regions.get' permission for 'projects/demo-proj/regions/us-central1'",
+        match=re.escape(
+            "Required 'compute.regions.get' permission for 'projects/demo-proj/regions/us-central1'"
+        ),
     ):
         clients(emu, "user:stranger@example.com").regions.get(project=PROJECT, region=REGION)
     emu.world.project(PROJECT)["enabled_services"].remove("compute.googleapis.com")

@@ -97,7 +97,7 @@ def test_impersonation_over_rest_mints_a_token_for_token_creators_only(emu: Any)
     creds = rest_client(emu, iam_credentials_v1.IAMCredentialsClient, "iamcredentials")
     name = f"projects/-/serviceAccounts/{sa.email}"
     scope = ["https://www.googleapis.com/auth/cloud-platform"]
-    with pytest.raises(gexc.Forbidden, match="iam.serviceAccounts.getAccessToken"):
+    with pytest.raises(gexc.Forbidden, match=r"iam\.serviceAccounts\.getAccessToken"):
         creds.generate_access_token(name=name, scope=scope)
     policy = iam.get_iam_policy(resource=sa.name)
     policy.bindings.add(role="roles/iam.serviceAccountTokenCreator", members=[OWNER])
