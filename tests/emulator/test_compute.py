@@ -16,8 +16,10 @@ from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
 from google.cloud import compute_v1
 
-from sdcluster.clients import emulator_credentials
 from sdcluster.emulator import compute
+from sdcluster.gcp.clients import emulator_credentials
+
+from ..helpers import factory
 
 PROJECT = "demo-proj"
 OWNER = "user:demo@example.com"
@@ -53,8 +55,7 @@ def quotas(region: Any) -> dict[str, tuple[float, float]]:
 def run_cluster(emu: Any, name: str, location: str, pools: list[dict[str, Any]]) -> str:
     """A RUNNING GKE cluster (through the official gRPC client); returns its key."""
 
-    factory = emu.factory(OWNER)
-    gke = factory.cluster_manager()
+    gke = factory(emu, OWNER).cluster_manager()
     parent = f"projects/{PROJECT}/locations/{location}"
     op = gke.create_cluster(parent=parent, cluster={"name": name, "node_pools": pools})
     emu_wait(emu, gke, f"{parent}/operations/{op.name}")
@@ -153,7 +154,7 @@ def test_a_load_balancer_rule_outlives_its_cluster_unless_its_service_went_first
     compute.allocate_lb(emu.world, PROJECT, REGION, key, released)
     compute.release_lb(emu.world, PROJECT, REGION, key, released)  # its Service was deleted
 
-    gke = emu.factory(OWNER).cluster_manager()
+    gke = factory(emu, OWNER).cluster_manager()
     op = gke.delete_cluster(name=key)
     emu_wait(emu, gke, f"projects/{PROJECT}/locations/{ZONE}/operations/{op.name}")
 

@@ -17,7 +17,9 @@ from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
 from google.cloud import container_v1, iam_credentials_v1, resourcemanager_v3, service_usage_v1
 
-from sdcluster.clients import emulator_credentials
+from sdcluster.gcp.clients import emulator_credentials
+
+from ..helpers import factory
 
 PROJECT = "demo-proj"
 OWNER = "user:demo@example.com"
@@ -45,7 +47,7 @@ def test_gke_over_rest_is_the_service_grpc_serves(emu: Any) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     # The gRPC client sees what REST made: one world behind two transports.
-    cluster = emu.factory(OWNER).cluster_manager().get_cluster(name=f"{PARENT}/clusters/c1")
+    cluster = factory(emu, OWNER).cluster_manager().get_cluster(name=f"{PARENT}/clusters/c1")
     assert cluster.status.name == "RUNNING" and cluster.node_pools[0].config.spot
     with pytest.raises(gexc.Conflict):  # REST errors map by HTTP status
         gke.create_cluster(parent=PARENT, cluster=spec)
@@ -92,7 +94,7 @@ def test_disabled_api_over_rest_carries_googles_error_info(make_emu: Callable[..
 
 
 def test_impersonation_over_rest_mints_a_token_for_token_creators_only(emu: Any) -> None:
-    iam = emu.factory(OWNER).iam_admin()
+    iam = factory(emu, OWNER).iam_admin()
     sa = iam.create_service_account(name=f"projects/{PROJECT}", account_id="gke-admin")
     creds = rest_client(emu, iam_credentials_v1.IAMCredentialsClient, "iamcredentials")
     name = f"projects/-/serviceAccounts/{sa.email}"

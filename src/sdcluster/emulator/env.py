@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..protocol import ENV_EMULATOR
 from .rest import APIS, service_path
-
-ENV_EMULATOR = "SDCLUSTER_EMULATOR"
 
 
 def endpoint_overrides(info: dict[str, Any]) -> dict[str, str]:
