@@ -285,8 +285,9 @@ def test_callers_without_container_permissions_are_denied(emu: Any) -> None:
     with pytest.raises(exceptions.PermissionDenied, match=r"container\.clusters\.list"):
         gke.list_clusters(parent=PARENT)
     emu.world.project(PROJECT)["enabled_services"].remove("container.googleapis.com")
-    with pytest.raises(exceptions.PermissionDenied, match="SERVICE_DISABLED"):
+    with pytest.raises(exceptions.PermissionDenied, match="Kubernetes Engine API has not been used") as err:
         client(emu).list_clusters(parent=PARENT)
+    assert err.value.reason == "SERVICE_DISABLED"
 
 
 # ---- regional clusters and quota -------------------------------------------------------------------

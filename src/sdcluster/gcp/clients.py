@@ -148,7 +148,7 @@ class ClientFactory:
         override = None
         if self.emulator:
             http = self.emulator_info()["http"]
-            override = f"http://{http}/v1/projects/-/serviceAccounts/{target_email}:generateAccessToken"
+            override = f"http://{http}/iamcredentials/v1/projects/-/serviceAccounts/{target_email}:generateAccessToken"
         return impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
             source_credentials=self.user_credentials(),
             target_principal=target_email,

@@ -761,8 +761,17 @@ def emulator_serve(
     quota: Annotated[
         list[str] | None, typer.Option("--quota", help="Override a quota: --quota N2_CPUS=24 (repeatable).")
     ] = None,
+    default_network: Annotated[
+        bool,
+        typer.Option(
+            help="Give the project a `default` network (off: as under compute.skipDefaultNetworkCreation)."
+        ),
+    ] = True,
 ) -> None:
-    """Serve the emulator until interrupted; prints `export SDCLUSTER_EMULATOR=...`."""
+    """Serve the emulator until interrupted; prints `export SDCLUSTER_EMULATOR=...`.
+
+    For gcloud and kubectl: `eval "$(sdcluster emulator env)"` in another shell.
+    """
     _require_emulator_extra("sdcluster emulator serve")
     from ..emulator import serve
 
@@ -787,7 +796,35 @@ def emulator_serve(
         lb_s=lb_s,
         seed=seed,
         quotas=_quotas(quota or []),
+        default_network=default_network,
     )
+
+
+@emulator_app.command("env")
+@_errors
+def emulator_env(ctx: typer.Context) -> None:
+    """Print the export lines that point gcloud (and sdcluster) at the running emulator.
+
+    Use: eval "$(sdcluster emulator env)" with SDCLUSTER_EMULATOR set (or --emulator).
+    """
+    import grpc
+
+    from ..emulator.env import export_lines
+    from ..gcp.clients import control_call
+
+    address = _opts(ctx).emulator
+    if not address:
+        raise UsageError(
+            "no emulator address",
+            hint="start one with `sdcluster emulator serve` and pass --emulator HOST:PORT",
+        )
+    try:
+        info = control_call(address, "Info", timeout=5)
+    except grpc.RpcError as e:
+        raise UsageError(
+            f"no emulator answers at {address}", hint="is `sdcluster emulator serve` still running?"
+        ) from e
+    typer.echo("\n".join(export_lines(info)))
 
 
 def _quotas(items: list[str]) -> dict[str, float]:
