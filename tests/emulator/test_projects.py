@@ -31,12 +31,16 @@ def test_serve_emulates_every_project_it_is_given(tmp_path: Path) -> None:
         iam = ClientFactory(user=OWNER, emulator=line.split("=", 1)[1]).iam_admin()
         for project in ("demo-proj", "prod-proj"):
             sa = iam.create_service_account(
-                request=iam_admin_v1.CreateServiceAccountRequest(name=f"projects/{project}", account_id="gke-admin")
+                request=iam_admin_v1.CreateServiceAccountRequest(
+                    name=f"projects/{project}", account_id="gke-admin"
+                )
             )
             assert sa.email == f"gke-admin@{project}.iam.gserviceaccount.com"
         with pytest.raises(gexc.PermissionDenied):  # a project it was not given does not exist
             iam.create_service_account(
-                request=iam_admin_v1.CreateServiceAccountRequest(name="projects/other-proj", account_id="gke-admin")
+                request=iam_admin_v1.CreateServiceAccountRequest(
+                    name="projects/other-proj", account_id="gke-admin"
+                )
             )
     finally:
         proc.terminate()

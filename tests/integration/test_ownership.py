@@ -166,7 +166,7 @@ def test_only_what_sdcluster_made_is_adopted_silently_the_rest_is_a_conflict(
 def test_a_state_from_before_ids_named_their_project_is_migrated_and_still_checked(
     make_emu: Callable[..., Any], tmp_path: Path
 ) -> None:
-    emu = make_emu()
+    emu = make_emu(extra_projects=[PROD])
     config = sdcluster.Config.build(project=PROJECT, user=USER, state={"path": str(tmp_path / "state.json")})
     ws = sdcluster.Workspace.open(config, emulator=emu.address)
     sdcluster.apply(ws)

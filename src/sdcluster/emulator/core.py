@@ -34,19 +34,29 @@ from ..protocol import parse_token, token_for
 
 
 def _default_quotas() -> dict[str, float]:
-    # Regional quotas a new project has (per region), and the one global GPU quota.
+    # Compute Engine quotas of a new project: regional ones apply in every region, the
+    # *_ALL_REGIONS ones and NETWORKS/FIREWALLS to the whole project. N1 and E2 vCPUs count under
+    # CPUS; other machine families have their own metric (compute.cpu_metric).
     return {
-        "N2_CPUS": 8.0,
         "CPUS": 24.0,
-        "N1_CPUS": 24.0,  # counted under CPUS on real GCP; kept separate here for simplicity
-        "E2_CPUS": 24.0,
+        "N2_CPUS": 8.0,
         "N2D_CPUS": 8.0,
         "C2_CPUS": 8.0,
         "G2_CPUS": 8.0,
         "A2_CPUS": 12.0,
+        "CPUS_ALL_REGIONS": 32.0,
         "GPUS_ALL_REGIONS": 0.0,
+        "NVIDIA_T4_GPUS": 4.0,
+        "NVIDIA_V100_GPUS": 4.0,
+        "NVIDIA_P4_GPUS": 4.0,
+        "NVIDIA_L4_GPUS": 4.0,
+        "NVIDIA_A100_GPUS": 4.0,
         "SSD_TOTAL_GB": 500.0,
         "DISKS_TOTAL_GB": 4096.0,
+        "IN_USE_ADDRESSES": 8.0,
+        "STATIC_ADDRESSES": 8.0,
+        "NETWORKS": 15.0,
+        "FIREWALLS": 200.0,
     }
 
 
@@ -67,6 +77,9 @@ class Knobs:
     lb_s: float = 0.5
     seed: int = 0
     quotas: dict[str, float] = field(default_factory=_default_quotas)
+    # A new project has a "default" network, unless its organisation sets the policy
+    # compute.skipDefaultNetworkCreation (off: the project has no network at all).
+    default_network: bool = True
     # Services enabled on the emulated project (Service Usage). Default: the ones sdcluster needs.
     enabled_services: list[str] = field(
         default_factory=lambda: [
@@ -87,10 +100,15 @@ class Knobs:
 
 @dataclass
 class EmulatorError(Exception):
-    """A GCP-like error. Transports map it: gRPC status code, or HTTP status + JSON body."""
+    """A GCP-like error. Transports map it: gRPC status code, or HTTP status + JSON body.
+
+    ``rpc_details``: protobuf messages (``google.rpc.ErrorInfo``, ``Help``...) sent along as Google
+    sends them: in the gRPC status details, in the REST body's ``error.details``.
+    """
 
     code: grpc.StatusCode
     message: str
+    rpc_details: tuple[Any, ...] = field(default=(), kw_only=True)
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -133,6 +151,39 @@ def precondition(message: str) -> EmulatorError:
     return EmulatorError(grpc.StatusCode.FAILED_PRECONDITION, message)
 
 
+def service_disabled(service: str, title: str, number: str) -> EmulatorError:
+    """Google's answer for a call to an API the project has not enabled (HTTP 403)."""
+    from google.rpc import error_details_pb2
+
+    url = f"https://console.developers.google.com/apis/api/{service}/overview?project={number}"
+    return EmulatorError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        f"{title} has not been used in project {number} before or it is disabled. Enable it by visiting "
+        f"{url} then retry. If you enabled this API recently, wait a few minutes for the action to "
+        "propagate to our systems and retry.",
+        rpc_details=(
+            error_details_pb2.ErrorInfo(
+                reason="SERVICE_DISABLED",
+                domain="googleapis.com",
+                metadata={
+                    "service": service,
+                    "consumer": f"projects/{number}",
+                    "serviceTitle": title,
+                    "containerInfo": number,
+                    "activationUrl": url,
+                },
+            ),
+            error_details_pb2.Help(
+                links=[
+                    error_details_pb2.Help.Link(
+                        description="Google developers console API activation", url=url
+                    )
+                ]
+            ),
+        ),
+    )
+
+
 def denied(permission: str, resource: str) -> EmulatorError:
     return EmulatorError(
         grpc.StatusCode.PERMISSION_DENIED,
@@ -156,6 +207,13 @@ _CONTAINER_ADMIN = [
     # Kubernetes API (cluster-admin through IAM)
     "container.*",
 ]
+
+# Compute Engine reads (roles/compute.viewer; basic roles include them).
+_COMPUTE_READ = {
+    f"compute.{kind}.{verb}"
+    for kind in ("projects", "regions", "zones", "machineTypes", "networks", "forwardingRules", "addresses")
+    for verb in ("get", "list")
+} | {"compute.regionOperations.get"}
 
 ROLE_PERMISSIONS: dict[str, set[str]] = {
     "roles/owner": {
@@ -186,6 +244,7 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "storage.objects.list",
         "storage.objects.update",
         *_CONTAINER_ADMIN,
+        "compute.*",
         # NOTE: deliberately no iam.serviceAccounts.getAccessToken: owner alone cannot mint tokens.
     },
     "roles/editor": {
@@ -196,6 +255,7 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "serviceusage.services.get",
         "serviceusage.services.list",
         *_CONTAINER_ADMIN,
+        "compute.*",
     },
     "roles/viewer": {
         "resourcemanager.projects.get",
@@ -206,13 +266,10 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "container.clusters.list",
         "container.operations.get",
         "container.operations.list",
+        *_COMPUTE_READ,
     },
     "roles/container.admin": {*_CONTAINER_ADMIN, "resourcemanager.projects.get"},
-    "roles/compute.viewer": {
-        "compute.zones.list",
-        "compute.machineTypes.list",
-        "resourcemanager.projects.get",
-    },
+    "roles/compute.viewer": {*_COMPUTE_READ, "resourcemanager.projects.get"},
     "roles/iam.serviceAccountUser": {
         "iam.serviceAccounts.actAs",
         "iam.serviceAccounts.get",
@@ -408,16 +465,11 @@ class World:
     }
 
     def require_service(self, project_id: str, service: str) -> None:
-        """PERMISSION_DENIED with GCP's SERVICE_DISABLED message unless ``service`` is enabled."""
+        """PERMISSION_DENIED as Google words it unless ``service`` is enabled, with the
+        ``SERVICE_DISABLED`` ErrorInfo (reason, domain, metadata) and the activation link."""
         p = self.project(project_id)
         if service not in p["enabled_services"]:
-            title = self._SERVICE_TITLES.get(service, service)
-            raise EmulatorError(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{title} has not been used in project {p['number']} before or it is disabled. Enable it "
-                f"by visiting https://console.developers.google.com/apis/api/{service}/overview?project="
-                f"{p['number']} then retry. [SERVICE_DISABLED service={service}]",
-            )
+            raise service_disabled(service, self._SERVICE_TITLES.get(service, service), p["number"])
 
     # ---- IAM policies (project and service-account level) ----------------------------------------
     # A policy is stored as {"version", "etag_n", "bindings": [{"role", "members"}], "added": {

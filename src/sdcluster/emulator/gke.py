@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import hashlib
 import json
 import re
 from dataclasses import dataclass, replace
@@ -312,7 +313,7 @@ def _machine(name: str, zone: str) -> MachineType:
     return mt
 
 
-def _gpus_per_node(config: dict[str, Any]) -> tuple[str, int]:
+def gpus_per_node(config: dict[str, Any]) -> tuple[str, int]:
     """(accelerator type, count per node): the ones asked for, else those built into the machine."""
     accs = config.get("accelerators") or []
     if accs:
@@ -456,60 +457,23 @@ def prepare_pool(world: World, caller: str, site: Site, cluster: str, pool: gke.
 
 
 # --------------------------------------------------------------------------------------------------
-# Quota: regional CPUs per machine family, global GPUs
-
-
-def _pool_demand(pool: dict[str, Any], size: int | None = None) -> dict[str, float]:
-    """Quota a pool consumes at ``size`` nodes per zone (default: its target size)."""
-    cfg = pool["pool"]["config"]
-    mt = MACHINE_TYPES[cfg["machine_type"]]
-    nodes = (pool["size"] if size is None else size) * len(pool["pool"]["locations"])
-    _, gpus = _gpus_per_node(cfg)
-    demand = {mt.cpu_metric: float(nodes * mt.cpus)}
-    if gpus:
-        demand["GPUS_ALL_REGIONS"] = float(nodes * gpus)
-    return demand
-
-
-def _usage(world: World, project: str, region: str, skip: tuple[str, str] | None) -> dict[str, float]:
-    """What already runs (or is being created): CPUs of ``region`` per family, GPUs everywhere."""
-    used: dict[str, float] = {}
-    for key, rec in store(world)["clusters"].items():
-        if rec["project"] != project:
-            continue
-        for name, pool in rec["pools"].items():
-            if (key, name) == skip:
-                continue
-            for metric, amount in _pool_demand(pool).items():
-                if metric == "GPUS_ALL_REGIONS" or rec["region"] == region:
-                    used[metric] = used.get(metric, 0.0) + amount
-    return used
+# Quota: what Compute Engine counts (``compute.usage``) for the nodes a pool would run
 
 
 def check_quota(
     world: World, site: Site, pools: list[dict[str, Any]], skip: tuple[str, str] | None = None
 ) -> None:
-    """RESOURCE_EXHAUSTED as GCP words it when ``pools`` (at their target size) would exceed a quota.
+    """RESOURCE_EXHAUSTED when ``pools`` (at their target size) would exceed a Compute quota.
 
     ``skip`` = (cluster key, pool name) of a pool being resized, so its old size is not counted twice.
     """
-    demand: dict[str, float] = {}
+    from . import compute  # Compute reads this module's pools for its usage, so it imports us
+
+    demand: dict[tuple[str, str], float] = {}
     for pool in pools:
-        for metric, amount in _pool_demand(pool).items():
-            demand[metric] = demand.get(metric, 0.0) + amount
-    used = _usage(world, site.project, site.region, skip)
-    quotas = world.project(site.project)["quotas"]
-    for metric in sorted(demand, key=lambda m: m == "GPUS_ALL_REGIONS"):  # CPUs first, like GCP
-        if not demand[metric]:
-            continue
-        # Families without a quota of their own count against the general regional CPUS quota.
-        fallback = quotas.get("CPUS", 0.0) if metric.endswith("_CPUS") else 0.0
-        limit = float(quotas.get(metric, fallback))
-        if used.get(metric, 0.0) + demand[metric] > limit:
-            where = "globally" if metric == "GPUS_ALL_REGIONS" else f"in region {site.region}"
-            raise EmulatorError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, f"Quota '{metric}' exceeded. Limit: {limit} {where}."
-            )
+        for k, v in compute.pool_usage(pool, site.region).items():
+            demand[k] = demand.get(k, 0.0) + v
+    compute.check_quota(world, site.project, demand, skip)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -582,8 +546,14 @@ def pool_message(pool: dict[str, Any]) -> gke.NodePool:
     return msg
 
 
+def label_fingerprint(labels: dict[str, str]) -> str:
+    """An opaque fingerprint of the resource labels that changes whenever they change (GKE: 8 hex)."""
+    return hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()[:8]
+
+
 def cluster_message(rec: dict[str, Any]) -> gke.Cluster:
     msg: gke.Cluster = _from_dict(gke.Cluster, rec["cluster"])
+    msg.label_fingerprint = label_fingerprint(dict(msg.resource_labels))
     pools = list(rec["pools"].values())
     msg.status = rec["status"]
     msg.status_message = rec.get("status_message", "")
@@ -604,7 +574,7 @@ def kube_nodes(rec: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         cfg = pool["pool"]["config"]
         mt = MACHINE_TYPES[cfg["machine_type"]]
-        gpu_type, gpus = _gpus_per_node(cfg)
+        gpu_type, gpus = gpus_per_node(cfg)
         nodes.append(
             {
                 "name": name,
@@ -762,6 +732,29 @@ def delete_cluster(world: World, request: gke.DeleteClusterRequest, caller: str)
         rec["status"] = "STOPPING"
         for pool in rec["pools"].values():
             pool["status"] = "STOPPING"
+        world.changed()
+        return operation_message(op)
+
+
+def set_labels(world: World, request: gke.SetLabelsRequest, caller: str) -> gke.Operation:
+    """SetLabels replaces the cluster's resource labels, compare-and-swap on ``label_fingerprint``:
+    an empty or stale one is FAILED_PRECONDITION with GKE's wording."""
+    ref = parse_ref(world, request, "cluster")
+    world.require_service(ref.project, SERVICE)
+    world.check(caller, "container.clusters.update", ref.project, ref.key)
+    with world.lock:
+        rec = _cluster_record(world, ref)
+        _ensure_idle(rec)
+        current = label_fingerprint(dict(rec["cluster"].get("resource_labels") or {}))
+        if request.label_fingerprint != current:
+            raise precondition(
+                "Labels could not be set due to fingerprint mismatch; try again with the proper fingerprint: "
+                f'incorrect fingerprint supplied was "{request.label_fingerprint}", the expected one is "{current}".'
+            )
+        rec["cluster"]["resource_labels"] = dict(request.resource_labels)
+        site = site_of(world, ref.project, ref.location)
+        op = start_operation(world, site, "SET_LABELS", ref.cluster)
+        rec["busy"] = op["name"]
         world.changed()
         return operation_message(op)
 
@@ -962,8 +955,8 @@ def get_server_config(world: World, request: gke.GetServerConfigRequest, caller:
     )
 
 
-def grpc_handlers(world: World) -> list[Any]:
-    """The ``google.container.v1.ClusterManager`` service, bound to ``world``."""
+def services(world: World) -> list[grpcutil.Service]:
+    """The ``google.container.v1.ClusterManager`` service, bound to ``world`` (gRPC and REST)."""
 
     def bind(fn: Any) -> Any:
         return lambda request, caller: fn(world, request, caller)
@@ -988,8 +981,9 @@ def grpc_handlers(world: World) -> list[Any]:
         ),
         "UpdateNodePool": m(gke.UpdateNodePoolRequest, gke.Operation, bind(update_node_pool), mutating=True),
         "GetServerConfig": m(gke.GetServerConfigRequest, gke.ServerConfig, bind(get_server_config)),
+        "SetLabels": m(gke.SetLabelsRequest, gke.Operation, bind(set_labels), mutating=True),
     }
-    return [grpcutil.service("google.container.v1.ClusterManager", world, "container", methods)]
+    return [grpcutil.Service("google.container.v1.ClusterManager", "container", methods)]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 import uuid
@@ -37,7 +38,8 @@ from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, empty_pb2
 
 from .core import EmulatorError, World, already_exists, invalid, not_found
-from .grpcutil import Method, method, service
+from .grpcutil import Method, Service, method
+from .rest import Call, JsonMethod, parse_into, to_json
 
 SA_DOMAIN = "iam.gserviceaccount.com"
 MAX_TOKEN_LIFETIME_S = 3600.0
@@ -188,7 +190,7 @@ def _sa_proto(sa: dict[str, Any]) -> iam_admin_v1.ServiceAccount:
         email=sa["email"],
         display_name=sa["display_name"],
         description=sa["description"],
-        etag=sa["etag"].encode(),
+        etag=base64.b64decode(sa["etag"]),
         oauth2_client_id=sa["oauth2_client_id"],
         disabled=sa["disabled"],
     )
@@ -398,7 +400,9 @@ def _write_policy(
     with world.lock:  # the checks below and the write form one atomic step
         if project_level:
             _check_owners(world.policy(resource), bindings)
-        pol = world.set_policy(resource, bindings, policy.etag, version=policy.version or 1)
+        # Without conditional bindings (not modelled) a policy is version 1, whatever version the
+        # writer named: Google answers version 1 then.
+        pol = world.set_policy(resource, bindings, policy.etag, version=1)
         return _policy_proto(pol)
 
 
@@ -479,7 +483,9 @@ def grpc_generate_access_token(
         raise EmulatorError(grpc.StatusCode.UNIMPLEMENTED, "The emulator does not model delegation chains.")
     lifetime = request.lifetime.total_seconds() if "lifetime" in request else 0.0
     token, expiry = generate_access_token(world, caller, m.group(2), list(request.scope), lifetime)
-    return iam_credentials_v1.GenerateAccessTokenResponse(access_token=token, expire_time=_timestamp(expiry))
+    return iam_credentials_v1.GenerateAccessTokenResponse(
+        access_token=token, expire_time=_timestamp(int(expiry))
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -531,6 +537,57 @@ def project_set_iam_policy(
     p = _rm_project(world, request.resource)
     _rm_check(world, caller, "resourcemanager.projects.setIamPolicy", p)
     return _write_policy(world, f"projects/{p['project_id']}", request.policy, project_level=True)
+
+
+# Resource Manager v1 over REST (what gcloud calls: ``projects describe``, ``get-iam-policy``,
+# ``add-iam-policy-binding``): the same project and policy rules, v1's resource names and shapes.
+
+
+def _v1_project(world: World, call: Call, caller: str) -> dict[str, Any]:
+    p = _rm_project(world, f"projects/{call.params['projectId']}")
+    _rm_check(world, caller, "resourcemanager.projects.get", p)
+    return {
+        "projectNumber": p["number"],
+        "projectId": p["project_id"],
+        "lifecycleState": "ACTIVE",
+        "name": p["project_id"],
+        "createTime": _timestamp(p["create_time"]).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+
+
+def _v1_policy_call(world: World, fn: Any, request_type: Any) -> Any:
+    def run(call: Call, caller: str) -> dict[str, Any]:
+        request = parse_into(request_type(), {**call.body, "resource": f"projects/{call.params['resource']}"})
+        return to_json(fn(world, request, caller))
+
+    return run
+
+
+def json_methods(world: World) -> dict[str, JsonMethod]:
+    """REST-only methods (Resource Manager v1), by discovery method id."""
+
+    def project_of(call: Call) -> str:
+        return f"projects/{call.params.get('projectId') or call.params.get('resource')}"
+
+    rm = "resourcemanager"
+    return {
+        "cloudresourcemanager.v1:projects.get": JsonMethod(
+            partial(_v1_project, world), rm, "GetProject", resource=project_of
+        ),
+        "cloudresourcemanager.v1:projects.getIamPolicy": JsonMethod(
+            _v1_policy_call(world, project_get_iam_policy, iam_policy_pb2.GetIamPolicyRequest),
+            rm,
+            "GetIamPolicy",
+            resource=project_of,
+        ),
+        "cloudresourcemanager.v1:projects.setIamPolicy": JsonMethod(
+            _v1_policy_call(world, project_set_iam_policy, iam_policy_pb2.SetIamPolicyRequest),
+            rm,
+            "SetIamPolicy",
+            mutating=True,
+            resource=project_of,
+        ),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -673,8 +730,8 @@ def batch_enable_services(
 # Wiring
 
 
-def grpc_handlers(world: World) -> list[grpc.GenericRpcHandler]:
-    """The four services, ready for ``server.add_generic_rpc_handlers``."""
+def services(world: World) -> list[Service]:
+    """The four services, bound to ``world`` (served over gRPC and REST alike)."""
 
     def m(req: Any, resp: Any, fn: Any, mutating: bool = False) -> Method:
         return method(req, resp, partial(fn, world), mutating=mutating)
@@ -722,8 +779,8 @@ def grpc_handlers(world: World) -> list[grpc.GenericRpcHandler]:
         ),
     }
     return [
-        service("google.iam.admin.v1.IAM", world, "iam", iam_methods),
-        service("google.iam.credentials.v1.IAMCredentials", world, "iamcredentials", creds_methods),
-        service("google.cloud.resourcemanager.v3.Projects", world, "resourcemanager", rm_methods),
-        service("google.api.serviceusage.v1.ServiceUsage", world, "serviceusage", su_methods),
+        Service("google.iam.admin.v1.IAM", "iam", iam_methods),
+        Service("google.iam.credentials.v1.IAMCredentials", "iamcredentials", creds_methods),
+        Service("google.cloud.resourcemanager.v3.Projects", "resourcemanager", rm_methods),
+        Service("google.api.serviceusage.v1.ServiceUsage", "serviceusage", su_methods),
     ]

@@ -2,8 +2,8 @@
 
 - one gRPC port (loopback, local credentials) serving IAM, IAM Credentials, Resource Manager,
   Service Usage, GKE ClusterManager and the emulator's own ``Control`` service (JSON in/out);
-- one HTTP port for the REST endpoints google-auth calls itself (IAM Credentials
-  ``generateAccessToken``, used by ``google.auth.impersonated_credentials``);
+- one HTTP port serving the same APIs (and Compute Engine) over REST, each under its own prefix
+  (``rest.py``), for google-auth's impersonation, google-cloud-compute and gcloud (``env.py``);
 - gcp-storage-emulator for Cloud Storage (JSON API) on its own port;
 - a Kubernetes API (HTTPS, per cluster) and TF Serving stand-ins, started by the GKE service.
 
@@ -17,17 +17,17 @@ Example::
 from __future__ import annotations
 
 import json
-import re
 import threading
 from concurrent import futures
 from dataclasses import asdict, fields
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import grpc
 
 from ..protocol import CONTROL_SERVICE
 from .core import EmulatorError, Knobs, World
+from .grpcutil import grpc_handler
 
 TICK_S = 0.05
 
@@ -56,15 +56,16 @@ class Emulator:
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def start(self) -> Emulator:
-        from . import gke, iam, kube
+        from . import compute, gke, iam, kube, rest
 
         world = self.world
         hub = kube.Hub(world)
         world.kube = hub
         self._tickers = [lambda: gke.tick(world), hub.tick]
 
+        services = [*iam.services(world), *gke.services(world)]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
-        for h in [*iam.grpc_handlers(world), *gke.grpc_handlers(world), _control_handler(self)]:
+        for h in [*(grpc_handler(world, s) for s in services), _control_handler(self)]:
             server.add_generic_rpc_handlers((h,))
         creds = grpc.local_server_credentials(grpc.LocalConnectionType.LOCAL_TCP)
         bound = server.add_secure_port(f"{self.host}:{self.port}", creds)
@@ -74,7 +75,8 @@ class Emulator:
         server.start()
         self._grpc = server
 
-        self._http = ThreadingHTTPServer((self.host, 0), _rest_handler(world))
+        router = rest.Router(world, services, {**iam.json_methods(world), **compute.json_methods(world)})
+        self._http = ThreadingHTTPServer((self.host, 0), rest.http_handler(router))
         self.http_address = f"{self.host}:{self._http.server_address[1]}"
         self._spawn(self._http.serve_forever)
 
@@ -188,64 +190,16 @@ def _control_handler(emu: Emulator) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(CONTROL_SERVICE, {k: wrap(v) for k, v in handlers.items()})
 
 
-# ---- REST endpoints that google-auth calls over HTTP -------------------------------------------------
-
-_GENERATE = re.compile(r"^/v1/projects/-/serviceAccounts/([^/:]+):generateAccessToken$")
-
-
-def _rest_handler(world: World) -> type[BaseHTTPRequestHandler]:
-    from . import iam
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
-
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b"{}"
-            m = _GENERATE.match(self.path)
-            if not m:
-                self._send(
-                    404, {"error": {"code": 404, "message": f"no route {self.path}", "status": "NOT_FOUND"}}
-                )
-                return
-            email = m.group(1)
-            try:
-                body = json.loads(raw or b"{}")
-                lifetime = float(str(body.get("lifetime", "3600s")).rstrip("s"))
-                with world.call(
-                    "iamcredentials", "GenerateAccessToken", f"projects/-/serviceAccounts/{email}", False
-                ) as call:
-                    call.caller = world.authenticate(self.headers.get("Authorization"))
-                    token, expiry = iam.generate_access_token(
-                        world, call.caller, email, body.get("scope", []), lifetime
-                    )
-            except EmulatorError as e:
-                self._send(
-                    e.http_status,
-                    {"error": {"code": e.http_status, "message": e.message, "status": e.code.name}},
-                )
-                return
-            import datetime as dt
-
-            expire = dt.datetime.fromtimestamp(expiry, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            self._send(200, {"accessToken": token, "expireTime": expire})
-
-    return Handler
-
-
 def serve(host: str = "127.0.0.1", port: int = 0, state_file: str | None = None, **knobs: Any) -> None:
     """Run until interrupted, printing the export line (``sdcluster emulator serve``)."""
     emu = Emulator(host=host, port=port, state_file=state_file, **knobs).start()
     print(f"export SDCLUSTER_EMULATOR={emu.address}", flush=True)
+    knob = emu.world.knobs
+    print(
+        f"# emulating project {knob.project} (owner {knob.owner}); sdcluster.toml must name that project",
+        flush=True,
+    )
+    print('# gcloud and kubectl against it: eval "$(sdcluster emulator env)"', flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ happen.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -57,7 +58,9 @@ def execute(
     *,
     outputs: Callable[[State], dict[str, Any]] | None = None,
 ) -> State:
-    """Run ``changes``; state is written after each completed change. Returns the final state."""
+    """Run ``changes``; state is written after each completed change, with the ``outputs`` derived
+    from what it then records (so outputs never describe what is gone, nor wait for the end of a run
+    that may be interrupted). Returns the final state."""
     state_lock = threading.Lock()
     deps = change_dependencies(changes)
     pending = {c.address: c for c in changes}
@@ -72,6 +75,8 @@ def execute(
         nonlocal write_error
         if abandoned:
             return
+        if outputs is not None:
+            state.outputs = outputs(_confirmed(state))
         try:
             backend.write(state)
         except StateWriteError as e:
@@ -108,12 +113,13 @@ def execute(
         attrs: dict[str, Any] | None
         match change.action:
             case Action.NOOP:
-                # No API call; still record what was observed (adopts what exists).
+                # No API call; still record what was observed (adopts what exists; forgets what is
+                # gone, and on destroy what is not ours to delete).
                 put(change, change.after)
                 return
             case Action.KEEP:
-                # Retained on destroy: forgotten, so destroy leaves no entry behind.
-                put(change, None)
+                # Retained on destroy: left running and left in the state, so a later destroy (with
+                # --delete-bucket, say) can still delete it.
                 return
             case Action.CREATE | Action.UPDATE | Action.REPLACE | Action.DELETE:
                 pass
@@ -207,14 +213,6 @@ def execute(
     if stopped or (pending and (interrupted or retry.cancelled())):
         raise _interrupted(completed, pending, failure, backend)
 
-    if outputs is not None and failure is None:
-        with state_lock:
-            state.outputs = outputs(state)
-            try:
-                backend.write(state)
-            except StateWriteError as e:
-                raise _write_failed(e, changes, completed, []) from e
-
     if failure is not None:
         address, err = failure
         cause = err if isinstance(err, SdclusterError) else translate(err)
@@ -228,6 +226,15 @@ def execute(
             cause=cause,
         ) from err
     return state
+
+
+def _confirmed(state: State) -> State:
+    """``state`` without its pending creates (outputs describe only what is known to exist)."""
+    if not any(r.pending for r in state.resources.values()):
+        return state
+    view = copy.copy(state)
+    view.resources = {a: r for a, r in state.resources.items() if not r.pending}
+    return view
 
 
 def _names(changes: Any) -> str:

@@ -141,6 +141,8 @@ def destroy_change(
             conflict=not r.retain_on_destroy,
             id=resource_id,
         )
+    if r.retain_on_destroy and r.forget_on_destroy:
+        return r.change(Action.NOOP, r.retain_on_destroy, before=dict(observed), after=None)
     if r.retain_on_destroy:
         return r.change(
             Action.KEEP, r.retain_on_destroy, before=dict(observed), after=dict(observed), id=resource_id

@@ -20,8 +20,11 @@ class GcsBackend:
       stays readable as the backup when object versioning is on (``init --state`` turns it on;
       ``warnings`` says when it is off).
     - The lock is an object next to the state, created with ``if_generation_match=0`` (only one
-      creator wins), holding pid, host, user, operation and started-at; released by deleting it
-      with a generation precondition. ``force_unlock`` deletes it whoever holds it.
+      creator wins), holding pid, host, user, operation, started-at and a unique id; released by
+      deleting it with a generation precondition. ``force_unlock`` deletes it whoever holds it.
+    - A conditional write retried after its answer was lost fails its precondition on its own
+      first attempt: on 412 the object is read back, and a lock with this run's id, or a state
+      equal to what this run wrote, is this run's (its generation taken), not a conflict.
     """
 
     def __init__(self, url: str, factory: Any, project: str) -> None:
@@ -88,12 +91,18 @@ class GcsBackend:
                     body, content_type="application/json", if_generation_match=expected
                 )
             )
-        except Conflict as e:  # 412 precondition failed: someone else wrote since we read
-            raise StateConflict(
-                f"the state {self.url} was changed by someone else (this run expected generation {expected})",
-                hint="another writer did not take the lock; inspect it (sdcluster state pull) and run again",
-            ) from e
-        self._generation = int(blob.generation or 0)
+        except Conflict as e:  # 412 precondition failed: someone wrote since we read... or we did
+            # A retried write whose first attempt was stored (its answer lost) fails its precondition
+            # on its own write: if what is stored is exactly this run's state, the write happened.
+            stored = self._call(lambda: _download(self._bucket(), self.object_name))
+            if stored is None or stored[0] != body.encode("utf-8"):
+                raise StateConflict(
+                    f"the state {self.url} was changed by someone else (this run expected generation {expected})",
+                    hint="another writer did not take the lock; inspect it (sdcluster state pull) and run again",
+                ) from e
+            self._generation = stored[1]
+        else:
+            self._generation = int(blob.generation or 0)
         self._known = state.copy()
         return state
 
@@ -112,9 +121,14 @@ class GcsBackend:
                 )
             )
         except Conflict:
-            holder = self._lock_info()
-            raise locked_error(holder, self.url) from None
-        self._lock_generation = int(blob.generation or 0)
+            # The lock exists: another run's, or ours when a retried create's first attempt was
+            # stored and its answer lost (the lock's id tells).
+            holder, generation = self._lock_record()
+            if holder is None or holder.id != info.id:
+                raise locked_error(holder, self.url) from None
+            self._lock_generation = generation
+        else:
+            self._lock_generation = int(blob.generation or 0)
         self._held = info
         self._check_versioning()
         try:
@@ -127,11 +141,21 @@ class GcsBackend:
                 self._call(lambda: blob.delete(if_generation_match=generation))
 
     def _lock_info(self) -> LockInfo | None:
+        return self._lock_record()[0]
+
+    def _lock_record(self) -> tuple[LockInfo | None, int]:
+        """The lock object's holder and generation ((None, 0): absent or unreadable)."""
         try:
             data = self._call(lambda: _download(self._bucket(), self.lock_name))
-            return LockInfo.from_dict(json.loads(data[0])) if data else None
+            return (LockInfo.from_dict(json.loads(data[0])), data[1]) if data else (None, 0)
         except Exception:
-            return None
+            return None, 0
+
+    def lock_is_mine(self) -> bool:
+        return self._held is not None
+
+    def holder(self) -> LockInfo | None:
+        return self._lock_info()
 
     def force_unlock(self) -> LockInfo | None:
         info = self._lock_info()
