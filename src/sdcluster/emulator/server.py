@@ -4,7 +4,7 @@
   Service Usage, GKE ClusterManager and the emulator's own ``Control`` service (JSON in/out);
 - one HTTP port for the REST endpoints google-auth calls itself (IAM Credentials
   ``generateAccessToken``, used by ``google.auth.impersonated_credentials``);
-- gcp-storage-emulator for Cloud Storage (JSON API) on its own port;
+- Cloud Storage (JSON API, XML multipart uploads) on its own HTTP port;
 - a Kubernetes API (HTTPS, per cluster) and TF Serving stand-ins, started by the GKE service.
 
 Example::
