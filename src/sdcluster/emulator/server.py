@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 
 from ..protocol import CONTROL_SERVICE
-from .core import EmulatorError, Knobs, World
+from .core import EmulatorError, FaultRule, Knobs, World
 
 TICK_S = 0.05
 
@@ -140,6 +140,11 @@ class Emulator:
     def log(self) -> Any:
         return self.world.log
 
+    def add_fault(self, **rule: Any) -> None:
+        """Fail the next matching requests: ``emu.add_fault(method="^PUT /upload/", after=True)``
+        (see ``core.FaultRule``)."""
+        self.world.add_fault(FaultRule(**rule))
+
 
 # ---- Control service (JSON over gRPC, used by tests in other processes and by clients.py) ----------
 
@@ -169,7 +174,23 @@ def _control_handler(emu: Emulator) -> grpc.GenericRpcHandler:
     def snapshot(_: dict[str, Any]) -> dict[str, Any]:
         return world.snapshot()
 
-    handlers = {"Info": info, "Log": log, "ClearLog": clear_log, "SetKnobs": set_knobs, "Snapshot": snapshot}
+    def add_fault(req: dict[str, Any]) -> dict[str, Any]:
+        known = {f.name for f in fields(FaultRule)}
+        if set(req) - known:
+            raise EmulatorError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"unknown fault fields {sorted(set(req) - known)}"
+            )
+        world.add_fault(FaultRule(**req))
+        return {}
+
+    handlers = {
+        "Info": info,
+        "Log": log,
+        "ClearLog": clear_log,
+        "SetKnobs": set_knobs,
+        "Snapshot": snapshot,
+        "AddFault": add_fault,
+    }
 
     def wrap(fn: Any) -> grpc.RpcMethodHandler:
         def handle(req: Any, ctx: grpc.ServicerContext) -> Any:
