@@ -19,6 +19,8 @@ import requests
 from google.api_core import exceptions as gexc
 from google.cloud.storage import transfer_manager
 
+from ..helpers import factory
+
 PROJECT = "demo-proj"
 OWNER = "user:demo@example.com"
 ALICE = "user:alice@example.com"
@@ -35,7 +37,7 @@ def emu() -> Iterator[Any]:
 
 
 def bucket_of(emu: Any, name: str, versioned: bool = False, member: str = OWNER) -> Any:
-    client = emu.factory(member).storage(PROJECT)
+    client = factory(emu, member).storage(PROJECT)
     bucket = client.bucket(name)
     bucket.versioning_enabled = versioned
     return client.create_bucket(bucket, location="us-central1")
@@ -219,7 +221,7 @@ def test_rewrite_and_copy_keep_the_bytes_and_checksums(emu: Any) -> None:
     for blob in (target.get_blob("published/saved_model.pb"), target.get_blob(copied.name)):
         assert blob is not None and blob.crc32c == original.crc32c and blob.md5_hash == original.md5_hash
         assert blob.content_type == "application/x-protobuf" and blob.download_as_bytes() == b"weights"
-    alice = emu.factory(ALICE).storage(PROJECT)
+    alice = factory(emu, ALICE).storage(PROJECT)
     with pytest.raises(gexc.Forbidden, match=r"storage\.objects\.get"):
         alice.bucket("rewrite-dst").blob("x").rewrite(
             alice.bucket("rewrite-src").blob("model/saved_model.pb")
