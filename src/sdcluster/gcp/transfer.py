@@ -156,6 +156,13 @@ class Journal:
             if self.sessions.pop(part.key, None) is not None:
                 self._save()
 
+    def clear(self) -> None:
+        """Forget every session: the destination holds every file (sessions of files that finished
+        but whose answer never arrived are done too)."""
+        with self._lock:
+            self.sessions = {}
+            self._save()
+
     def _save(self) -> None:
         if not self.sessions:
             self.path.unlink(missing_ok=True)
@@ -471,6 +478,7 @@ def send(
                 ) from error
             assert error is not None
             raise error
+    transfer.journal.clear()
     transfer.sent.files = len(files)
     transfer.sent.parts = len(parts)
     return transfer.sent

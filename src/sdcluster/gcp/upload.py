@@ -283,6 +283,7 @@ def _upload(
     journal: Path,
 ) -> transfer.Sent:
     if not files:
+        transfer.Journal(journal).clear()
         return transfer.Sent()
     tracker.emit("uploading", force=True)
     tracker.mark_start()
