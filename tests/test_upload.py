@@ -271,12 +271,11 @@ def test_an_interrupted_upload_resumes_and_sends_only_what_is_missing(
     assert first < total  # it really stopped halfway
     assert list((tmp_path / ".sdcluster" / "uploads").glob("*.json"))  # the sessions were kept
 
-    mark = len(emu.log.entries())
     result = upload_model(cfg, tmp_path / "model", factory=clients)
 
-    resent = upload_bytes_received(emu, mark)
-    assert resent == result.bytes_sent  # what the client counts, the emulator received
-    assert resent < total - first + 4 * 256 * 1024  # at most a 256 KiB unit per stream is sent again
+    assert result.bytes_sent < total - first + 5 * 256 * 1024
+    # Over both runs the emulator received the model once, plus under a 256 KiB unit per cut stream.
+    assert total <= upload_bytes_received(emu) < total + 5 * 256 * 1024
     assert not list((tmp_path / ".sdcluster" / "uploads").glob("*.json"))  # nothing left to resume
     bucket = clients.storage(PROJECT).bucket(BUCKET)
     for name in result.uploaded:

@@ -110,7 +110,7 @@ class Store:
         """Write the metadata (under the lock) when the emulator persists its state."""
         if not self.persistent:
             return
-        with self.lock:
+        with self.lock:  # dump, write and replace together: a slower save must not land last
             text = json.dumps(
                 {
                     "buckets": self.buckets,
@@ -120,11 +120,11 @@ class Store:
                     "last_generation": self._last_generation,
                 }
             )
-        path = os.path.join(self.root, "meta.json")
-        tmp = f"{path}.{threading.get_ident()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+            path = os.path.join(self.root, "meta.json")
+            tmp = f"{path}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
 
     # ---- content files ------------------------------------------------------------------------------
     def new_blob_path(self) -> str:
