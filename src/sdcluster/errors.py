@@ -232,9 +232,11 @@ def translate(e: BaseException, *, project: str = "", context: str = "") -> Sdcl
         return CredentialsError(f"{prefix}credentials could not be refreshed: {text}", hint=ADC_HINT)
 
     if _connection_failed(e):
-        # E.g. the Kubernetes API answering "connection refused" while its control plane restarts.
+        # E.g. the Kubernetes API answering "connection refused" while its control plane restarts,
+        # or an answer cut off on its way back (the request may have taken effect: callers of
+        # conditional writes read back what is stored when their retry meets its own write).
         return TransientError(
-            f"{prefix}cannot connect: {text}",
+            f"{prefix}the connection failed or the answer was lost: {text}",
             hint="a transient failure (the server may be restarting); run the command again",
         )
     code = _status_code(e)
@@ -244,17 +246,20 @@ def translate(e: BaseException, *, project: str = "", context: str = "") -> Sdcl
 
 
 def _connection_failed(e: BaseException) -> bool:
-    """A connection refused/reset or dropped before an answer (urllib3, as the kubernetes client
-    raises it, or the builtin errors). TLS failures and timeouts on an open connection are not."""
+    """A connection refused/reset or dropped before the whole answer came (urllib3, as the
+    kubernetes client raises it; requests, as Cloud Storage's client does, including a JSON answer
+    cut short; or the builtin errors). TLS failures and timeouts on an open connection are not."""
     if isinstance(e, ConnectionError):
         return True
-    if not type(e).__module__.startswith("urllib3"):
-        return False
-    name = type(e).__name__
-    if name == "MaxRetryError":
-        reason = getattr(e, "reason", None)
-        return reason is not None and _connection_failed(reason)
-    return name in ("NewConnectionError", "ProtocolError")
+    module, name = type(e).__module__, type(e).__name__
+    if module.startswith("urllib3"):
+        if name == "MaxRetryError":
+            reason = getattr(e, "reason", None)
+            return reason is not None and _connection_failed(reason)
+        return name in ("NewConnectionError", "ProtocolError")
+    if module.startswith("requests"):
+        return name in ("ConnectionError", "ChunkedEncodingError", "JSONDecodeError")
+    return False
 
 
 _RPC_CODES = {
