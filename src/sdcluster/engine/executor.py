@@ -32,6 +32,7 @@ from .resource import Context, Resource
 
 C = TypeVar("C", bound=Context)
 MAX_WORKERS = 8
+WAKE_S = 0.5
 
 _DONE = {
     Action.CREATE: "created",
@@ -163,7 +164,9 @@ def execute(
                     running[pool.submit(run, c)] = c
             if not running:
                 return  # failure or interrupt: nothing in flight, nothing more to start
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            # Woken now and then, so a Ctrl-C reaches this thread even when the OS delivered the
+            # signal to another one (a notebook kernel's interrupt).
+            finished, _ = wait(running, timeout=WAKE_S, return_when=FIRST_COMPLETED)
             for fut in finished:
                 c = running.pop(fut)
                 err = fut.exception()

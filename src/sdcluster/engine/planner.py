@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from .. import retry
 from ..errors import Interrupted, SdclusterError, StalePlan, translate
 from ..state import ResourceState, State
+from .executor import WAKE_S
 from .model import Action, Change, Event, Plan
 from .resource import Context, Resource
 
@@ -71,7 +72,11 @@ def plan_changes(
             futures = {r.address: pool.submit(refresh, r) for r in ordered}
             try:
                 for address, fut in futures.items():
-                    results[address] = fut.result()
+                    while address not in results:
+                        try:  # woken now and then, so a Ctrl-C reaches this thread (see executor)
+                            results[address] = fut.result(timeout=WAKE_S)
+                        except TimeoutError:
+                            continue
             except KeyboardInterrupt:
                 # Ctrl-C in a notebook: wake the waits of the other reads, so the pool ends at once.
                 interrupted = not retry.cancelled()
