@@ -4,7 +4,7 @@
   Service Usage, GKE ClusterManager and the emulator's own ``Control`` service (JSON in/out);
 - one HTTP port serving the same APIs (and Compute Engine) over REST, each under its own prefix
   (``rest.py``), for google-auth's impersonation, google-cloud-compute and gcloud (``env.py``);
-- Cloud Storage (JSON API, XML multipart uploads) on its own HTTP port;
+- Cloud Storage (JSON API, XML multipart uploads) on its own HTTP port (``storage.py``);
 - a Kubernetes API (HTTPS, per cluster) and TF Serving stand-ins, started by the GKE service.
 
 Example::
