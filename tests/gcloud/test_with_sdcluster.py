@@ -1,11 +1,15 @@
-"""gcloud and sdcluster on one emulator: what gcloud made, sdcluster's plan sees (adopted: existing
-resources the state does not record yet), and gcloud describes what sdcluster's apply made."""
+"""gcloud and sdcluster on one emulator: what gcloud made, sdcluster's plan sees (conflicts: they
+exist with sdcluster's names but sdcluster did not make them, so apply takes them over only when
+told to adopt), and gcloud describes what sdcluster's apply made."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import sdcluster
+from sdcluster.errors import AdoptionRefused
 
 from .conftest import OWNER, PROJECT, Gcloud
 
@@ -23,12 +27,14 @@ def test_plan_sees_what_gcloud_made_and_gcloud_describes_what_apply_made(
     config = sdcluster.Config.build(project=PROJECT, user=OWNER, state={"path": str(tmp_path / "state.json")})
     ws = sdcluster.Workspace.open(config, emulator=gcloud.emu.address)
     plan = sdcluster.plan(ws)
-    changes = {c.address: (c.action, c.adopt) for c in plan.changes}
-    assert changes["iam.service_account.gke-admin"] == ("noop", True)  # adopted as it is, not created
-    assert changes["iam.service_account.gke-node"] == ("update", True)  # adopted; its display name changes
-    assert changes["gke.cluster.sd-cluster"] == ("create", False)
+    changes = {c.address: (c.action, c.adopt, c.conflict) for c in plan.changes}
+    assert changes["iam.service_account.gke-admin"] == ("noop", True, True)  # adopted as it is, not created
+    assert changes["iam.service_account.gke-node"] == ("update", True, True)  # its display name would change
+    assert changes["gke.cluster.sd-cluster"] == ("create", False, False)
 
-    sdcluster.apply(plan)
+    with pytest.raises(AdoptionRefused):  # not sdcluster's: taken over only when told to
+        sdcluster.apply(plan)
+    sdcluster.apply(plan, adopt=True)
     described = gcloud("container", "clusters", "describe", "sd-cluster", "--zone", ZONE)
     assert described["status"] == "RUNNING"
     (pool,) = described["nodePools"]

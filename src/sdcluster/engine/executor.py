@@ -43,11 +43,7 @@ _DONE = {
 
 
 class _Unsaved(Exception):
-    """A change was made but the state write after it failed (carries the write error)."""
-
-    def __init__(self, error: StateWriteError) -> None:
-        super().__init__(str(error))
-        self.error = error
+    """A change was made but the state write after it failed (the error is ``write_error``)."""
 
 
 def execute(
@@ -151,7 +147,7 @@ def execute(
         try:
             put(change, attrs)
         except StateWriteError as e:
-            raise _Unsaved(e) from e
+            raise _Unsaved(str(e)) from e
         ctx.emit(Event("done", change.address, change.action, elapsed=ctx.elapsed(change.address)))
 
     def schedule() -> None:
@@ -246,8 +242,8 @@ def _names(changes: Any) -> str:
 
 def _pending_hint(backend: Backend) -> str:
     return (
-        f"the state is saved ({backend.describe()}) with the creates in progress recorded as pending: "
-        "`sdcluster apply` continues and finishes them, `sdcluster destroy` deletes them"
+        f"the state is saved ({backend.describe()}), creates in progress recorded as pending: run the "
+        "command again to continue (`sdcluster apply` finishes them, `sdcluster destroy` deletes them)"
     )
 
 
