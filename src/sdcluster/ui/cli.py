@@ -710,7 +710,7 @@ def demo(
 
 
 # What the emulator imports beyond sdcluster's own dependencies (the `emulator` extra).
-EMULATOR_EXTRA_MODULES = ("gcp_storage_emulator", "trustme", "kubernetes_validate", "numpy")
+EMULATOR_EXTRA_MODULES = ("googleapiclient", "trustme", "kubernetes_validate", "numpy")
 
 
 def _require_emulator_extra(what: str) -> None:
