@@ -490,6 +490,10 @@ def status(ctx: typer.Context, json_: Annotated[bool, Flag("--json", help="JSON 
         say(f"Deployment: {d['ready']} ready")
     if st["outputs"].get("endpoint"):
         say(f"Endpoint: {st['outputs']['endpoint']}")
+    if st.get("cost"):
+        from .render import cost_lines
+
+        _print_lines([("", ""), *cost_lines(st["cost"], now=True)])
     for w in st["warnings"]:
         out.print(Text.assemble(("Warning:", "yellow"), " ", w), highlight=False)
 
@@ -725,7 +729,7 @@ def demo(
 
 
 # What the emulator imports beyond sdcluster's own dependencies (the `emulator` extra).
-EMULATOR_EXTRA_MODULES = ("trustme", "kubernetes_validate", "numpy")
+EMULATOR_EXTRA_MODULES = ("googleapiclient", "trustme", "kubernetes_validate", "numpy")
 
 
 def _require_emulator_extra(what: str) -> None:
@@ -796,6 +800,12 @@ def emulator_serve(
             help="Give the project a `default` network (off: as under compute.skipDefaultNetworkCreation)."
         ),
     ] = True,
+    billing_catalog: Annotated[
+        bool,
+        typer.Option(
+            help="Answer the Cloud Billing Catalog (off: unreachable, plan prices from its snapshot)."
+        ),
+    ] = True,
 ) -> None:
     """Serve the emulator until interrupted; prints `export SDCLUSTER_EMULATOR=...`.
 
@@ -831,6 +841,7 @@ def emulator_serve(
         seed=seed,
         quotas=_quotas(quota or []),
         default_network=default_network,
+        billing_catalog=billing_catalog,
     )
 
 
