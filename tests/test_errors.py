@@ -18,7 +18,7 @@ from sdcluster import errors
 from sdcluster.errors import translate
 from sdcluster.ui.cli import _errors
 
-from .helpers import factory
+from .helpers import SDCLUSTER_APIS, factory
 
 
 def _config_error(**kw: Any) -> Exception:
@@ -186,7 +186,7 @@ def test_iam_propagation_timeout_says_how_long_and_what_to_check(
     from sdcluster.gcp.clients import ClientFactory
     from sdcluster.gcp.context import GcpContext
 
-    emu = make_emu()
+    emu = make_emu(enabled_services=SDCLUSTER_APIS)
     cfg = sdcluster.Config.build(
         project="demo-proj", user="user:demo@example.com", iam={"propagation_timeout_s": 1}
     )

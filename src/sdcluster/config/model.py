@@ -18,6 +18,7 @@ from .rules import (
     AcceleratorType,
     BucketLocation,
     Cidr,
+    ComputeName,
     CpuQuantity,
     DnsLabel,
     GkeName,
@@ -96,6 +97,12 @@ class ClusterConfig(_Section):
     )
     labels: Labels = Field(
         default_factory=dict, description="GCP labels put on the cluster when it is created"
+    )
+    network: ComputeName = Field(
+        default="default", description="VPC network of the cluster (must exist in the project)"
+    )
+    subnetwork: ComputeName | None = Field(
+        default=None, description="subnetwork in the region (default: the network's own, auto mode)"
     )
 
     @model_validator(mode="after")

@@ -39,16 +39,19 @@ def execute(
     completed: list[str] = []
     failure: tuple[str, BaseException] | None = None
 
-    def record(change: Change, attrs: dict[str, Any] | None) -> None:
+    def record_address(address: str, attrs: dict[str, Any] | None) -> None:
         with state_lock:
-            r = resources[change.address]
+            r = resources[address]
             if attrs is None:
-                state.resources.pop(change.address, None)
+                state.resources.pop(address, None)
             else:
-                state.resources[change.address] = ResourceState(
+                state.resources[address] = ResourceState(
                     type=r.type, id=r.state_id(attrs), attributes=attrs, dependencies=list(r.dependencies)
                 )
             backend.write(state)
+
+    def record(change: Change, attrs: dict[str, Any] | None) -> None:
+        record_address(change.address, attrs)
 
     def run(change: Change) -> None:
         r = resources[change.address]
@@ -86,6 +89,7 @@ def execute(
         record(change, attrs)
         ctx.emit(Event("done", change.address, change.action, elapsed=ctx.elapsed(change.address)))
 
+    ctx.record_checkpoints(record_address)
     with ThreadPoolExecutor(max_workers=MAX_WORKERS) as pool:
         running: dict[Future[None], Change] = {}
         while pending or running:
@@ -108,6 +112,7 @@ def execute(
                 if failure is None:
                     failure = (c.address, err)
                 ctx.emit(Event("failed", c.address, c.action, message=str(err)))
+    ctx.record_checkpoints(None)
 
     if outputs is not None and failure is None:
         with state_lock:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from ..errors import SdclusterError, StalePlan, translate
 from ..state import ResourceState, State
-from .model import Action, Change, Event, Plan
+from .model import UNREADABLE, Action, Change, Event, Plan
 from .resource import Context, Resource
 
 C = TypeVar("C", bound=Context)
@@ -42,15 +42,23 @@ def plan_changes(
                     by_address[address] = r
     wanted = {r.address for r in resources}
 
+    unreadable: dict[str, str] = {}
+
     def refresh(r: Resource[C]) -> tuple[dict[str, Any] | None, list[str]]:
         ctx.emit(Event("refresh", r.address, message="refreshing"))
         prior = state.resources.get(r.address) if state else None
         try:
             observed = r.read(ctx, prior)
-        except SdclusterError:
-            raise
         except Exception as e:
-            raise translate(e, context=f"reading {r.address}") from e
+            err = translate(e, context=f"reading {r.address}")
+            why = None if destroy else ctx.absent_because(err)
+            if why is None:
+                if err is e:
+                    raise
+                raise err from e
+            # Cannot be read until apply fixes something first (e.g. enables an API): absent.
+            unreadable[r.address] = why
+            observed = None
         warns = [] if destroy else r.warnings(ctx, observed)
         return observed, warns
 
@@ -72,6 +80,8 @@ def plan_changes(
             changes.append(destroy_change(r, observed, orphaned=orphaned, managed=managed))
             continue
         change = r.diff(r.desired(), observed)
+        if r.address in unreadable:
+            change.reason = f"{r.type} {r.name} is {UNREADABLE} ({unreadable[r.address]}): planned as absent"
         change.warnings.extend(warns)
         if observed is not None and not managed and not r.retain_on_destroy:
             # It exists but sdcluster never recorded it (made by hand, by the tutorial's Terraform, or by
@@ -82,6 +92,11 @@ def plan_changes(
             else:
                 change.reason = f"{change.reason}; it {ADOPT}"
         changes.append(change)
+    for why in sorted(set(unreadable.values())):
+        names = sorted(a for a, w in unreadable.items() if w == why)
+        warnings.append(
+            f"{len(names)} resource(s) {UNREADABLE}, planned as absent ({why}): {', '.join(names)}"
+        )
     return changes, warnings, by_address
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from ..state import ResourceState, State
@@ -43,6 +43,7 @@ class Context:
         self.destroying = False
         self._starts: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._checkpointer: Callable[[str, dict[str, Any]], None] | None = None
 
     def emit(self, event: Event) -> None:
         if self.listener is not None:
@@ -52,6 +53,22 @@ class Context:
         with self._lock:
             start = self._starts.get(address, time.monotonic())
         self.emit(Event("progress", address, message=message, elapsed=time.monotonic() - start))
+
+    def checkpoint(self, address: str, attributes: dict[str, Any]) -> None:
+        """Record a change's partial progress in the state now (e.g. a cluster whose create was
+        accepted, a Service applied before its load balancer is up): if the change then fails or the
+        run dies, the state still names what exists, so destroy deletes it and the next plan sees it."""
+        if self._checkpointer is not None:
+            self._checkpointer(address, attributes)
+
+    def record_checkpoints(self, fn: Callable[[str, dict[str, Any]], None] | None) -> None:
+        """Where ``checkpoint`` writes (the executor's state writer while it runs)."""
+        self._checkpointer = fn
+
+    def absent_because(self, error: Exception) -> str | None:
+        """Whether a read that raised ``error`` means "absent, for a reason apply fixes first" (e.g.
+        an API the apply enables): the reason the plan gives, or None to let the error stand."""
+        return None
 
     def started(self, address: str) -> None:
         with self._lock:

@@ -449,6 +449,29 @@ def status(
 
 @app.command()
 @_errors
+def doctor(
+    ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False
+) -> None:
+    """Check the project before apply, changing nothing: credentials, project, APIs, permissions,
+    quotas, machine type, GPU type, network. Exits 1 when a check fails."""
+    from .. import api
+
+    rows = api.doctor(_load_config(ctx), emulator=_opts(ctx).emulator)
+    if json_:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        console = _console()
+        marks = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
+        for r in rows:
+            console.print(f"{marks[r['status']]}  {r['check']}: {r['detail']}", highlight=False)
+            if r["fix"] and r["status"] != "ok":
+                console.print(f"      fix: {r['fix']}", highlight=False)
+    if any(r["status"] == "fail" for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+@_errors
 def kubeconfig(
     ctx: typer.Context,
     out: Annotated[Path | None, typer.Option("--out", help="Write here instead of standard output.")] = None,
@@ -691,6 +714,15 @@ def emulator_serve(
             help="Give the project a `default` network (off: as under compute.skipDefaultNetworkCreation)."
         ),
     ] = True,
+    stockout_zone: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stockout-zone", help="A zone out of capacity: node creation there fails (repeatable)."
+        ),
+    ] = None,
+    service_enable_s: Annotated[
+        float, typer.Option(help="Seconds an enabled API keeps answering SERVICE_DISABLED (propagation).")
+    ] = 0.0,
 ) -> None:
     """Serve the emulator until interrupted; prints `export SDCLUSTER_EMULATOR=...`.
 
@@ -720,6 +752,8 @@ def emulator_serve(
         seed=seed,
         quotas=_quotas(quota or []),
         default_network=default_network,
+        stockout_zones=list(stockout_zone or []),
+        service_enable_s=service_enable_s,
     )
 
 
