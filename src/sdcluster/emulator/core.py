@@ -70,6 +70,9 @@ class Knobs:
     fault_rate: float = 0.0
     iam_propagation_s: float = 0.0
     sa_propagation_s: float = 0.0
+    # IAM Credentials learns of a new service account later than IAM does: generateAccessToken
+    # answers 404 "Gaia id not found" for this long after the account's creation.
+    token_propagation_s: float = 0.0
     operation_s: float = 0.5
     rollout_s: float = 0.5
     lb_s: float = 0.5

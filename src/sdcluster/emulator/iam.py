@@ -468,7 +468,8 @@ def generate_access_token(
     world.require_service(project, "iamcredentials.googleapis.com")
     if not world.has_permission(caller, "iam.serviceAccounts.getAccessToken", project, service_account=email):
         raise _token_denied()
-    if service_account(world, project, email) is None:
+    sa = service_account(world, project, email)
+    if sa is None or world.now() - sa["create_time"] < world.knobs.token_propagation_s:
         raise not_found(f"Not found; Gaia id not found for email {email}")
     return world.mint_token(f"serviceAccount:{email}", lifetime)
 

@@ -100,13 +100,14 @@ class GcpContext(Context):
             )
             return self._admin
 
-    def kube(self, admin: bool = False, cluster_key: str = "") -> Any:
+    def kube(self, admin: bool = False, cluster_key: str = "", broken: bool = False) -> Any:
         """A Kubernetes ApiClient for the cluster (default: the configured one), or None while it
         has no API to reach (absent, provisioning, stopping, or no endpoint).
 
-        A DEGRADED or ERROR cluster with an endpoint is reached too: its Services (and their load
-        balancers) are still there. Reads use the user's credentials, writes the impersonated
-        gke-admin's.
+        A DEGRADED cluster is reached: it runs, and so do its Services. An ERROR one only with
+        ``broken`` (to delete its load balancers before it goes): for plans its objects count as
+        absent, since the cluster is replaced and they are created again on the new one. Reads use
+        the user's credentials, writes the impersonated gke-admin's.
         """
         key = cluster_key or self.config.cluster_key
         with self._admin_lock:
@@ -117,12 +118,14 @@ class GcpContext(Context):
             cluster = retry.call(lambda: client.get_cluster(name=key), project=self.project)
         except NotFound:
             return None
-        if cluster.status.name in ("PROVISIONING", "STOPPING") or not cluster.endpoint:
+        reachable = ("RUNNING", "RECONCILING", "DEGRADED", *(("ERROR",) if broken else ()))
+        if cluster.status.name not in reachable or not cluster.endpoint:
             return None
         creds = self.admin_credentials() if admin else self.factory.user_credentials()
         api = self.factory.kubernetes(cluster.endpoint, cluster.master_auth.cluster_ca_certificate, creds)
-        with self._admin_lock:
-            self._kube[(admin, key)] = api
+        if cluster.status.name != "ERROR":  # a broken one is reached once, to clean up
+            with self._admin_lock:
+                self._kube[(admin, key)] = api
         return api
 
     def forget_kube(self, cluster_key: str) -> None:

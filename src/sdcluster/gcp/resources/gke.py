@@ -629,7 +629,7 @@ def delete_load_balancers(ctx: GcpContext, cluster_key: str, address: str) -> No
     from ..labels import K8S_MANAGED_BY
     from .kube import kube_call, raw_json
 
-    api = ctx.kube(admin=True, cluster_key=cluster_key)
+    api = ctx.kube(admin=True, cluster_key=cluster_key, broken=True)
     if api is None:
         return
     core = k8s.CoreV1Api(api)
