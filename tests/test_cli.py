@@ -188,3 +188,10 @@ def test_set_overrides_file_and_environment(project: dict[str, Any], monkeypatch
     )
     r = runner.invoke(app, ["--set", "cluster.max_nodez=3", "plan"])
     assert r.exit_code == 1 and "max_nodez" in r.output
+
+
+def test_emulator_env_needs_a_running_emulator(project: dict[str, Any]) -> None:
+    result = runner.invoke(app, ["emulator", "env"])
+    assert result.exit_code == 1 and "no emulator address" in result.output
+    result = runner.invoke(app, ["--emulator", "127.0.0.1:9", "emulator", "env"])
+    assert result.exit_code == 1 and "no emulator answers at 127.0.0.1:9" in result.output

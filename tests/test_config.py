@@ -431,8 +431,8 @@ def test_errors_name_the_variable_or_the_override_that_set_the_value(tmp_path: P
     )
     assert env_error.hint == "fix SDCLUSTER_CLUSTER__MAX_NODES"
     override_error = _load_error(path, {}, {"cluster.zone": "us-central1"})
-    assert "cluster.zone (from overrides): " in str(override_error)
-    assert "cluster.tpye (from overrides): unknown key" in str(_load_error(path, {}, {"cluster.tpye": 1}))
+    assert "cluster.zone (from --set): " in str(override_error)
+    assert "cluster.tpye (from --set): unknown key" in str(_load_error(path, {}, {"cluster.tpye": 1}))
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -37,5 +38,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
     with Image.open(images[0]) as img:
         assert img.size == (512, 512) and img.mode == "RGB"
     state = (workdir / ".sdcluster" / "state.json").read_text()
-    assert '"resources": {}' in state and "emulator:" not in state  # destroyed; no token persisted
+    # Destroyed, but for the kept bucket (it stays in the state, so destroy --delete-bucket can go on).
+    assert list(json.loads(state)["resources"]) == ["storage.bucket.demo-proj-bucket"]
+    assert "emulator:" not in state  # no token persisted
     assert "emulator:" not in text  # no token printed

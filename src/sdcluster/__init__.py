@@ -12,16 +12,39 @@ Importing this package is light: Google and Kubernetes libraries load only when 
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
+from . import api as _api
 from ._version import __version__
-from .api import Workspace, apply, destroy, load_plan, plan, save_plan, status
-from .engine import Change, Plan
+from .api import Workspace, load_plan, plan, save_plan, status
+from .engine import Change, Listener, Plan
 from .errors import SdclusterError
 from .state import State
 
 if TYPE_CHECKING:
     from .config import Config
+
+
+def _progress(listener: Listener | None) -> Listener | None:
+    """In Jupyter, a call without a listener still shows its progress (see ui/notebook.py)."""
+    if listener is not None:
+        return listener
+    from .ui.notebook import notebook_listener
+
+    found: Listener | None = notebook_listener()
+    return found
+
+
+@functools.wraps(_api.apply)
+def apply(target: Any, *, listener: Listener | None = None, **kw: Any) -> State:
+    return _api.apply(target, listener=_progress(listener), **kw)
+
+
+@functools.wraps(_api.destroy)
+def destroy(config: Any, *, listener: Listener | None = None, **kw: Any) -> State:
+    return _api.destroy(config, listener=_progress(listener), **kw)
+
 
 __all__ = [
     "Change",

@@ -47,8 +47,10 @@ class Workspace:
         from .gcp.clients import ClientFactory
 
         factory = ClientFactory.for_user(config.user, emulator)
+        if factory.emulator and stack is None:
+            factory.check_emulated_project(config.project)
         if state is None or isinstance(state, str):
-            backend: Backend = backend_for(state or config.state.path, factory, config.project)
+            backend: Backend = backend_for(state or config.state_location, factory, config.project)
         else:
             backend = state
         if stack is None:
@@ -81,21 +83,21 @@ def plan(
     state: str | Backend | None = None,
     emulator: str | None = None,
 ) -> Plan:
-    """Refresh every resource and diff against the configuration. Takes the state lock while it reads."""
+    """Refresh every resource and diff against the configuration. Read-only: it takes no lock and
+    creates nothing (apply refuses a plan made from a state that has changed since: StalePlan)."""
     ws = _workspace(config, state=state, emulator=emulator)
-    with ws.backend.lock("plan"):
-        current = ws.backend.read()
-        ctx = ws.stack.context(listener)
-        ctx.destroying = destroy
-        changes, warnings, resources = plan_changes(
-            ws.stack.resources(), current, ctx, destroy=destroy, orphan=ws.stack.orphan
-        )
+    current = ws.backend.read()
+    ctx = ws.stack.context(listener)
+    ctx.destroying = destroy
+    changes, warnings, resources = plan_changes(
+        ws.stack.resources(), current, ctx, destroy=destroy, orphan=ws.stack.orphan
+    )
     return Plan(
         changes=changes,
         destroy=destroy,
         lineage=current.lineage if current else None,
         serial=current.serial if current else 0,
-        warnings=[*warnings, *getattr(ws.backend, "warnings", [])],
+        warnings=[*warnings, *running_elsewhere(ws.backend), *getattr(ws.backend, "warnings", [])],
         config=ws.config.model_dump(mode="json"),
         resources=resources,
         binding=Binding(ws.backend, ws.stack, ctx),
@@ -119,17 +121,98 @@ def apply(target: Plan | Config | Workspace, *, listener: Listener | None = None
             bound.context,
             bound.backend,
             state,
-            outputs=None if the_plan.destroy else bound.stack.outputs,
+            outputs=bound.stack.outputs,
         )
 
 
 def destroy(config: Config | Workspace, *, listener: Listener | None = None, **kw: Any) -> State:
     """Plan a destroy and apply it: reverse dependency order, retained resources reported as kept."""
     p = plan(config, destroy=True, listener=listener, **kw)
-    state = apply(p, listener=listener)
-    if not state.resources:
-        state.outputs = {}
-    return state
+    return apply(p, listener=listener)
+
+
+KUBERNETES_SCHEMA_VERSION = (
+    "1.37"  # GKE's regular channel at the time of writing; kubernetes-validate's newest
+)
+
+
+def validate(config: Config) -> dict[str, Any]:
+    """Offline checks for CI (no cloud access): the configuration (already validated by loading it)
+    and the Kubernetes objects apply would send, against the upstream OpenAPI schemas when the
+    ``validate`` extra (kubernetes-validate) is installed.
+
+    Returns ``{"config": {...summary}, "objects": [{"kind", "name", "errors"}], "schemas": version or
+    None}``; raises ConfigError for an invalid object (naming it and the schema's message).
+    """
+    from .gcp.resources.kube import KubeObject
+    from .gcp.stack import GcpStack
+
+    objects = [r for r in GcpStack(config).resources() if isinstance(r, KubeObject)]
+    try:
+        import kubernetes_validate
+    except ImportError:
+        kubernetes_validate = None
+    rows = []
+    for obj in objects:
+        errors: list[str] = []
+        if kubernetes_validate is not None:
+            try:
+                kubernetes_validate.validate(obj.manifest, KUBERNETES_SCHEMA_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                errors.append(str(e.message))
+        rows.append({"kind": obj.kind, "name": obj.obj_name, "errors": errors})
+    bad = [r for r in rows if r["errors"]]
+    if bad:
+        raise ConfigError(
+            "; ".join(f"{r['kind']} {r['name']}: {r['errors'][0]}" for r in bad),
+            hint="a configuration value produced an invalid Kubernetes object; see the field it names",
+        )
+    return {
+        "config": config.summary(),
+        "objects": rows,
+        "schemas": KUBERNETES_SCHEMA_VERSION if kubernetes_validate is not None else None,
+    }
+
+
+def kubeconfig(config: Config, *, emulator: str | None = None) -> dict[str, Any]:
+    """A kubeconfig document for the configured cluster (NotFound while it does not exist)."""
+    from . import retry
+    from .gcp.clients import ClientFactory
+    from .gcp.kubeconfig import kubeconfig_doc
+
+    client = ClientFactory.for_user(config.user, emulator).cluster_manager()
+    try:
+        cluster = retry.call(lambda: client.get_cluster(name=config.cluster_key), project=config.project)
+    except NotFound as e:
+        raise NotFound(
+            f"cluster {config.cluster.name} does not exist in {config.cluster.zone}",
+            hint="run: sdcluster apply",
+        ) from e
+    return kubeconfig_doc(config, cluster.endpoint, cluster.master_auth.cluster_ca_certificate)
+
+
+def write_kubeconfig(doc: dict[str, Any], path: str | Path, *, merge: bool = False) -> str:
+    """Write a kubeconfig (``merge=True``: into the one at ``path``); returns its context name."""
+    from .gcp.kubeconfig import write
+
+    return write(doc, Path(path), merge_into=merge)
+
+
+def default_kubeconfig_path() -> Path:
+    from .gcp.kubeconfig import default_path
+
+    return default_path()
+
+
+def running_elsewhere(backend: Backend) -> list[str]:
+    """A warning when another run holds the state lock (what it shows may be changing)."""
+    holder = backend.holder()
+    if holder is None or backend.lock_is_mine():
+        return []
+    return [
+        f"another sdcluster run holds the state lock: {holder.describe()}; this shows the state it "
+        "saved last, and what it is changing may still move"
+    ]
 
 
 def save_plan(p: Plan, path: str | Path) -> Path:

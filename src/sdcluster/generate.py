@@ -178,6 +178,10 @@ def generate(
 
         generate(cfg, "a photo of a cat", endpoint=state.outputs["endpoint"], steps=25, batch_size=2)
     """
+    if not prompt.strip():
+        raise UsageError(
+            "the prompt is empty", hint='say what to draw: sdcluster generate "a photo of a cat"'
+        )
     url = _resolve(target, endpoint)
     for name, value in (("steps", steps), ("batch size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -350,27 +354,39 @@ def _images(predictions: list[Any], batch_size: int, url: str) -> list[Image.Ima
 # Saving
 
 
-def save_images(result: GenerateResult, out_dir: str | Path) -> list[Path]:
-    """Write the images as ``<out_dir>/<prompt-slug>-<timestamp>-<i>.png``; never overwrites a file.
+def names_a_file(out: str | Path) -> bool:
+    """``--out x.png`` names the image file itself; any other name is a directory for the images."""
+    return Path(out).suffix.lower() == ".png"
 
-    The prompt, negative prompt and steps are kept in the PNG's text chunks.
+
+def save_images(result: GenerateResult, out: str | Path) -> list[Path]:
+    """Write the images as PNG, the prompt, negative prompt and steps in their text chunks.
+
+    ``out`` ending in ``.png`` is the file for one image (``x-0.png``, ``x-1.png`` beside it for
+    several); anything else is a directory, where the images get new names
+    ``<prompt-slug>-<timestamp>-<i>.png`` that never overwrite a file.
 
     Example: ``save_images(result, "out")  # [PosixPath('out/a-photo-of-a-cat-20240101-120000-0.png')]``.
     """
     from PIL import PngImagePlugin
 
-    directory = Path(out_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = f"{_slug(result.prompt)}-{datetime.now():%Y%m%d-%H%M%S}"
     info = PngImagePlugin.PngInfo()
     info.add_text("prompt", result.prompt)
     info.add_text("negative_prompt", result.negative_prompt)
     info.add_text("steps", str(result.steps))
-    paths = []
-    for i, image in enumerate(result.images):
-        path = _new_file(directory, f"{stem}-{i}")
+    target = Path(out)
+    if names_a_file(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if len(result.images) == 1:
+            paths = [target]
+        else:
+            paths = [target.with_name(f"{target.stem}-{i}{target.suffix}") for i in range(len(result.images))]
+    else:
+        target.mkdir(parents=True, exist_ok=True)
+        stem = f"{_slug(result.prompt)}-{datetime.now():%Y%m%d-%H%M%S}"
+        paths = [_new_file(target, f"{stem}-{i}") for i in range(len(result.images))]
+    for path, image in zip(paths, result.images, strict=True):
         image.save(path, format="PNG", pnginfo=info)
-        paths.append(path)
     return paths
 
 

@@ -170,6 +170,14 @@ class Backend(Protocol):
 
     def force_unlock(self) -> LockInfo | None: ...
 
+    def holder(self) -> LockInfo | None:
+        """Who holds the lock now (None: nobody), without taking it or creating anything."""
+        ...
+
+    def lock_is_mine(self) -> bool:
+        """True while this object holds the lock."""
+        ...
+
 
 def locked_error(info: LockInfo | None, where: str) -> StateLocked:
     holder = info.describe() if info else "another process"
@@ -287,6 +295,26 @@ class LocalBackend:
             for tmp in self.path.parent.glob(f".{name}.*.tmp"):
                 with contextlib.suppress(OSError):
                     tmp.unlink()
+
+    def lock_is_mine(self) -> bool:
+        return self._held is not None
+
+    def holder(self) -> LockInfo | None:
+        import fcntl
+
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except OSError:
+            return None  # no lock file (or not readable): nobody can hold it
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return self._read_lock_info() or LockInfo(operation="unknown", pid=0, host="?")
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
 
     def _read_lock_info(self) -> LockInfo | None:
         try:

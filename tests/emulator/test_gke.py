@@ -497,3 +497,37 @@ def test_clusters_survive_a_restart_and_get_their_api_back(
     assert after.status == container_v1.Cluster.Status.RUNNING and after.id == before.id
     assert [c[0] for c in hub(second).calls] == ["resume", "start"]
     assert after.endpoint == f"127.0.0.1:{hub(second).port}" != before.endpoint
+
+
+def test_set_labels_needs_the_current_fingerprint(emu: Any) -> None:
+    gke = client(emu)
+    wait(gke, create(gke, resource_labels={"team": "ml"}))
+    current = gke.get_cluster(name=cluster_name())
+    assert current.label_fingerprint  # GKE always returns one
+    with pytest.raises(exceptions.FailedPrecondition, match="fingerprint mismatch") as err:
+        gke.set_labels(
+            request={"name": cluster_name(), "resource_labels": {"team": "x"}, "label_fingerprint": ""}
+        )
+    assert f'the expected one is "{current.label_fingerprint}"' in str(err.value)
+    op = gke.set_labels(
+        request={
+            "name": cluster_name(),
+            "resource_labels": {"team": "x"},
+            "label_fingerprint": current.label_fingerprint,
+        }
+    )
+    assert op.operation_type == container_v1.Operation.Type.SET_LABELS
+    wait(gke, op)
+    after = gke.get_cluster(name=cluster_name())
+    assert dict(after.resource_labels) == {"team": "x"}
+    assert after.label_fingerprint != current.label_fingerprint
+    with pytest.raises(
+        exceptions.FailedPrecondition, match="fingerprint mismatch"
+    ):  # the old one is stale now
+        gke.set_labels(
+            request={
+                "name": cluster_name(),
+                "resource_labels": {},
+                "label_fingerprint": current.label_fingerprint,
+            }
+        )

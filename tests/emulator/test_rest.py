@@ -56,7 +56,21 @@ def test_gke_over_rest_is_the_service_grpc_serves(emu: Any) -> None:
     # The v1 zonal paths (projects/P/zones/Z/clusters) reach the same clusters.
     body = call(emu, "GET", f"/container/v1/projects/{PROJECT}/zones/{ZONE}/clusters").json()
     assert [c["name"] for c in body["clusters"]] == ["c1"]
-    assert body["clusters"][0]["nodePools"][0]["config"]["machineType"] == "e2-medium"  # camelCase
+    config = body["clusters"][0]["nodePools"][0]["config"]
+    assert config["machineType"] == "e2-medium"  # camelCase
+    # What the request left unset comes back with GKE's defaults.
+    assert (config["diskSizeGb"], config["diskType"], config["imageType"]) == (
+        100,
+        "pd-balanced",
+        "COS_CONTAINERD",
+    )
+    other = {
+        "name": "c2",
+        "initialNodeCount": 1,
+        "workloadIdentityConfig": {"workloadPool": "other.svc.id.goog"},
+    }
+    refused = call(emu, "POST", f"/container/v1/{PARENT}/clusters", json={"cluster": other})
+    assert refused.status_code == 400 and f"{PROJECT}.svc.id.goog" in refused.json()["error"]["message"]
 
 
 def test_errors_have_googles_rest_body(emu: Any) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 import sdcluster
 from sdcluster.api import Workspace
+from sdcluster.engine.display import plan_lines
 from sdcluster.errors import ApplyError, StalePlan
 from sdcluster.state import LocalBackend
 
@@ -149,7 +150,8 @@ def test_retained_resource_is_reported_as_kept_not_deleted(tmp_path: Path) -> No
     assert "1 to keep" in str(plan)
     sdcluster.apply(plan)
     assert list(store.objects) == ["test.thing.a"]
-    assert ws.backend.read().resources == {}  # type: ignore[union-attr]
+    # The kept one stays in the state, so a later destroy can still delete it.
+    assert list(ws.backend.read().resources) == ["test.thing.a"]  # type: ignore[union-attr]
 
 
 def test_resource_removed_from_config_is_deleted_as_orphan(tmp_path: Path) -> None:
@@ -199,14 +201,21 @@ def test_plan_renders_terraform_idiom(tmp_path: Path) -> None:
     sdcluster.apply(sdcluster.plan(make_ws(tmp_path, store, diamond(store)[:2])))
     things = diamond(store)
     things[1] = Thing(store, "b", ("test.thing.a",), size=3)
-    text = str(sdcluster.plan(make_ws(tmp_path, store, things)))
-    assert "  = test.thing.a: test.thing a exists and matches" in text
+    p = sdcluster.plan(make_ws(tmp_path, store, things))
+    text = str(p)
+    # Unchanged resources fold into one line; --show-unchanged lists them with their reasons.
+    assert text.startswith("  = 1 unchanged (list them: sdcluster plan --show-unchanged)\n")
+    assert "test.thing.a" not in text
+    listed = "\n".join(line for _, line in plan_lines(p, show_unchanged=True))
+    assert "  = test.thing.a: test.thing a exists and matches" in listed
     assert "  # test.thing.b will be updated in-place" in text
     assert "      ~ size = 1 -> 3" in text
     assert '  + resource "test.thing" "c" {' in text
     assert text.rstrip().endswith("Plan: 2 to add, 1 to change, 0 to destroy.")
-    html = sdcluster.plan(make_ws(tmp_path, store, things))._repr_html_()
-    assert html.startswith("<pre") and "Plan: 2 to add" in html
+    html = p._repr_html_()
+    # Jupyter: the summary first, unchanged ones in a folded line, lines wrap instead of scrolling.
+    assert html.index("Plan: 2 to add") < html.index("test.thing.b")
+    assert "<details><summary>1 unchanged</summary>" in html and "pre-wrap" in html
 
 
 def test_existing_but_unrecorded_resources_are_imported_visibly_and_never_destroyed_unmanaged(

@@ -116,3 +116,27 @@ def test_cluster_create_list_describe_credentials_kubectl_delete(gcloud: Gcloud)
 
     gcloud("container", "clusters", "delete", "sd-cluster", "--zone", ZONE, "--quiet")
     assert gcloud("container", "clusters", "list") == []
+
+
+def test_what_gcloud_sends_for_a_full_featured_cluster_is_accepted_and_echoed(gcloud: Gcloud) -> None:
+    gcloud(
+        "container", "clusters", "create", "full", "--zone", "us-central1-a", "--async",
+        "--num-nodes", "1", "--machine-type", "e2-standard-4", "--disk-type", "pd-ssd", "--disk-size", "50",
+        "--release-channel", "regular", "--enable-shielded-nodes", "--enable-ip-alias",
+        "--logging", "SYSTEM,WORKLOAD", "--monitoring", "SYSTEM",
+        "--addons", "HttpLoadBalancing,HorizontalPodAutoscaling", "--labels", "env=dev", "--tags", "web",
+        "--node-labels", "role=sd", "--metadata", "disable-legacy-endpoints=true", "--max-pods-per-node", "64",
+        "--workload-pool", f"{PROJECT}.svc.id.goog", "--workload-metadata", "GKE_METADATA",
+        "--shielded-secure-boot", "--shielded-integrity-monitoring",
+    )  # fmt: skip
+    c = gcloud("container", "clusters", "describe", "full", "--zone", "us-central1-a")
+    assert c["releaseChannel"] == {"channel": "REGULAR"} and c["shieldedNodes"] == {"enabled": True}
+    assert c["ipAllocationPolicy"]["useIpAliases"] is True
+    assert c["loggingConfig"]["componentConfig"]["enableComponents"] == ["SYSTEM_COMPONENTS", "WORKLOADS"]
+    assert c["addonsConfig"]["kubernetesDashboard"] == {"disabled": True}
+    assert c["resourceLabels"] == {"env": "dev"}
+    config = c["nodePools"][0]["config"]
+    assert (config["diskType"], config["diskSizeGb"], config["tags"]) == ("pd-ssd", 50, ["web"])
+    assert config["shieldedInstanceConfig"] == {"enableSecureBoot": True, "enableIntegrityMonitoring": True}
+    assert config["workloadMetadataConfig"] == {"mode": "GKE_METADATA"}
+    assert c["nodePools"][0]["maxPodsConstraint"] == {"maxPodsPerNode": "64"}

@@ -1,5 +1,5 @@
-"""gcloud and sdcluster on one emulator: what gcloud made, sdcluster's plan sees (as imports, the
-adoption rule for resources it did not record), and gcloud describes what sdcluster's apply made."""
+"""gcloud and sdcluster on one emulator: what gcloud made, sdcluster's plan sees (adopted: existing
+resources the state does not record yet), and gcloud describes what sdcluster's apply made."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ def test_plan_sees_what_gcloud_made_and_gcloud_describes_what_apply_made(
     config = sdcluster.Config.build(project=PROJECT, user=OWNER, state={"path": str(tmp_path / "state.json")})
     ws = sdcluster.Workspace.open(config, emulator=gcloud.emu.address)
     plan = sdcluster.plan(ws)
-    actions = {c.address: c.action for c in plan.changes}
-    assert actions["iam.service_account.gke-admin"] == "import"  # exists as desired: recorded, not created
-    assert actions["iam.service_account.gke-node"] == "update"  # exists: only its display name changes
-    assert actions["gke.cluster.sd-cluster"] == "create"
+    changes = {c.address: (c.action, c.adopt) for c in plan.changes}
+    assert changes["iam.service_account.gke-admin"] == ("noop", True)  # adopted as it is, not created
+    assert changes["iam.service_account.gke-node"] == ("update", True)  # adopted; its display name changes
+    assert changes["gke.cluster.sd-cluster"] == ("create", False)
 
     sdcluster.apply(plan)
     described = gcloud("container", "clusters", "describe", "sd-cluster", "--zone", ZONE)

@@ -106,7 +106,13 @@ def test_stale_lock_names_holder_and_force_unlock_clears_it(team: Any) -> None:
         "started_at": "2026-11-28T10:00:00+00:00",
     }
     lock.upload_from_string(json.dumps(holder), if_generation_match=0)
+    # Read-only commands still work and name the holder; a mutating one refuses.
     r = runner.invoke(app, ["plan"])
+    assert (
+        r.exit_code == 0
+        and "another sdcluster run holds the state lock: pid 4121 on host laptop-7" in r.output
+    )
+    r = runner.invoke(app, ["apply", "-y"])
     assert r.exit_code == 1 and "pid 4121 on host laptop-7" in r.output and "2026-11-28T10:00:00" in r.output
     team.log.clear()
     r = runner.invoke(app, ["force-unlock"])
@@ -166,7 +172,7 @@ def test_state_rm_then_plan_shows_an_import_and_import_then_plan_is_noop(team: A
     assert r.exit_code == 2 and f"# {address} will be imported" in r.output
     assert "Plan: 1 to import, 0 to add, 0 to change, 0 to destroy." in r.output
     # ...and destroy would leave it alone while it is not in the state.
-    r = runner.invoke(app, ["plan", "--destroy"])
+    r = runner.invoke(app, ["plan", "--destroy", "--show-unchanged"])
     assert f"= {address}: iam.service_account gke-node exists but is not in the state" in r.output
     r = runner.invoke(app, ["import", address, "wrong@example.com"])
     assert r.exit_code == 1 and f"is {email}, not wrong@example.com" in r.output

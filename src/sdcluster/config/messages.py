@@ -141,7 +141,7 @@ def _format_path(path: tuple[str | int, ...]) -> str:
 
 
 def _origin(path: tuple[str | int, ...], origins: Mapping[str, str]) -> str:
-    """Where a value came from when not from the file: an environment variable or "overrides"."""
+    """Where a value came from when not from the file: an environment variable or ``--set``."""
     keys = [str(p) for p in path if isinstance(p, str)]
     for n in range(len(keys), 0, -1):
         origin = origins.get(".".join(keys[:n]))
@@ -158,7 +158,11 @@ def _config_error(lines: list[_Line], source: str | None, origins: Mapping[str, 
     for line in lines:
         origin = _origin(line.path, origins)
         texts.append(f"{_format_path(line.path)}{f' (from {origin})' if origin else ''}: {line.message}")
-        fallback = f"fix {origin}" if origin else fallback
+        fallback = (
+            (f"fix the value given with {origin}" if origin.startswith("--") else f"fix {origin}")
+            if origin
+            else fallback
+        )
     if len(texts) == 1:
         return ConfigError(f"{source or 'invalid configuration'}: {texts[0]}", hint=lines[0].hint or fallback)
     head = f"{source}: {len(texts)} problems" if source else f"invalid configuration ({len(texts)} problems)"

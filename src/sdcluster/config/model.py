@@ -7,11 +7,12 @@ mapping and turns pydantic's errors into one ConfigError (``messages.py``).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from .names import ClusterKey, service_account_email
 from .rules import (
@@ -96,7 +97,7 @@ class ClusterConfig(_Section):
         default=0, ge=0, description="GPUs per node (>= 1 when accelerator_type is set)"
     )
     labels: Labels = Field(
-        default_factory=dict, description="GCP labels put on the cluster when it is created"
+        default_factory=dict, description="GCP labels of the cluster (kept in sync in place)"
     )
     network: ComputeName = Field(
         default="default", description="VPC network of the cluster (must exist in the project)"
@@ -255,6 +256,24 @@ class Config(_Section):
     bucket: BucketConfig = Field(default_factory=BucketConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    # The directory a relative state.path written in the config file is relative to (set by
+    # Config.load; None: the working directory). Not a setting: it takes no part in equality.
+    _state_base: str | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and self.model_dump() == other.model_dump()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.model_dump(mode="json"), sort_keys=True))
+
+    @property
+    def state_location(self) -> str:
+        """Where the state lives: ``state.path``, a relative one taken from the config file's
+        directory (so ``sdcluster -c ../sdcluster.toml plan`` finds the same state)."""
+        path = self.state.path
+        if self._state_base is None or "://" in path or os.path.isabs(path):
+            return path
+        return os.path.normpath(os.path.join(self._state_base, path))
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:

@@ -26,6 +26,8 @@ ENV_CONFIG = "SDCLUSTER_CONFIG"
 # Names in the SDCLUSTER_ namespace owned by other parts of sdcluster (the emulator protocol, the CLI).
 NON_CONFIG_ENV = frozenset({"EMULATOR", "CONFIG"})
 ENV_ALIASES = {"STATE": "state.path"}
+# How a value given as an override (the CLI's --set and flags, a library caller's overrides=) is named.
+OVERRIDES = "--set"
 
 # --------------------------------------------------------------------------------------------------
 # Loading: TOML, environment, overrides; translating pydantic errors into one ConfigError.
@@ -35,7 +37,9 @@ def read_toml(file: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{file}: invalid TOML: {e}", hint="fix the syntax at that line") from e
+        raise ConfigError(
+            f"{file}: invalid TOML: {e}", hint="fix the TOML syntax at the line and column shown"
+        ) from e
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{file}: cannot read the config file: {e}", hint="check the path") from e
 
@@ -156,7 +160,10 @@ def load(
         origins[key] = var
     for key, value in flatten(overrides or {}):
         set_dotted(data, key, value)
-        origins[key] = "overrides"
+        origins[key] = OVERRIDES
     if not file.exists() and "project" not in data:
         raise ConfigError(f"{file}: config file not found and no project given", hint=INIT_HINT)
-    return validate(data, source=str(file) if file.exists() else None, origins=origins)
+    cfg = validate(data, source=str(file) if file.exists() else None, origins=origins)
+    if file.exists() and "state.path" not in origins:  # written in the file, or the default
+        cfg._state_base = str(file.parent)
+    return cfg

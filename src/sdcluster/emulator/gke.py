@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import hashlib
 import json
 import re
 from dataclasses import dataclass, replace
@@ -571,8 +572,14 @@ def pool_message(pool: dict[str, Any]) -> gke.NodePool:
     return msg
 
 
+def label_fingerprint(labels: dict[str, str]) -> str:
+    """An opaque fingerprint of the resource labels that changes whenever they change (GKE: 8 hex)."""
+    return hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()[:8]
+
+
 def cluster_message(rec: dict[str, Any]) -> gke.Cluster:
     msg: gke.Cluster = _from_dict(gke.Cluster, rec["cluster"])
+    msg.label_fingerprint = label_fingerprint(dict(msg.resource_labels))
     pools = list(rec["pools"].values())
     msg.status = rec["status"]
     msg.status_message = rec.get("status_message", "")
@@ -755,6 +762,29 @@ def delete_cluster(world: World, request: gke.DeleteClusterRequest, caller: str)
         rec["status"] = "STOPPING"
         for pool in rec["pools"].values():
             pool["status"] = "STOPPING"
+        world.changed()
+        return operation_message(op)
+
+
+def set_labels(world: World, request: gke.SetLabelsRequest, caller: str) -> gke.Operation:
+    """SetLabels replaces the cluster's resource labels, compare-and-swap on ``label_fingerprint``:
+    an empty or stale one is FAILED_PRECONDITION with GKE's wording."""
+    ref = parse_ref(world, request, "cluster")
+    world.require_service(ref.project, SERVICE)
+    world.check(caller, "container.clusters.update", ref.project, ref.key)
+    with world.lock:
+        rec = _cluster_record(world, ref)
+        _ensure_idle(rec)
+        current = label_fingerprint(dict(rec["cluster"].get("resource_labels") or {}))
+        if request.label_fingerprint != current:
+            raise precondition(
+                "Labels could not be set due to fingerprint mismatch; try again with the proper fingerprint: "
+                f'incorrect fingerprint supplied was "{request.label_fingerprint}", the expected one is "{current}".'
+            )
+        rec["cluster"]["resource_labels"] = dict(request.resource_labels)
+        site = site_of(world, ref.project, ref.location)
+        op = start_operation(world, site, "SET_LABELS", ref.cluster)
+        rec["busy"] = op["name"]
         world.changed()
         return operation_message(op)
 
@@ -981,6 +1011,7 @@ def services(world: World) -> list[grpcutil.Service]:
         ),
         "UpdateNodePool": m(gke.UpdateNodePoolRequest, gke.Operation, bind(update_node_pool), mutating=True),
         "GetServerConfig": m(gke.GetServerConfigRequest, gke.ServerConfig, bind(get_server_config)),
+        "SetLabels": m(gke.SetLabelsRequest, gke.Operation, bind(set_labels), mutating=True),
     }
     return [grpcutil.Service("google.container.v1.ClusterManager", "container", methods)]
 

@@ -84,13 +84,16 @@ def invoke(world: World, svc: Service, mname: str, request: Any, authorization: 
         return m.fn(request, info.caller)
 
 
+def pack(detail: Any) -> any_pb2.Any:
+    """An error detail (``ErrorInfo``, ``Help``...) as the ``Any`` Google sends it in."""
+    packed = any_pb2.Any()
+    packed.Pack(detail)
+    return packed
+
+
 def rich_status(e: EmulatorError) -> Any:
-    """The gRPC status of ``e``, its details (ErrorInfo, Help) packed as Google packs them."""
-    details = []
-    for d in e.rpc_details:
-        packed = any_pb2.Any()
-        packed.Pack(d)
-        details.append(packed)
+    """The gRPC status of ``e``, with its details."""
+    details = [pack(d) for d in e.rpc_details]
     return rpc_status.to_status(status_pb2.Status(code=e.code.value[0], message=e.message, details=details))
 
 

@@ -41,7 +41,7 @@ import grpc
 from google.protobuf import json_format
 
 from .core import EmulatorError, World, invalid
-from .grpcutil import Service, invoke, pb_class
+from .grpcutil import Service, invoke, pack, pb_class
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class Api:
     # The discovery resources the gRPC service implements (``projects.getIamPolicy`` of Resource
     # Manager is the project's policy; ``folders.getIamPolicy`` is not emulated).
     resources: tuple[str, ...] = ()
+    compute_errors: bool = False  # errors in Compute Engine's older form (``errors`` with reasons)
 
 
 APIS: tuple[Api, ...] = (
@@ -78,7 +79,7 @@ APIS: tuple[Api, ...] = (
         "google.container.v1.ClusterManager",
         ("projects.locations", "projects.zones"),
     ),
-    Api("compute", "compute.v1"),
+    Api("compute", "compute.v1", compute_errors=True),
 )
 
 
@@ -104,13 +105,9 @@ class Route:
     request_schema: str  # "" when the method takes no body
 
 
+@functools.cache
 def discovery_document(name: str) -> dict[str, Any]:
     """A discovery document google-api-python-client ships, e.g. ``discovery_document("iam.v1")``."""
-    return _load_document(name)
-
-
-@functools.cache
-def _load_document(name: str) -> dict[str, Any]:
     path = resources.files("googleapiclient.discovery_cache") / "documents" / f"{name}.json"
     return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
@@ -152,7 +149,7 @@ def _group(name: str) -> str:
 @functools.cache
 def routes_of(document: str) -> tuple[Route, ...]:
     """Every method of ``document``, as routes below the API's prefix (servicePath included)."""
-    doc = _load_document(document)
+    doc = discovery_document(document)
     service_path = doc.get("servicePath", "")
     routes = []
     for m in _methods(doc):
@@ -168,7 +165,7 @@ def routes_of(document: str) -> tuple[Route, ...]:
 
 
 def service_path(document: str) -> str:
-    return str(_load_document(document).get("servicePath", ""))
+    return str(discovery_document(document).get("servicePath", ""))
 
 
 # Parameters every Google API accepts (discovery's top-level ``parameters``): none changes the answer
@@ -364,7 +361,7 @@ def to_json(message: Any, int_enums: bool = False) -> dict[str, Any]:
 
 def error_body(e: EmulatorError, compute_style: bool = False) -> dict[str, Any]:
     """Google's REST error body for ``e``."""
-    details = [json_format.MessageToDict(_packed(d)) for d in e.rpc_details]
+    details = [json_format.MessageToDict(pack(d)) for d in e.rpc_details]
     if compute_style:  # Compute Engine (an older API) lists errors with a reason instead
         reason = _COMPUTE_REASONS.get(e.code, "invalid")
         err: dict[str, Any] = {
@@ -390,14 +387,6 @@ _COMPUTE_REASONS = {
     grpc.StatusCode.UNAVAILABLE: "backendError",
     grpc.StatusCode.UNIMPLEMENTED: "notImplemented",
 }
-
-
-def _packed(detail: Any) -> Any:
-    from google.protobuf import any_pb2
-
-    a = any_pb2.Any()
-    a.Pack(detail)
-    return a
 
 
 # --------------------------------------------------------------------------------------------------
@@ -447,7 +436,6 @@ class Router:
                 },
             )
         b, path_values = found
-        compute = b.api.prefix == "compute"
         try:
             query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
             params = self._params(b.route, path_values, query)
@@ -456,7 +444,14 @@ class Router:
             int_enums = "enum-encoding=int" in " ".join(query.get("$alt", []))
             return Response(200, self._dispatch(b, params, body, authorization, int_enums))
         except EmulatorError as e:
-            return Response(e.http_status, error_body(e, compute_style=compute))
+            return Response(e.http_status, error_body(e, compute_style=b.api.compute_errors))
+        except Exception as e:  # a bug of the emulator: still an answer, never a dropped connection
+            import traceback
+
+            traceback.print_exc()
+            return Response(
+                500, error_body(EmulatorError(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}"))
+            )
 
     @staticmethod
     def _params(route: Route, path_values: dict[str, str], query: dict[str, list[str]]) -> dict[str, Any]:

@@ -193,6 +193,11 @@ def serve(host: str = "127.0.0.1", port: int = 0, state_file: str | None = None,
     """Run until interrupted, printing the export line (``sdcluster emulator serve``)."""
     emu = Emulator(host=host, port=port, state_file=state_file, **knobs).start()
     print(f"export SDCLUSTER_EMULATOR={emu.address}", flush=True)
+    knob = emu.world.knobs
+    print(
+        f"# emulating project {knob.project} (owner {knob.owner}); sdcluster.toml must name that project",
+        flush=True,
+    )
     print('# gcloud and kubectl against it: eval "$(sdcluster emulator env)"', flush=True)
     try:
         threading.Event().wait()

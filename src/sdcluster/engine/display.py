@@ -102,6 +102,33 @@ def _split(address: str, type_: str) -> tuple[str, str]:
     return kind, name
 
 
+def _attr_lines(sym: str, st: str, key: str, width: int, value: Any, note: str = "") -> list[Line]:
+    """One attribute; a list is shown element by element (terraform's way), not as one long value."""
+    if isinstance(value, list) and value:
+        return [
+            (st, f"      {sym} {key:<{width}} = [{note}"),
+            *[(st, f"          {_value(v)},") for v in value],
+            (st, "        ]"),
+        ]
+    return [(st, f"      {sym} {key:<{width}} = {_value(value)}{note}")]
+
+
+def _list_diff_lines(key: str, width: int, before: list[Any], after: list[Any], note: str) -> list[Line]:
+    """``~ key = [`` then the elements: ``-`` removed, ``+`` added, unchanged ones without a sign."""
+    import difflib
+
+    lines: list[Line] = [("yellow", f"      ~ {key:<{width}} = [{note}")]
+    a, b = [_value(x) for x in before], [_value(x) for x in after]
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            lines += [("", f"            {x},") for x in a[i1:i2]]
+            continue
+        lines += [("red", f"          - {x},") for x in a[i1:i2]]
+        lines += [("green", f"          + {x},") for x in b[j1:j2]]
+    lines.append(("yellow", "        ]"))
+    return lines
+
+
 def change_lines(c: Change) -> list[Line]:
     if c.action is Action.NOOP and not c.adopt:
         return [("dim", f"  = {c.address}: {c.reason}")]
@@ -116,12 +143,14 @@ def change_lines(c: Change) -> list[Line]:
     lines.append((st, f"{sym:>3} resource {_value(kind)} {_value(name)} {{"))
     if c.action is Action.CREATE:
         width = max((len(k) for k in c.after or {}), default=0)
-        lines += [(st, f"      + {k:<{width}} = {_value(v)}") for k, v in sorted((c.after or {}).items())]
+        for k, v in sorted((c.after or {}).items()):
+            lines += _attr_lines("+", st, k, width, v)
     elif c.action is Action.DELETE:
         before = sorted((c.before or {}).items())
         shown = before[:DELETE_ATTRS_SHOWN]
         width = max((len(k) for k, _ in shown), default=0)
-        lines += [(st, f"      - {k:<{width}} = {_value(v)}") for k, v in shown]
+        for k, v in shown:
+            lines += _attr_lines("-", st, k, width, v)
         if len(before) > len(shown):
             lines.append(("dim", f"        # ({len(before) - len(shown)} more attributes)"))
     else:
@@ -129,9 +158,11 @@ def change_lines(c: Change) -> list[Line]:
         for d in c.diffs:
             note = " # forces replacement" if d.forces_replacement else ""
             if d.before is None:
-                lines.append(("green", f"      + {d.path:<{width}} = {_value(d.after)}{note}"))
+                lines += _attr_lines("+", "green", d.path, width, d.after, note)
             elif d.after is None:
-                lines.append(("red", f"      - {d.path:<{width}} = {_value(d.before)}{note}"))
+                lines += _attr_lines("-", "red", d.path, width, d.before, note)
+            elif isinstance(d.before, list) and isinstance(d.after, list):
+                lines += _list_diff_lines(d.path, width, d.before, d.after, note)
             else:
                 lines.append(
                     ("yellow", f"      ~ {d.path:<{width}} = {_value(d.before)} -> {_value(d.after)}{note}")
@@ -142,22 +173,39 @@ def change_lines(c: Change) -> list[Line]:
 
 def summary_line(plan: Plan) -> str:
     n = plan.counts()
-    if not plan.has_changes:
-        what = "Nothing to destroy." if plan.destroy else "Your infrastructure matches the configuration."
-        return f"No changes. {what}"
     kept = sum(1 for c in plan.changes if c.action is Action.KEEP)
+    kept_s = f", {kept} to keep" if kept else ""
+    if not plan.has_changes:
+        if plan.destroy:
+            return "No changes. Nothing to destroy" + (f" ({kept} kept)." if kept else ".")
+        return "No changes. Your infrastructure matches the configuration."
     head = f"{n['import']} to import, " if n["import"] else ""
-    tail = f", {kept} to keep" if kept else ""
-    return f"Plan: {head}{n['add']} to add, {n['change']} to change, {n['destroy']} to destroy{tail}."
+    return f"Plan: {head}{n['add']} to add, {n['change']} to change, {n['destroy']} to destroy{kept_s}."
 
 
-def plan_lines(plan: Plan) -> list[Line]:
+def unchanged(plan: Plan) -> list[Change]:
+    return [c for c in plan.changes if c.action is Action.NOOP and not c.adopt]
+
+
+def unchanged_line(plan: Plan) -> Line | None:
+    """All unchanged resources in one line (``--show-unchanged`` lists them)."""
+    same = unchanged(plan)
+    if not same:
+        return None
+    return ("dim", f"  = {len(same)} unchanged (list them: sdcluster plan --show-unchanged)")
+
+
+def plan_lines(plan: Plan, *, show_unchanged: bool = False) -> list[Line]:
     lines: list[Line] = []
     changes = [c for c in plan.changes if c.action is not Action.NOOP or c.adopt]
-    noops = [c for c in plan.changes if c.action is Action.NOOP and not c.adopt]
-    for c in noops:
-        lines += change_lines(c)
-    if noops and changes:
+    if show_unchanged:
+        for c in unchanged(plan):
+            lines += change_lines(c)
+    else:
+        one = unchanged_line(plan)
+        if one is not None:
+            lines.append(one)
+    if lines and changes:
         lines.append(("", ""))
     if changes:
         lines.append(("", "sdcluster will perform the following actions:"))
@@ -177,12 +225,33 @@ def plan_text(plan: Plan) -> str:
     return "\n".join(text for _, text in plan_lines(plan))
 
 
-def plan_html(plan: Plan) -> str:
+def _html_lines(lines: list[Line]) -> str:
     out = []
-    for st, text in plan_lines(plan):
+    for st, text in lines:
         color = _COLORS.get(st)
         esc = html.escape(text)
         if st == "bold":
             esc = f"<b>{esc}</b>"
         out.append(f'<span style="color:{color}">{esc}</span>' if color else esc)
-    return '<pre style="font-family:monospace">' + "\n".join(out) + "</pre>"
+    return "\n".join(out)
+
+
+_PRE = '<pre style="font-family:monospace;white-space:pre-wrap;overflow-wrap:anywhere">'
+
+
+def plan_html(plan: Plan) -> str:
+    """For Jupyter: the summary and warnings first, then the changes; unchanged resources folded into
+    one expandable line; long lines wrap instead of scrolling sideways."""
+    head: list[Line] = [("bold", summary_line(plan))] + [("yellow", f"Warning: {w}") for w in plan.warnings]
+    body: list[Line] = []
+    for c in plan.changes:
+        if c.action is not Action.NOOP or c.adopt:
+            body += [*change_lines(c), ("", "")]
+    parts = [_PRE + _html_lines(head) + "</pre>"]
+    if body:
+        parts.append(_PRE + _html_lines(body) + "</pre>")
+    same = unchanged(plan)
+    if same:
+        rows = _html_lines([line for c in same for line in change_lines(c)])
+        parts.append(f"<details><summary>{len(same)} unchanged</summary>{_PRE}{rows}</pre></details>")
+    return "<div>" + "".join(parts) + "</div>"

@@ -31,7 +31,9 @@ def execute(
     *,
     outputs: Callable[[State], dict[str, Any]] | None = None,
 ) -> State:
-    """Run ``changes``; state is written after each completed change. Returns the final state."""
+    """Run ``changes``; state is written after each completed change, with the ``outputs`` derived
+    from what it then records (so outputs never describe what is gone, nor wait for the end of a run
+    that may be interrupted). Returns the final state."""
     state_lock = threading.Lock()
     deps = change_dependencies(changes)
     pending = {c.address: c for c in changes}
@@ -48,6 +50,8 @@ def execute(
                 state.resources[address] = ResourceState(
                     type=r.type, id=r.state_id(attrs), attributes=attrs, dependencies=list(r.dependencies)
                 )
+            if outputs is not None:
+                state.outputs = outputs(state)
             backend.write(state)
 
     def record(change: Change, attrs: dict[str, Any] | None) -> None:
@@ -59,12 +63,13 @@ def execute(
         attrs: dict[str, Any] | None
         match change.action:
             case Action.NOOP:
-                # No API call; still record what was observed (adopts what exists).
+                # No API call; still record what was observed (adopts what exists; forgets what is
+                # gone, and on destroy what is not ours to delete).
                 record(change, change.after)
                 return
             case Action.KEEP:
-                # Retained on destroy: forgotten, so destroy leaves no entry behind.
-                record(change, None)
+                # Retained on destroy: left running and left in the state, so a later destroy (with
+                # --delete-bucket, say) can still delete it.
                 return
             case Action.CREATE | Action.UPDATE | Action.REPLACE | Action.DELETE:
                 pass
@@ -113,11 +118,6 @@ def execute(
                     failure = (c.address, err)
                 ctx.emit(Event("failed", c.address, c.action, message=str(err)))
     ctx.record_checkpoints(None)
-
-    if outputs is not None and failure is None:
-        with state_lock:
-            state.outputs = outputs(state)
-            backend.write(state)
 
     if failure is not None:
         address, err = failure

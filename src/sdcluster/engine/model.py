@@ -161,7 +161,7 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return any(c.mutating or c.adopt or c.action is Action.KEEP for c in self.changes)
+        return any(c.mutating or c.adopt for c in self.changes)
 
     def counts(self) -> dict[str, int]:
         add = sum(1 for c in self.changes if c.action in (Action.CREATE, Action.REPLACE))

@@ -111,6 +111,8 @@ def destroy_change(
             Action.NOOP,
             f"{r.type} {r.name} exists but is not in the state (not managed by sdcluster): left alone",
         )
+    if r.retain_on_destroy and r.forget_on_destroy:
+        return r.change(Action.NOOP, r.retain_on_destroy, before=dict(observed), after=None)
     if r.retain_on_destroy:
         return r.change(Action.KEEP, r.retain_on_destroy, before=dict(observed), after=dict(observed))
     reason = "no longer in the configuration" if orphaned else "destroy requested"

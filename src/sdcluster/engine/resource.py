@@ -114,8 +114,11 @@ class Resource(Generic[C]):
         self.address = address
         self._desired = desired
         self.dependencies: tuple[str, ...] = tuple(dependencies)
-        # Non-empty: the reason this resource is kept (not deleted) on destroy.
+        # Non-empty: the reason this resource is kept (not deleted) on destroy. It stays in the state
+        # (so a later destroy can still delete it), unless forget_on_destroy says it is not ours to
+        # delete ever (an enabled API): then destroy forgets it.
         self.retain_on_destroy = ""
+        self.forget_on_destroy = False
 
     @classmethod
     def from_state(cls, provider: Any, address: str, record: ResourceState) -> Self | None:

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from kubernetes import client as k8s_client
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+# A local emulator answers in milliseconds; a dead or mistyped address must not cost 20 s of retries.
+EMULATOR_CONNECT_TIMEOUT_S = 3.0
 # Impersonated tokens are short-lived and refreshed as needed (google-auth refreshes before expiry).
 IMPERSONATION_LIFETIME_S = 1800
 
@@ -156,11 +158,34 @@ class ClientFactory:
         )
 
     def emulator_info(self) -> dict[str, Any]:
+        """The emulator's Info; a ConfigError within seconds when nothing answers at its address."""
+        import grpc
+
         if not self.emulator:
             raise RuntimeError("not on the emulator")
         if self._info is None:
-            self._info = control_call(self.emulator, "Info")
+            try:
+                self._info = control_call(self.emulator, "Info", timeout=EMULATOR_CONNECT_TIMEOUT_S)
+            except grpc.RpcError as e:
+                raise ConfigError(
+                    f"no sdcluster emulator answers at {self.emulator} ({ENV_EMULATOR} / --emulator): "
+                    f"{e.code().name}",
+                    hint=(
+                        "start one (sdcluster emulator serve) and export the line it prints; "
+                        f"to use Google Cloud, unset {ENV_EMULATOR}"
+                    ),
+                ) from None
         return self._info
+
+    def check_emulated_project(self, project: str) -> None:
+        """On the emulator, refuse a project it does not emulate (instead of a permission error later)."""
+        info = self.emulator_info()
+        emulated = info.get("projects") or [info.get("project")]
+        if project not in emulated:
+            raise ConfigError(
+                f"the emulator at {self.emulator} emulates {', '.join(map(str, emulated))}, not project {project}",
+                hint=f"serve that project too: sdcluster emulator serve --project {project} (or fix `project`)",
+            )
 
     # ---- Google clients -------------------------------------------------------------------------
     def _grpc_client(
@@ -172,6 +197,7 @@ class ClientFactory:
             if cache_key in self._cache:
                 return self._cache[cache_key]
         if self.emulator:
+            self.emulator_info()  # fail fast, naming the address, when nothing listens there
             channel = _emulator_channel(self.emulator, creds)
             client = build(transport=transport_cls(channel=channel))
         else:
@@ -285,19 +311,14 @@ class ClientFactory:
         """An ApiClient for a GKE cluster: TLS verified against the cluster CA, bearer token from
         ``credentials`` (refreshed before expiry on every request). No kubeconfig is written."""
         import base64
-        import tempfile
 
         from google.auth.transport import requests as ga_requests
         from kubernetes import client as k8s
 
-        ca_pem = base64.b64decode(ca_certificate_b64)
-        # The kubernetes client takes the CA as a file path; a CA certificate is public material.
-        fd, ca_path = tempfile.mkstemp(prefix="sdcluster-ca-", suffix=".pem")
-        with os.fdopen(fd, "wb") as f:
-            f.write(ca_pem)
         conf = k8s.Configuration()
         conf.host = f"https://{endpoint}"
-        conf.ssl_ca_cert = ca_path
+        # The CA stays in memory (urllib3's ca_cert_data): no file is left behind per client.
+        conf.ca_cert_data = base64.b64decode(ca_certificate_b64).decode("ascii")
         conf.verify_ssl = True
         request = ga_requests.Request()
         lock = threading.Lock()

@@ -130,6 +130,12 @@ class GcsBackend:
         except Exception:
             return None
 
+    def lock_is_mine(self) -> bool:
+        return self._held is not None
+
+    def holder(self) -> LockInfo | None:
+        return self._lock_info()
+
     def force_unlock(self) -> LockInfo | None:
         info = self._lock_info()
         blob = self._bucket().blob(self.lock_name)

@@ -133,21 +133,26 @@ class GcpStack(Stack[GcpContext]):
         return out
 
     def outputs(self, state: State) -> dict[str, Any]:
+        """Outputs of what the state records now: nothing is described that does not exist."""
         cfg = self.config
-        out: dict[str, Any] = {
-            "admin_service_account": cfg.admin_email,
-            "node_service_account": cfg.node_email,
-        }
-        cluster = state.resources.get(f"gke.cluster.{cfg.cluster.name}")
+        has = state.resources.get
+        out: dict[str, Any] = {}
+        if has(f"iam.service_account.{cfg.iam.admin_account}"):
+            out["admin_service_account"] = cfg.admin_email
+        if has(f"iam.service_account.{cfg.iam.node_account}"):
+            out["node_service_account"] = cfg.node_email
+        cluster = has(f"gke.cluster.{cfg.cluster.name}")
         if cluster is not None:
             out.update(
                 cluster_name=cfg.cluster.name,
                 cluster_zone=cluster.attributes.get("location", cfg.cluster.zone),
                 cluster_endpoint=cluster.attributes.get("endpoint", ""),
             )
-        if cfg.bucket.enabled and f"storage.bucket.{cfg.bucket_name}" in state.resources:
+        bucket = has(f"storage.bucket.{cfg.bucket_name}")
+        if bucket is not None:
             out["bucket_url"] = f"gs://{cfg.bucket_name}"
-        out["model_path"] = cfg.model_path
-        service = state.resources.get(f"k8s.service.{cfg.serving.namespace}/{APP}")
+        if bucket is not None or not cfg.bucket.enabled:
+            out["model_path"] = cfg.model_path
+        service = has(f"k8s.service.{cfg.serving.namespace}/{APP}")
         out.update(endpoint_outputs(cfg, str(service.attributes.get("lb_ip", "")) if service else None))
         return out

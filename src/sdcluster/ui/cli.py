@@ -7,19 +7,31 @@ Only ``SdclusterError`` is caught: it prints ``Error: ...`` and ``Hint: ...`` (t
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from ..engine import Action
-from ..errors import NotFound, SdclusterError, UsageError
+from ..errors import SdclusterError, UsageError
+from .common import (
+    Flag,
+    Options,
+    SetOpt,
+    VerboseOpt,
+    check_output_dir,
+    check_output_file,
+    command,
+    confirm,
+    console,
+    opts,
+    parse_sets,
+    plain_help,
+    say,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,105 +41,53 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,
+    # Plain help, click's: no "<bool>" after flags, and help texts are not read as rich markup.
+    rich_markup_mode=None,
 )
-state_app = typer.Typer(help="Inspect and edit the state.", no_args_is_help=True)
-emulator_app = typer.Typer(help="The local emulator (offline use and CI).", no_args_is_help=True)
+state_app = typer.Typer(help="Inspect and edit the state.", no_args_is_help=True, rich_markup_mode=None)
+emulator_app = typer.Typer(
+    help="The local emulator (offline use and CI).", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(state_app, name="state")
 app.add_typer(emulator_app, name="emulator")
 
 
-@dataclass
-class Options:
-    """The global options of one invocation, kept in typer's context (``ctx.obj``).
-
-    ``stack`` is the seam tests plug a stack of their own into (``CliRunner().invoke(app, args,
-    obj=Options(stack=lambda cfg: MemStack(...)))``); by default the Google stack is built.
-    """
-
-    config: str = "sdcluster.toml"
-    state: str | None = None
-    emulator: str | None = None
-    verbose: bool = False
-    overrides: dict[str, Any] = field(default_factory=dict)
-    stack: Callable[[Any], Any] | None = None
-
-
-def _opts(ctx: typer.Context | None) -> Options:
-    found = ctx.find_object(Options) if ctx is not None else None
-    return found if found is not None else Options()
-
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
-
-
-def _errors(fn: F) -> F:
-    """Turn SdclusterError into ``Error:``/``Hint:`` and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except SdclusterError as e:
-            if _opts(kwargs.get("ctx")).verbose:
-                import traceback
-
-                traceback.print_exc()
-            err = _console(stderr=True)
-            err.print(f"[bold red]Error:[/] {e.message}", markup=True, highlight=False)
-            if e.hint:
-                err.print(f"[bold]Hint:[/] {e.hint}", markup=True, highlight=False)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
+# Shared machinery (ui/common.py), under the names the commands below use.
+_opts = opts
+_console = console
+_errors = command
+_confirm = confirm
 
 
 @app.callback()
 def _main(
     ctx: typer.Context,
     config: Annotated[
-        str, typer.Option("--config", "-c", help="Configuration file.", envvar="SDCLUSTER_CONFIG")
+        str,
+        typer.Option("--config", "-c", metavar="FILE", help="Configuration file.", envvar="SDCLUSTER_CONFIG"),
     ] = "sdcluster.toml",
     state: Annotated[
         str | None,
-        typer.Option("--state", help="State location (overrides state.path).", envvar="SDCLUSTER_STATE"),
+        typer.Option(
+            "--state", metavar="PATH", help="State location (overrides state.path).", envvar="SDCLUSTER_STATE"
+        ),
     ] = None,
     emulator: Annotated[
         str | None,
         typer.Option(
-            "--emulator", help="Route every call to the emulator at HOST:PORT.", envvar="SDCLUSTER_EMULATOR"
+            "--emulator",
+            metavar="HOST:PORT",
+            help="Route every call to the emulator at HOST:PORT.",
+            envvar="SDCLUSTER_EMULATOR",
         ),
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set", help="Override a setting: --set cluster.max_nodes=3 (repeatable; beats file and env)."
-        ),
-    ] = None,
+    verbose: VerboseOpt = False,
+    set_: SetOpt = None,
 ) -> None:
-    opts = ctx.ensure_object(Options)
-    opts.config, opts.state, opts.emulator, opts.verbose = config, state, emulator, verbose
-    opts.overrides = _parse_sets(set_ or [])
-
-
-def _parse_sets(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are read as TOML scalars when they parse (3, true, "x"), else text."""
-    import tomllib
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
-        try:
-            value: Any = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        out[key.strip()] = value
-    return out
+    """Global options are accepted here and on every subcommand (`sdcluster plan -v --set k=v`)."""
+    o = ctx.ensure_object(Options)
+    o.config, o.state, o.emulator, o.verbose = config, state, emulator, verbose
+    o.overrides = parse_sets(set_ or [])
 
 
 def _load_config(ctx: typer.Context) -> Any:
@@ -162,21 +122,6 @@ def _progress() -> Any:
     return ProgressPrinter(_console())
 
 
-def _confirm(what: str, auto_approve: bool) -> None:
-    if auto_approve:
-        return
-    if not sys.stdin.isatty():
-        raise UsageError(
-            f"refusing to {what} without confirmation: standard input is not a terminal",
-            hint="pass -y/--auto-approve to approve non-interactively",
-        )
-    answer = typer.prompt(
-        f"Do you want to {what}? Only 'yes' will be accepted to approve", default="", show_default=False
-    )
-    if answer.strip() != "yes":
-        raise UsageError(f"{what} cancelled", hint="nothing was changed")
-
-
 # --------------------------------------------------------------------------------------------------
 # init
 
@@ -185,18 +130,26 @@ def _confirm(what: str, auto_approve: bool) -> None:
 @_errors
 def init(
     ctx: typer.Context,
-    project: Annotated[str, typer.Option(help="Google Cloud project id.")],
-    user: Annotated[str, typer.Option(help="Member allowed to impersonate gke-admin (user:EMAIL or EMAIL).")],
-    region: Annotated[str | None, typer.Option(help="Region, e.g. us-central1.")] = None,
-    zone: Annotated[str | None, typer.Option(help="Zone of the cluster, e.g. us-central1-c.")] = None,
-    machine_type: Annotated[str | None, typer.Option(help="Node machine type.")] = None,
+    project: Annotated[str, typer.Option(metavar="PROJECT", help="Google Cloud project id.")],
+    user: Annotated[
+        str,
+        typer.Option(metavar="EMAIL", help="Member allowed to impersonate gke-admin (user:EMAIL or EMAIL)."),
+    ],
+    region: Annotated[str | None, typer.Option(metavar="REGION", help="Region, e.g. us-central1.")] = None,
+    zone: Annotated[
+        str | None, typer.Option(metavar="ZONE", help="Zone of the cluster, e.g. us-central1-c.")
+    ] = None,
+    machine_type: Annotated[str | None, typer.Option(metavar="TYPE", help="Node machine type.")] = None,
     state: Annotated[
-        str | None, typer.Option("--state", help="State location: a path or gs://BUCKET/PREFIX/state.json.")
+        str | None,
+        typer.Option(
+            "--state", metavar="LOCATION", help="State location: a path or gs://BUCKET/PREFIX/state.json."
+        ),
     ] = None,
     migrate_state: Annotated[
-        bool, typer.Option("--migrate-state", help="Move the existing state to the new location.")
+        bool, Flag("--migrate-state", help="Move the existing state to the new location.")
     ] = False,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    force: Annotated[bool, Flag("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write sdcluster.toml (the counterpart of the tutorial's setup.sh); with --state gs://...,
     create the state bucket (versioned, uniform access, public access prevention) when missing."""
@@ -207,7 +160,7 @@ def init(
     user = normalize_member(user)
     old_state = ".sdcluster/state.json"
     if migrate_state and Path(_opts(ctx).config).exists():
-        old_state = _load_config(ctx).state.path
+        old_state = _load_config(ctx).state_location
     fields: dict[str, Any] = {"project": project, "user": user}
     if region:
         fields["region"] = region
@@ -253,28 +206,33 @@ def init(
 def plan(
     ctx: typer.Context,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Save the plan for `sdcluster apply FILE`.")
+        Path | None, typer.Option("--out", metavar="FILE", help="Save the plan for `sdcluster apply FILE`.")
     ] = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (see README).")] = False,
-    destroy: Annotated[bool, typer.Option("--destroy", help="Plan a destroy.")] = False,
+    json_: Annotated[bool, Flag("--json", help="Print the plan as JSON (see README).")] = False,
+    destroy: Annotated[bool, Flag("--destroy", help="Plan a destroy.")] = False,
     detailed_exitcode: Annotated[
-        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes.")
+        bool, Flag("--detailed-exitcode", help="Exit 2 when there are changes.")
+    ] = False,
+    show_unchanged: Annotated[
+        bool, Flag("--show-unchanged", help="List the unchanged resources one by one.")
     ] = False,
 ) -> None:
-    """Show what apply would change."""
+    """Show what apply would change (read-only: takes no lock, creates nothing)."""
     from .. import api
 
+    if out is not None:
+        check_output_file(out, "plan file")
     p = api.plan(_workspace(ctx), destroy=destroy)
     if json_:
         typer.echo(json.dumps(p.to_dict(), indent=2))
     else:
         from .render import plan_lines
 
-        _print_lines(plan_lines(p))
+        _print_lines(plan_lines(p, show_unchanged=show_unchanged))
     if out is not None:
         api.save_plan(p, out)
         if not json_:
-            typer.echo(f"\nSaved the plan to {out}. To apply exactly this plan: sdcluster apply {out}")
+            say(f"\nSaved the plan to {out}. To apply exactly this plan: sdcluster apply {out}")
     if detailed_exitcode and p.has_changes:
         raise typer.Exit(2)
 
@@ -283,10 +241,10 @@ def plan(
 @_errors
 def apply(
     ctx: typer.Context,
-    planfile: Annotated[Path | None, typer.Argument(help="A plan saved with `plan --out`.")] = None,
-    auto_approve: Annotated[
-        bool, typer.Option("--auto-approve", "-y", help="Do not ask for confirmation.")
-    ] = False,
+    planfile: Annotated[
+        Path | None, typer.Argument(metavar="PLANFILE", help="A plan saved with `plan --out`.")
+    ] = None,
+    auto_approve: Annotated[bool, Flag("--auto-approve", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Create or update everything so it matches the configuration."""
     from .. import api
@@ -319,14 +277,16 @@ def _run(p: Any, what: str, auto_approve: bool) -> None:
     with _progress() as progress:
         state = api.apply(p, listener=progress)
     n = p.counts()
+    imported = f"{n['import']} imported, " if n["import"] else ""
     if p.destroy:
-        kept = [c.address for c in p.changes if c.action is Action.KEEP]
-        typer.echo(f"\nDestroy complete! Resources: {n['destroy']} destroyed.")
-        for a in kept:
-            typer.echo(f"Kept: {a}")
+        say(f"\nDestroy complete! Resources: {imported}{n['destroy']} destroyed.")
+        for c in p.changes:
+            if c.action is Action.KEEP:
+                say(f"Kept: {c.address} ({c.reason})")
     else:
-        typer.echo(
-            f"\nApply complete! Resources: {n['add']} added, {n['change']} changed, {n['destroy']} destroyed."
+        say(
+            f"\nApply complete! Resources: {imported}{n['add']} added, {n['change']} changed, "
+            f"{n['destroy']} destroyed."
         )
         _print_outputs(p.bound().backend, state.outputs)
 
@@ -346,15 +306,24 @@ def _print_outputs(backend: Any, outputs: dict[str, Any] | None = None) -> None:
 @_errors
 def destroy(
     ctx: typer.Context,
-    auto_approve: Annotated[
-        bool, typer.Option("--auto-approve", "-y", help="Do not ask for confirmation.")
+    auto_approve: Annotated[bool, Flag("--auto-approve", "-y", help="Do not ask for confirmation.")] = False,
+    delete_bucket: Annotated[
+        bool,
+        Flag("--delete-bucket", help="Delete the model bucket too (only if it is empty, unless --force)."),
+    ] = False,
+    force: Annotated[
+        bool, Flag("--force", help="With --delete-bucket: delete the objects in it (the model) as well.")
     ] = False,
 ) -> None:
-    """Delete what sdcluster created (the model bucket is kept unless configured otherwise)."""
+    """Delete what sdcluster created (the model bucket is kept unless asked or configured otherwise)."""
     from .. import api
     from .render import plan_lines
 
-    ws = _workspace(ctx)
+    if force and not delete_bucket:
+        raise UsageError(
+            "--force only applies with --delete-bucket", hint="sdcluster destroy --delete-bucket --force"
+        )
+    ws = _workspace(ctx, delete_bucket=delete_bucket, force_bucket=force)
     with ws.backend.lock("destroy"):
         p = api.plan(ws, destroy=True)
         _print_lines(plan_lines(p))
@@ -376,15 +345,19 @@ def _read_state(ws: Any) -> Any:
 @_errors
 def output(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(help="One output, printed bare.")] = None,
-    json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    name: Annotated[str | None, typer.Argument(metavar="NAME", help="One output, printed bare.")] = None,
+    json_: Annotated[bool, Flag("--json", help="JSON output.")] = False,
 ) -> None:
-    """Print outputs (e.g. `curl $(sdcluster output endpoint)`)."""
-    st = _read_state(_workspace(ctx))
+    """Print outputs (e.g. `curl $(sdcluster output endpoint)`). Read-only."""
+    ws = _workspace(ctx)
+    st = _read_state(ws)
     if name is not None:
         if name not in st.outputs:
-            known = ", ".join(sorted(st.outputs)) or "none yet"
-            raise UsageError(f"no output named {name!r}", hint=f"outputs: {known}")
+            known = ", ".join(sorted(st.outputs)) or "none"
+            hint = f"outputs now: {known}"
+            if name in ("endpoint", "grpc_address"):
+                hint += "; the Service does not exist (or has no address yet): sdcluster apply"
+            raise UsageError(f"no output named {name!r}", hint=hint)
         v = st.outputs[name]
         typer.echo(json.dumps(v) if json_ or not isinstance(v, str) else v)
         return
@@ -417,34 +390,93 @@ def state_show(
 
 @app.command()
 @_errors
-def status(
-    ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False
+def validate(ctx: typer.Context, json_: Annotated[bool, Flag("--json", help="JSON output.")] = False) -> None:
+    """Check the configuration and the Kubernetes objects it makes, offline (for CI; no cloud access)."""
+    from .. import api
+
+    cfg = _load_config(ctx)
+    result = api.validate(cfg)
+    if json_:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    c = cfg.cluster
+    pool = f"{c.machine_type} x {c.min_nodes}..{c.max_nodes}, {'Spot' if c.spot else 'on-demand'}"
+    say(
+        f"Configuration {_opts(ctx).config}: valid (project {cfg.project}, cluster {c.name} in {c.zone}, {pool})."
+    )
+    kinds = ", ".join(f"{o['kind']} {o['name']}" for o in result["objects"])
+    if result["schemas"]:
+        say(
+            f"Kubernetes objects: {len(result['objects'])} valid against the Kubernetes {result['schemas']} schemas ({kinds})."
+        )
+    else:
+        say(
+            f"Kubernetes objects: {len(result['objects'])} rendered ({kinds}); their schemas were NOT checked: "
+            "pip install 'sdcluster[validate]'"
+        )
+
+
+@app.command()
+@_errors
+def show(
+    ctx: typer.Context,
+    planfile: Annotated[Path, typer.Argument(metavar="PLANFILE", help="A plan saved with `plan --out`.")],
+    json_: Annotated[bool, Flag("--json", help="Print the plan as JSON.")] = False,
+    show_unchanged: Annotated[
+        bool, Flag("--show-unchanged", help="List the unchanged resources too.")
+    ] = False,
 ) -> None:
-    """Show the managed resources, the cluster, the Deployment and the endpoint (refreshes, changes nothing)."""
+    """Show a saved plan (offline: nothing is read from the cloud or the state)."""
+    from ..engine import Plan
+    from .render import plan_lines
+
+    try:
+        data = json.loads(planfile.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(
+            f"no plan file {planfile}", hint="make one: sdcluster plan --out plan.json"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UsageError(
+            f"cannot read the plan file {planfile}: {e}",
+            hint="make a new one: sdcluster plan --out plan.json",
+        ) from None
+    p = Plan.from_dict(data)
+    if json_:
+        typer.echo(json.dumps(p.to_dict(), indent=2))
+    else:
+        _print_lines(plan_lines(p, show_unchanged=show_unchanged))
+
+
+@app.command()
+@_errors
+def status(ctx: typer.Context, json_: Annotated[bool, Flag("--json", help="JSON output.")] = False) -> None:
+    """Show the resources, the cluster, the Deployment and the endpoint (read-only; works while an
+    apply runs elsewhere: it shows the state that run saved last)."""
+    from rich.text import Text
+
     from .. import api
 
     st = api.status(_workspace(ctx))
     if json_:
         typer.echo(json.dumps(st, indent=2, default=str))
         return
-    console = _console()
+    out = _console()
     width = max((len(r["state"]) for r in st["resources"]), default=0)
     for r in st["resources"]:
         style = "green" if r["state"] == "in sync" else "yellow"
-        console.print(f"[{style}]{r['state']:<{width}}[/]  {r['address']}", highlight=False)
+        out.print(Text.assemble((f"{r['state']:<{width}}", style), "  ", r["address"]), highlight=False)
     c, d = st["cluster"], st["deployment"]
     if c:
-        console.print(
-            f"\nCluster: {c['status']} in {c['location']}, {c['nodes']} node(s), endpoint {c['endpoint']}"
-        )
+        say(f"\nCluster: {c['status']} in {c['location']}, {c['nodes']} node(s), endpoint {c['endpoint']}")
     else:
-        console.print("\nCluster: not created")
+        say("\nCluster: not created")
     if d:
-        console.print(f"Deployment: {d['ready']} ready")
+        say(f"Deployment: {d['ready']} ready")
     if st["outputs"].get("endpoint"):
-        console.print(f"Endpoint: {st['outputs']['endpoint']}")
+        say(f"Endpoint: {st['outputs']['endpoint']}")
     for w in st["warnings"]:
-        console.print(f"[yellow]Warning:[/] {w}")
+        out.print(Text.assemble(("Warning:", "yellow"), " ", w), highlight=False)
 
 
 @app.command()
@@ -474,31 +506,36 @@ def doctor(
 @_errors
 def kubeconfig(
     ctx: typer.Context,
-    out: Annotated[Path | None, typer.Option("--out", help="Write here instead of standard output.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="FILE", help="Write here instead of standard output.")
+    ] = None,
+    merge: Annotated[
+        bool,
+        Flag(
+            "--merge",
+            help="Merge into ~/.kube/config (or $KUBECONFIG's first file) as context "
+            "gke_PROJECT_ZONE_CLUSTER, as `gcloud container clusters get-credentials` does.",
+        ),
+    ] = False,
 ) -> None:
-    """Write a kubeconfig for kubectl (uses gke-gcloud-auth-plugin; no token is embedded)."""
-    from .. import retry
-    from ..gcp.clients import ClientFactory
-    from ..gcp.resources.serving import kubeconfig as render_kubeconfig
+    """Write a kubeconfig for kubectl (it uses gke-gcloud-auth-plugin; no token is embedded)."""
+    from .. import api
 
+    if out is not None and merge:
+        raise UsageError("--out and --merge are alternatives", hint="sdcluster kubeconfig --merge")
+    target = api.default_kubeconfig_path() if merge else out
+    if target is not None:
+        check_output_file(target, "kubeconfig")
     cfg = _load_config(ctx)
-    factory = ClientFactory.for_user(cfg.user, _opts(ctx).emulator)
-    client = factory.cluster_manager()
-    try:
-        cluster = retry.call(lambda: client.get_cluster(name=cfg.cluster_key), project=cfg.project)
-    except NotFound as e:
-        raise NotFound(
-            f"cluster {cfg.cluster.name} does not exist in {cfg.cluster.zone}", hint="run: sdcluster apply"
-        ) from e
-    text = render_kubeconfig(cfg, cluster.endpoint, cluster.master_auth.cluster_ca_certificate)
-    if out is None:
-        typer.echo(text, nl=False)
+    doc = api.kubeconfig(cfg, emulator=_opts(ctx).emulator)
+    if target is None:
+        typer.echo(json.dumps(doc, indent=2))
         return
-    from ..state import atomic_write
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, text.encode())
-    typer.echo(f"Wrote {out}. Use: KUBECONFIG={out} kubectl get pods")
+    context = api.write_kubeconfig(doc, target, merge=merge)
+    if merge:
+        say(f"Merged context {context} into {target} and made it the current context. Try: kubectl get pods")
+    else:
+        say(f"Wrote {target}. Use: KUBECONFIG={target} kubectl get pods")
 
 
 @app.command("upload-model")
@@ -547,24 +584,48 @@ def upload_model(
 @_errors
 def generate(
     ctx: typer.Context,
-    prompt: Annotated[str, typer.Argument(help="What to draw.")],
-    negative_prompt: Annotated[str, typer.Option("--negative-prompt", help="What to avoid.")] = "",
-    steps: Annotated[int, typer.Option("--steps", min=1, max=1000, help="Diffusion steps.")] = 30,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=8, help="Images per request.")] = 1,
-    out: Annotated[Path, typer.Option("--out", help="Where to write the PNG files.")] = Path("."),
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="What to draw.")],
+    negative_prompt: Annotated[
+        str, typer.Option("--negative-prompt", metavar="TEXT", help="What to avoid.")
+    ] = "",
+    steps: Annotated[
+        int, typer.Option("--steps", metavar="N", min=1, max=1000, help="Diffusion steps.")
+    ] = 30,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", metavar="N", min=1, max=8, help="Images per request.")
+    ] = 1,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", metavar="PATH", help="A directory for the PNG files, or a file name ending in .png."
+        ),
+    ] = Path("."),
     timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds to wait for the images (CPU takes minutes).")
+        float,
+        typer.Option(
+            "--timeout", metavar="SECONDS", help="How long to wait for the images (CPU takes minutes)."
+        ),
     ] = 600.0,
     endpoint: Annotated[
-        str | None, typer.Option("--endpoint", help="Model URL (default: the `endpoint` output).")
+        str | None,
+        typer.Option("--endpoint", metavar="URL", help="Model URL (default: the `endpoint` output)."),
     ] = None,
 ) -> None:
     """Generate images from the deployed model and save them as PNG."""
     import time
 
     from ..generate import generate as run_generate
-    from ..generate import save_images
+    from ..generate import names_a_file, save_images
 
+    # Everything that can be refused is refused before the (minutes-long) generation.
+    if not prompt.strip():
+        raise UsageError(
+            "the prompt is empty", hint='say what to draw: sdcluster generate "a photo of a cat"'
+        )
+    if names_a_file(out):
+        check_output_file(out, "image file")
+    else:
+        check_output_dir(out, "image directory")
     ws = _workspace(ctx)
     cfg = ws.config
     if endpoint is None:
@@ -572,7 +633,6 @@ def generate(
         endpoint = (st.outputs.get("endpoint") if st else None) or None
         if endpoint is None:
             raise UsageError("no endpoint yet", hint="run: sdcluster apply (or pass --endpoint URL)")
-    console = _console()
     started = time.monotonic()
     result = run_generate(
         cfg,
@@ -582,12 +642,12 @@ def generate(
         steps=steps,
         batch_size=batch_size,
         timeout_s=timeout,
-        progress=lambda msg: console.print(msg, highlight=False),
+        progress=say,
     )
     paths = save_images(result, out)
     for path in paths:
-        typer.echo(f"Wrote {path}")
-    typer.echo(f"{len(paths)} image(s) in {time.monotonic() - started:.1f}s from {result.endpoint}")
+        say(f"Wrote {path}")
+    say(f"{len(paths)} image(s) in {time.monotonic() - started:.1f}s from {result.endpoint}")
 
 
 @state_app.command("pull")
@@ -602,7 +662,7 @@ def state_pull(ctx: typer.Context) -> None:
 def state_push(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="A state document (from `state pull`).")],
-    force: Annotated[bool, typer.Option(help="Allow an older serial to replace a newer one.")] = False,
+    force: Annotated[bool, Flag("--force", help="Allow an older serial to replace a newer one.")] = False,
 ) -> None:
     """Replace the stored state with FILE (same lineage; serial checked)."""
     from .. import api
@@ -655,12 +715,13 @@ def force_unlock(ctx: typer.Context) -> None:
 @_errors
 def demo(
     ctx: typer.Context,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the emulator running at the end.")] = False,
+    keep: Annotated[bool, Flag("--keep", help="Keep the emulator running at the end.")] = False,
     workdir: Annotated[
-        Path | None, typer.Option("--dir", help="Working directory (default: a new temp dir).")
+        Path | None, typer.Option("--dir", metavar="DIR", help="Working directory (default: a new temp dir).")
     ] = None,
 ) -> None:
     """Run init, plan, apply, status, upload-model, generate and destroy on an embedded emulator."""
+    _require_emulator_extra("sdcluster demo")
     from .demo import run
 
     run(
@@ -669,6 +730,21 @@ def demo(
         workdir=workdir,
         step=lambda args: app(args, standalone_mode=False, prog_name="sdcluster"),
     )
+
+
+# What the emulator imports beyond sdcluster's own dependencies (the `emulator` extra).
+EMULATOR_EXTRA_MODULES = ("gcp_storage_emulator", "trustme", "kubernetes_validate", "numpy")
+
+
+def _require_emulator_extra(what: str) -> None:
+    import importlib.util
+
+    missing = [m for m in EMULATOR_EXTRA_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(
+            f"{what} needs the emulator, which needs packages that are not installed ({', '.join(missing)})",
+            hint="pip install 'sdcluster[emulator]'",
+        )
 
 
 @app.command()
@@ -728,6 +804,7 @@ def emulator_serve(
 
     For gcloud and kubectl: `eval "$(sdcluster emulator env)"` in another shell.
     """
+    _require_emulator_extra("sdcluster emulator serve")
     from ..emulator import serve
 
     if project is None or owner is None:
@@ -797,6 +874,9 @@ def _quotas(items: list[str]) -> dict[str, float]:
         if not sep:
             raise typer.BadParameter(f"expected METRIC=NUMBER, got {item!r}", param_hint="--quota")
     return quotas
+
+
+plain_help(app, state_app, emulator_app)
 
 
 def main() -> None:

@@ -251,12 +251,16 @@ _TRANSITIONAL = ("PROVISIONING", "RECONCILING", "STOPPING")
 class Cluster(Resource[GcpContext]):
     type = "gke.cluster"
     replace_on = frozenset({"location", "network", "subnetwork"})
-    informative = frozenset({"status", "endpoint", "current_node_count"})
+    # node_pool: the pool created with the cluster, shown in the plan (its settings are the pool's own
+    # resource, gke.node_pool).
+    informative = frozenset({"status", "endpoint", "current_node_count", "node_pool"})
 
     def __init__(self, cfg: Config, deps: tuple[str, ...]) -> None:
         desired = {
             "location": cfg.cluster.zone,
             "workload_pool": f"{cfg.project}.svc.id.goog",
+            "labels": cluster_labels(cfg),
+            "node_pool": cfg.cluster.node_pool,
             "network": cfg.cluster.network,
         }
         if cfg.cluster.subnetwork:
@@ -356,7 +360,7 @@ class Cluster(Resource[GcpContext]):
             description="Stable Diffusion serving cluster (managed by sdcluster)",
             node_pools=[node_pool_proto(cfg, cfg.cluster.node_pool)],
             workload_identity_config=gke.WorkloadIdentityConfig(workload_pool=f"{cfg.project}.svc.id.goog"),
-            resource_labels={**cfg.cluster.labels, **MANAGED_BY},
+            resource_labels=cluster_labels(cfg),
             network=cfg.cluster.network,
             subnetwork=cfg.cluster.subnetwork or "",
         )
@@ -391,6 +395,19 @@ class Cluster(Resource[GcpContext]):
             raise NotFound(f"cluster {self.cluster_name} vanished right after its creation")
         return cluster_attributes(got)
 
+    def update(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
+        changed = {d.path for d in change.diffs}
+        if "workload_pool" in changed:
+            raise InvalidRequest(
+                f"Workload Identity is off on cluster {self.cluster_name} (changed outside sdcluster); the "
+                "model cannot be read without it",
+                hint=(
+                    f"turn it on again: gcloud container clusters update {self.cluster_name} "
+                    f"--zone {self.cfg.cluster.zone} --workload-pool={self.cfg.project}.svc.id.goog"
+                ),
+            )
+        return _set_labels(self, ctx)
+
     def delete(self, ctx: GcpContext, change: Change) -> None:
         location = str((change.before or {}).get("location") or self.cfg.cluster.zone)
         # GKE does not reliably delete a Service's load balancer with its cluster (it keeps billing):
@@ -414,6 +431,42 @@ class Cluster(Resource[GcpContext]):
             return
 
 
+def _set_labels(cluster: Cluster, ctx: GcpContext) -> dict[str, Any]:
+    """SetLabels with the cluster's current label fingerprint (GKE refuses a stale one: re-read and
+    try again when someone else changed them in between)."""
+    from google.cloud import container_v1 as gke
+
+    client = ctx.factory.cluster_manager(ctx.admin_credentials(cluster.address))
+    location = cluster.cfg.cluster.zone
+    for attempt in range(3):
+        current = cluster._get(ctx, location)
+        if current is None:
+            raise NotFound(f"cluster {cluster.cluster_name} disappeared")
+        request = gke.SetLabelsRequest(
+            name=cluster._key(location),
+            resource_labels=cluster.desired()["labels"],
+            label_fingerprint=current.label_fingerprint,
+        )
+        try:
+            op = mutate(
+                ctx,
+                lambda request=request: client.set_labels(request=request),  # type: ignore[misc]
+                location=location,
+                cluster=cluster.cluster_name,
+                address=cluster.address,
+            )
+        except InvalidRequest as e:
+            if "fingerprint" in str(e) and attempt < 2:
+                continue
+            raise
+        wait_for_operation(ctx, op, location, cluster.address, "setting the cluster's labels")
+        break
+    got = cluster._get(ctx, location)
+    if got is None:
+        raise NotFound(f"cluster {cluster.cluster_name} disappeared")
+    return cluster_attributes(got)
+
+
 def _moved(cfg: Config, key: ClusterKey, pool: str | None = None) -> Config:
     """``cfg`` with the cluster (and pool) of a recorded resource name."""
     update: dict[str, Any] = {"name": key.name, "zone": key.location}
@@ -422,10 +475,15 @@ def _moved(cfg: Config, key: ClusterKey, pool: str | None = None) -> Config:
     return cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update=update)})
 
 
+def cluster_labels(cfg: Config) -> dict[str, str]:
+    return {**cfg.cluster.labels, **MANAGED_BY}
+
+
 def cluster_attributes(cluster: Any) -> dict[str, Any]:
     return {
         "location": cluster.location,
         "workload_pool": cluster.workload_identity_config.workload_pool,
+        "labels": dict(cluster.resource_labels),
         "network": _last(cluster.network) or "default",
         "subnetwork": _last(cluster.subnetwork),
         "status": cluster.status.name,

@@ -78,7 +78,8 @@ class ProjectService(Resource[GcpContext]):
         self.project = project
         self.service = service
         self.manage = manage
-        self.retain_on_destroy = "APIs stay enabled on destroy (other workloads may use them)"
+        self.retain_on_destroy = f"API {service} stays enabled (other workloads may use it)"
+        self.forget_on_destroy = True
 
     @classmethod
     def from_state(cls, provider: Any, address: str, record: ResourceState) -> ProjectService:

@@ -8,7 +8,6 @@ delete the load balancer of a Service when the cluster is deleted, and it keeps 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from decimal import Decimal
@@ -390,34 +389,3 @@ def endpoint_outputs(cfg: Config, service_ip: str | None) -> dict[str, Any]:
         "endpoint": model_url(service_ip, cfg.serving.model_name),
         "grpc_address": f"{service_ip}:{GRPC_PORT}",
     }
-
-
-def kubeconfig(cfg: Config, endpoint: str, ca_b64: str) -> str:
-    """A kubeconfig for kubectl users, authenticating with the gke-gcloud-auth-plugin (no token)."""
-    name = f"gke_{cfg.project}_{cfg.cluster.zone}_{cfg.cluster.name}"
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": name, "cluster": {"server": f"https://{endpoint}", "certificate-authority-data": ca_b64}}
-        ],
-        "users": [
-            {
-                "name": name,
-                "user": {
-                    "exec": {
-                        "apiVersion": "client.authentication.k8s.io/v1beta1",
-                        "command": "gke-gcloud-auth-plugin",
-                        "installHint": "Install gke-gcloud-auth-plugin: gcloud components install gke-gcloud-auth-plugin",
-                        "provideClusterInfo": True,
-                        "interactiveMode": "IfAvailable",
-                    }
-                },
-            }
-        ],
-        "contexts": [
-            {"name": name, "context": {"cluster": name, "user": name, "namespace": cfg.serving.namespace}}
-        ],
-        "current-context": name,
-    }
-    return json.dumps(doc, indent=2) + "\n"
