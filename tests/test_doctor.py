@@ -93,3 +93,22 @@ def test_doctor_lists_the_permissions_apply_needs_and_lacks(doctor: Any) -> None
     assert r.exit_code == 1
     assert "FAIL  permissions: user:nobody@example.com lacks serviceusage.services.get," in r.output
     assert "resourcemanager.projects.setIamPolicy" in r.output
+
+
+def test_doctor_checks_the_gpu_type_in_the_zone(doctor: Any) -> None:
+    _emu, r = doctor({"enabled_services": SDCLUSTER_APIS})
+    gpu = ["--set", "cluster.machine_type=n1-standard-4", "--set", "cluster.accelerator_type=nvidia-tesla-t4"]
+    gpu += ["--set", "cluster.accelerator_count=1"]
+    where = ["--set", "region=us-east1", "--set", "cluster.zone=us-east1-b"]
+    rows = {
+        row["check"]: row for row in json.loads(runner.invoke(app, [*gpu, *where, "doctor", "--json"]).output)
+    }
+    missing = rows["GPU type nvidia-tesla-t4 in us-east1-b"]
+    assert (missing["status"], missing["detail"]) == (
+        "fail",
+        "zone us-east1-b offers no nvidia-tesla-t4 GPUs",
+    )
+    assert "gcloud compute accelerator-types list" in missing["fix"]
+    rows = {row["check"]: row for row in json.loads(runner.invoke(app, [*gpu, "doctor", "--json"]).output)}
+    assert rows["GPU type nvidia-tesla-t4 in us-central1-c"]["status"] == "ok"
+    assert rows["quota GPUS_ALL_REGIONS (all regions)"]["status"] == "fail"  # a new project has none

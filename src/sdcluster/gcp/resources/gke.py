@@ -561,9 +561,9 @@ class NodePool(Resource[GcpContext]):
     def warnings(self, ctx: GcpContext, observed: Mapping[str, Any] | None) -> list[str]:
         """The machine type and GPU type in the zone, and every quota the nodes draw on, read from
         the project (``preflight``); a machine or GPU type the zone lacks stops the plan."""
-        nodes_now = (
-            None if observed is None else int(observed.get("current_nodes", self.cfg.cluster.min_nodes))
-        )
+        # A running pool's nodes are in the usage already; GKE does not say how many run, so the
+        # autoscaler's growth is counted from min_nodes.
+        nodes_now = None if observed is None else self.cfg.cluster.min_nodes
         return preflight.plan_warnings(preflight.cluster_findings(ctx.factory, self.cfg, nodes_now))
 
     def _op(self, ctx: GcpContext, call: Callable[[Any], Any], what: str) -> None:
