@@ -427,13 +427,11 @@ def bench_upload(p: Profile) -> Section:
     faster = "faster" if seq > par else "slower"
     section.notes += [
         f"`upload_model` was {faster} than the one-file-at-a-time loop here ({seq / par:.2f}x). "
-        "The emulator's Cloud Storage is gcp-storage-emulator: pure Python, storing in memory, reading "
-        "request bodies in parallel but updating its store under one lock; it runs in its own process, on "
-        f"the same {os.cpu_count()} cores as the client. So this ratio is the cost or benefit of "
-        "parallelism when a local server's CPU is the bottleneck and the network is loopback (the loop "
-        "sends each file in one request; `upload_model` sends 16 MiB chunks from 8 threads). It says "
-        "nothing about real Cloud Storage, where a single stream is bounded by round trips and "
-        "per-connection throughput, and parallel streams are what fills the link.",
+        "The emulator's Cloud Storage runs in its own process on the same "
+        f"{os.cpu_count()} cores as the client, over loopback and without a link cap here, so this ratio is "
+        "the cost or benefit of parallelism when the machine's CPU is the bottleneck. It says nothing about "
+        "real Cloud Storage, where a single stream is bounded by round trips and per-connection throughput: "
+        "`bench/upload.py` measures that, with each connection capped (section 'Model upload at link speed').",
         "",
         f"The rerun figure does carry over: with nothing changed, `upload_model` lists the version once, "
         f"compares sizes and CRC32C, and sends {again.bytes_sent} bytes in {rerun:.2f} s.",

@@ -14,7 +14,7 @@ import pytest
 
 from sdcluster.config import Config
 from sdcluster.errors import NotFound, UsageError
-from sdcluster.gcp.upload import UploadProgress, crc32c_b64, upload_model
+from sdcluster.gcp.upload import UploadProgress, crc32c_b64, summarize, upload_model
 
 from .helpers import factory
 
@@ -23,6 +23,7 @@ BUCKET = f"{PROJECT}-bucket"
 BASE = f"gs://{BUCKET}/stable_diffusion_model"
 SHARDS = 4
 SHARD_BYTES = 700_000
+MIB = 1024 * 1024
 
 
 def make_saved_model(root: Path) -> dict[str, int]:
@@ -206,3 +207,109 @@ def test_transient_failures_are_retried_and_the_objects_are_intact(
     for name in result.uploaded:  # a retried chunk was re-read from the right offset
         blob = bucket.get_blob(f"stable_diffusion_model/1/{name}")
         assert blob.crc32c == crc32c_b64(tmp_path / "model" / name)
+
+
+# ---- the transfer layer: parts, resume, lost answers ------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test in its own directory: the session journal goes next to the (default) local state."""
+    monkeypatch.chdir(tmp_path)
+
+
+def big_model(root: Path, files: int = 4, size: int = 2 * MIB) -> int:
+    (root / "variables").mkdir(parents=True)
+    (root / "saved_model.pb").write_bytes(os.urandom(100_000))
+    for i in range(files):
+        (root / "variables" / f"variables.data-{i:05d}-of-{files:05d}").write_bytes(os.urandom(size))
+    return 100_000 + files * size
+
+
+def upload_bytes_received(emu: Any, since: int = 0) -> int:
+    return sum(e.bytes_in for e in emu.log.entries()[since:] if e.method.startswith("PUT /upload/"))
+
+
+def test_a_large_file_goes_up_in_parts_composed_into_one_object(
+    setup: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu, cfg, clients = setup
+    monkeypatch.setattr("sdcluster.gcp.transfer.PART_SIZE", 1 * MIB)
+    big_model(tmp_path / "model", files=1, size=5 * MIB + 123)
+
+    result = upload_model(cfg, tmp_path / "model", factory=clients)
+
+    bucket = clients.storage(PROJECT).bucket(BUCKET)
+    name = "variables/variables.data-00000-of-00001"
+    blob = bucket.get_blob(f"stable_diffusion_model/1/{name}")
+    assert blob.component_count == 6 and blob.crc32c == crc32c_b64(tmp_path / "model" / name)
+    assert [b.name for b in clients.storage(PROJECT).list_blobs(BUCKET, prefix=".sdcluster-upload/")] == []
+    composes = [e for e in emu.log.entries() if e.method.endswith("/compose")]
+    assert len(composes) == 1 and result.bytes_sent == 5 * MIB + 123 + 100_000
+
+
+def test_an_interrupted_upload_resumes_and_sends_only_what_is_missing(
+    make_emu: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sdcluster.gcp.upload.PROGRESS_INTERVAL_S", 0.0)
+    emu = make_emu(storage_mib_s=2)  # 2 MiB/s per connection: the upload takes a while
+    clients = factory(emu)
+    clients.storage(PROJECT).create_bucket(BUCKET, location="us-central1")
+    cfg = Config.build(project=PROJECT, user=emu.world.knobs.owner)
+    total = big_model(tmp_path / "model")
+
+    class Interrupted(Exception):
+        pass
+
+    def halfway(p: UploadProgress) -> None:
+        if p.bytes_done >= total // 2:
+            raise Interrupted  # a dropped connection in the middle of every stream
+
+    with pytest.raises(Interrupted):
+        upload_model(cfg, tmp_path / "model", factory=clients, progress=halfway)
+    first = upload_bytes_received(emu)
+    assert first < total  # it really stopped halfway
+    assert list((tmp_path / ".sdcluster" / "uploads").glob("*.json"))  # the sessions were kept
+
+    result = upload_model(cfg, tmp_path / "model", factory=clients)
+
+    assert result.bytes_sent < total - first + 5 * 256 * 1024
+    # Over both runs the emulator received the model once, plus under a 256 KiB unit per cut stream.
+    assert total <= upload_bytes_received(emu) < total + 5 * 256 * 1024
+    assert not list((tmp_path / ".sdcluster" / "uploads").glob("*.json"))  # nothing left to resume
+    bucket = clients.storage(PROJECT).bucket(BUCKET)
+    for name in result.uploaded:
+        assert bucket.get_blob(f"stable_diffusion_model/1/{name}").crc32c == crc32c_b64(
+            tmp_path / "model" / name
+        )
+
+
+def test_a_cut_final_answer_and_a_gone_session_cost_no_whole_upload(
+    setup: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sdcluster.retry.BACKOFF_SCALE", 0.01)
+    emu, cfg, clients = setup
+    total = big_model(tmp_path / "model")
+    # The largest file's final answer is cut after the object was made ("Unterminated string ..."),
+    # and the next session is gone (410) at its first byte.
+    emu.add_fault(method="^PUT /upload/", after=True, lose="cut")
+    emu.add_fault(method="^PUT /upload/", http_status=410, code="NOT_FOUND")
+
+    result = upload_model(cfg, tmp_path / "model", factory=clients)
+
+    assert sum(e.response_lost for e in emu.log.entries()) == 1
+    assert sum(e.code == "NOT_FOUND" and e.method.startswith("PUT /upload/") for e in emu.log.entries()) == 1
+    # The cut answer is recovered by asking the session (nothing sent again); the 410 restarts one part.
+    assert total < result.bytes_sent <= total + 2 * MIB
+    bucket = clients.storage(PROJECT).bucket(BUCKET)
+    for name in result.uploaded:
+        assert bucket.get_blob(f"stable_diffusion_model/1/{name}").crc32c == crc32c_b64(
+            tmp_path / "model" / name
+        )
+    summary = summarize(result)
+    assert (summary["files_uploaded"], summary["files_skipped"], summary["bytes_sent"]) == (
+        5,
+        0,
+        result.bytes_sent,
+    )
+    assert summary["seconds"] > 0

@@ -18,6 +18,7 @@ import copy
 import json
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -66,8 +67,11 @@ class Knobs:
 
     project: str = "demo-proj"
     owner: str = "user:demo@example.com"
-    latency_ms: float = 0.0
-    fault_rate: float = 0.0
+    latency_ms: float = 0.0  # added to every request of every service
+    fault_rate: float = 0.0  # share of requests failed before they take effect (503s, some 429s)
+    fault_after_rate: float = 0.0  # share of mutating requests whose response is lost after they took effect
+    storage_mib_s: float = 0.0  # Cloud Storage: each connection's throughput cap (0 = loopback speed)
+    upload_session_s: float = 7 * 24 * 3600.0  # a resumable upload session's lifetime (GCS: one week)
     iam_propagation_s: float = 0.0
     sa_propagation_s: float = 0.0
     # IAM Credentials learns of a new service account later than IAM does: generateAccessToken
@@ -278,6 +282,9 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "storage.objects.get",
         "storage.objects.list",
         "storage.objects.update",
+        "storage.multipartUploads.create",
+        "storage.multipartUploads.abort",
+        "storage.multipartUploads.listParts",
         *_CONTAINER_ADMIN,
         "compute.*",
         # NOTE: deliberately no iam.serviceAccounts.getAccessToken: owner alone cannot mint tokens.
@@ -341,6 +348,9 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "storage.objects.create",
         "storage.objects.delete",
         "storage.objects.update",
+        "storage.multipartUploads.create",
+        "storage.multipartUploads.abort",
+        "storage.multipartUploads.listParts",
     },
     "roles/storage.admin": {
         "storage.buckets.create",
@@ -355,6 +365,9 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "storage.objects.create",
         "storage.objects.delete",
         "storage.objects.update",
+        "storage.multipartUploads.create",
+        "storage.multipartUploads.abort",
+        "storage.multipartUploads.listParts",
     },
 }
 
@@ -380,6 +393,8 @@ class LogEntry:
     caller: str  # member, or "" when unauthenticated
     code: str  # "OK" or a gRPC status name / HTTP status as str
     mutating: bool
+    bytes_in: int = 0  # request body bytes the emulator received (Cloud Storage uploads)
+    response_lost: bool = False  # the request took effect, then its response was lost (injected)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -388,6 +403,55 @@ class LogEntry:
 @dataclass
 class CallInfo:
     caller: str = ""
+    bytes_in: int = 0  # set by transports that count request bodies
+
+
+@dataclass
+class FaultRule:
+    """Fail the next ``count`` requests whose log labels match (``re.search``; "" matches anything).
+
+    ``after=False``: the request fails before it takes effect, with ``code`` (a gRPC status name) or,
+    on HTTP services, ``http_status`` when given (e.g. 410 for a resumable upload session).
+    ``after=True``: the request takes effect, then its response is lost: gRPC callers get
+    UNAVAILABLE, Cloud Storage cuts the response off (``lose="cut"``: half the body, then the
+    connection closes) or closes the connection before answering (``lose="reset"``).
+
+    Example: ``world.add_fault(FaultRule(method="^PUT /upload/", after=True))``.
+    """
+
+    service: str = ""
+    method: str = ""
+    resource: str = ""
+    count: int = 1
+    after: bool = False
+    code: str = "UNAVAILABLE"
+    http_status: int = 0
+    lose: str = "cut"
+
+    def matches(self, service: str, method: str, resource: str) -> bool:
+        return bool(
+            re.search(self.service, service)
+            and re.search(self.method, method)
+            and re.search(self.resource, resource)
+        )
+
+
+@dataclass
+class InjectedFault(EmulatorError):
+    """A fault injected before the request took effect; ``http_status`` overrides the code's status."""
+
+    status: int = 0
+
+    @property
+    def http_status(self) -> int:
+        return self.status or GRPC_TO_HTTP.get(self.code, 500)
+
+
+@dataclass
+class ResponseLost(EmulatorError):
+    """The request took effect and its response is to be lost (``lose``: "cut" or "reset")."""
+
+    lose: str = "cut"
 
 
 class RequestLog:
@@ -443,6 +507,7 @@ class World:
         self.lock = threading.RLock()
         self.rng = random.Random(self.knobs.seed)
         self.log = RequestLog()
+        self.fault_rules: list[FaultRule] = []
         self.state_file = state_file
         self.kube: KubeHub | None = None
         # Observers called after each successful mutation (persistence uses one).
@@ -630,11 +695,32 @@ class World:
         return member
 
     # ---- faults and latency -----------------------------------------------------------------------
-    def before_call(self) -> None:
-        """Apply latency, then maybe inject a transient fault: like a real service under load, mostly
-        UNAVAILABLE (HTTP 503), sometimes rate limited (RESOURCE_EXHAUSTED, HTTP 429)."""
+    def add_fault(self, rule: FaultRule) -> None:
+        """Target the next ``rule.count`` matching requests (see FaultRule)."""
+        with self.lock:
+            self.fault_rules.append(rule)
+
+    def _take_rule(self, after: bool, service: str, method: str, resource: str) -> FaultRule | None:
+        with self.lock:
+            for rule in self.fault_rules:
+                if rule.after == after and rule.count > 0 and rule.matches(service, method, resource):
+                    rule.count -= 1
+                    if rule.count == 0:
+                        self.fault_rules.remove(rule)
+                    return rule
+        return None
+
+    def before_call(self, service: str = "", method: str = "", resource: str = "") -> None:
+        """Apply latency, then maybe inject a transient fault: a targeted rule (``add_fault``) first,
+        else at ``fault_rate`` like a real service under load: mostly UNAVAILABLE (HTTP 503),
+        sometimes rate limited (RESOURCE_EXHAUSTED, HTTP 429)."""
         if self.knobs.latency_ms:
             time.sleep(self.knobs.latency_ms / 1000.0)
+        rule = self._take_rule(False, service, method, resource)
+        if rule is not None:
+            raise InjectedFault(
+                grpc.StatusCode[rule.code], f"{rule.code} (injected for {method})", rule.http_status
+            )
         if self.knobs.fault_rate:
             with self.lock:
                 roll = self.rng.random()
@@ -647,14 +733,40 @@ class World:
                     grpc.StatusCode.UNAVAILABLE, "The service is currently unavailable (injected)."
                 )
 
+    def _lost_after(self, service: str, method: str, resource: str, mutating: bool) -> str:
+        """ "cut"/"reset" when this request's response is to be lost after it took effect, else ""."""
+        rule = self._take_rule(True, service, method, resource)
+        if rule is not None:
+            return rule.lose
+        if mutating and self.knobs.fault_after_rate:
+            with self.lock:
+                roll, kind = self.rng.random(), self.rng.choice(("cut", "reset"))
+            if roll < self.knobs.fault_after_rate:
+                return kind
+        return ""
+
     def record(
-        self, service: str, method: str, resource: str, caller: str, code: str, mutating: bool
+        self,
+        service: str,
+        method: str,
+        resource: str,
+        caller: str,
+        code: str,
+        mutating: bool,
+        bytes_in: int = 0,
+        response_lost: bool = False,
     ) -> None:
-        self.log.add(LogEntry(self.now(), service, method, resource, caller, code, mutating))
+        self.log.add(
+            LogEntry(self.now(), service, method, resource, caller, code, mutating, bytes_in, response_lost)
+        )
 
     @contextmanager
     def call(self, service: str, method: str, resource: str, mutating: bool) -> Iterator[CallInfo]:
         """Wrap one request: latency, fault injection, and logging of the outcome with its caller.
+
+        A fault "after" the request (``fault_after_rate``, ``FaultRule(after=True)``) lets the block
+        finish (the request takes effect), logs it as OK with ``response_lost``, then raises
+        ``ResponseLost``: the transport answers as if the connection had dropped.
 
         Example::
 
@@ -664,16 +776,20 @@ class World:
         """
         info = CallInfo()
         try:
-            self.before_call()
+            self.before_call(service, method, resource)
             yield info
         except EmulatorError as e:
-            self.record(service, method, resource, info.caller, e.code.name, mutating)
+            self.record(service, method, resource, info.caller, e.code.name, mutating, info.bytes_in)
             raise
         except Exception:
-            self.record(service, method, resource, info.caller, "INTERNAL", mutating)
+            self.record(service, method, resource, info.caller, "INTERNAL", mutating, info.bytes_in)
             raise
-        else:
-            self.record(service, method, resource, info.caller, "OK", mutating)
+        lose = self._lost_after(service, method, resource, mutating)
+        self.record(service, method, resource, info.caller, "OK", mutating, info.bytes_in, bool(lose))
+        if lose:
+            raise ResponseLost(
+                grpc.StatusCode.UNAVAILABLE, "The connection was lost before the response (injected).", lose
+            )
 
     # ---- persistence --------------------------------------------------------------------------------
     def on_change(self, fn: Callable[[], None]) -> None:

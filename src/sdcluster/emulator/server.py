@@ -4,7 +4,7 @@
   Service Usage, GKE ClusterManager and the emulator's own ``Control`` service (JSON in/out);
 - one HTTP port serving the same APIs (and Compute Engine) over REST, each under its own prefix
   (``rest.py``), for google-auth's impersonation, google-cloud-compute and gcloud (``env.py``);
-- gcp-storage-emulator for Cloud Storage (JSON API) on its own port;
+- Cloud Storage (JSON API, XML multipart uploads) on its own HTTP port (``storage.py``);
 - a Kubernetes API (HTTPS, per cluster) and TF Serving stand-ins, started by the GKE service.
 
 Example::
@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 
 from ..protocol import CONTROL_SERVICE
-from .core import EmulatorError, Knobs, World
+from .core import EmulatorError, FaultRule, Knobs, World
 from .grpcutil import grpc_handler
 
 TICK_S = 0.05
@@ -142,6 +142,11 @@ class Emulator:
     def log(self) -> Any:
         return self.world.log
 
+    def add_fault(self, **rule: Any) -> None:
+        """Fail the next matching requests: ``emu.add_fault(method="^PUT /upload/", after=True)``
+        (see ``core.FaultRule``)."""
+        self.world.add_fault(FaultRule(**rule))
+
 
 # ---- Control service (JSON over gRPC, used by tests in other processes and by clients.py) ----------
 
@@ -171,7 +176,23 @@ def _control_handler(emu: Emulator) -> grpc.GenericRpcHandler:
     def snapshot(_: dict[str, Any]) -> dict[str, Any]:
         return world.snapshot()
 
-    handlers = {"Info": info, "Log": log, "ClearLog": clear_log, "SetKnobs": set_knobs, "Snapshot": snapshot}
+    def add_fault(req: dict[str, Any]) -> dict[str, Any]:
+        known = {f.name for f in fields(FaultRule)}
+        if set(req) - known:
+            raise EmulatorError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"unknown fault fields {sorted(set(req) - known)}"
+            )
+        world.add_fault(FaultRule(**req))
+        return {}
+
+    handlers = {
+        "Info": info,
+        "Log": log,
+        "ClearLog": clear_log,
+        "SetKnobs": set_knobs,
+        "Snapshot": snapshot,
+        "AddFault": add_fault,
+    }
 
     def wrap(fn: Any) -> grpc.RpcMethodHandler:
         def handle(req: Any, ctx: grpc.ServicerContext) -> Any:

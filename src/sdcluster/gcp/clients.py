@@ -283,7 +283,7 @@ class ClientFactory:
         return client
 
     def storage(self, project: str, credentials: Credentials | None = None) -> storage.Client:
-        """Cloud Storage (JSON API). On the emulator: its gcp-storage-emulator endpoint."""
+        """Cloud Storage (JSON API). On the emulator: its Cloud Storage endpoint."""
         from google.cloud import storage  # type: ignore[attr-defined,unused-ignore]
 
         key = ("storage:" + project, id(credentials))

@@ -9,7 +9,10 @@ and loads the **highest numeric version** directory below it, so the model goes 
   out a *new* model, upload it as a higher version (``version=N+1``) and TF Serving switches to it.
 - Files whose size and CRC32C already match the object in the bucket are skipped (one listing of the
   version prefix, no per-file requests), so an interrupted upload resumes where it stopped.
-- The rest is uploaded in parallel by google-cloud-storage's ``transfer_manager`` (threads).
+- The rest goes through ``transfer.send``: many files in parallel, large files in parallel parts
+  composed into one object, streamed from disk, CRC32C-checked, resumable: the sessions of an
+  interrupted run are kept in a journal next to the state, and the next run sends only what they
+  do not hold yet (``bytes_sent`` counts what went over the wire).
 
 Objects under the version that are not in the directory are left alone and reported (``stale``).
 
@@ -21,17 +24,17 @@ Example::
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .. import retry
-from ..errors import NotFound, SdclusterError, UsageError, translate
+from ..errors import NotFound, UsageError
+from . import transfer
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -48,12 +51,8 @@ __all__ = [
 ]
 
 MAX_WORKERS = 8
-# Resumable uploads read and send this much per request; with MAX_WORKERS threads this bounds the
-# memory held in flight (8 x 16 MiB). GCS wants a multiple of 256 KiB.
-CHUNK_SIZE = 16 * 1024 * 1024
 # Progress events while bytes flow are throttled; per-phase events are always sent.
 PROGRESS_INTERVAL_S = 0.2
-_READ_BLOCK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,7 @@ class LocalFile:
 class UploadProgress:
     """A progress report. ``phase``: "checking" (comparing checksums), "uploading", "done".
 
-    ``bytes_done`` counts skipped files and bytes handed to the uploader: it leads what the server
-    has acknowledged by at most one chunk (16 MiB) per file being uploaded.
+    ``bytes_done`` counts skipped files, bytes earlier sessions hold, and bytes read for sending.
     """
 
     phase: Literal["checking", "uploading", "done"]
@@ -79,10 +77,19 @@ class UploadProgress:
     bytes_total: int
     elapsed_s: float
 
+    bytes_at_start: int = 0  # skipped or already held when bytes began to flow
+
     @property
     def rate_bps(self) -> float:
-        """Bytes per second since the upload started."""
-        return self.bytes_done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Bytes sent per second since the upload started."""
+        sent = self.bytes_done - self.bytes_at_start
+        return sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the current rate (None before bytes flow)."""
+        rate = self.rate_bps
+        return (self.bytes_total - self.bytes_done) / rate if rate > 0 else None
 
 
 @dataclass(frozen=True)
@@ -150,10 +157,10 @@ def upload_model(
     tracker.emit("checking", force=True)
     remote = _remote_objects(client, bucket_name, prefix, cfg.project)
     todo = [f for f in files if not _same_content(f, remote.get(prefix + f.name))]
-    sent = sum(f.size for f in todo)
-    tracker.skip(tracker.bytes_total - sent)
+    tracker.skip(tracker.bytes_total - sum(f.size for f in todo))
 
-    _upload(client.bucket(bucket_name), prefix, todo, tracker, max_workers, cfg.project, destination)
+    journal = transfer.journal_for(cfg.state.path, destination)
+    sent = _upload(client.bucket(bucket_name), prefix, todo, tracker, max_workers, cfg.project, journal)
     tracker.emit("done", force=True)
     local = {f.name for f in files}
     uploaded = {f.name for f in todo}
@@ -164,9 +171,9 @@ def upload_model(
         uploaded=tuple(sorted(uploaded)),
         skipped=tuple(sorted(local - uploaded)),
         stale=tuple(sorted({n.removeprefix(prefix) for n in remote} - local)),
-        bytes_sent=sent,
+        bytes_sent=sent.bytes_sent,
         elapsed_s=tracker.elapsed(),
-        workers=len(tracker.threads),
+        workers=len(sent.workers),
     )
 
 
@@ -263,13 +270,7 @@ def crc32c_b64(path: Path) -> str:
 
     Example: ``crc32c_b64(Path("empty"))  # 'AAAAAA=='``.
     """
-    import google_crc32c
-
-    checksum = google_crc32c.Checksum()  # type: ignore[no-untyped-call]
-    with path.open("rb") as f:
-        while block := f.read(_READ_BLOCK):
-            checksum.update(block)  # type: ignore[no-untyped-call]
-    return base64.b64encode(checksum.digest()).decode()  # type: ignore[no-untyped-call]
+    return transfer.crc32c_of(path)
 
 
 def _upload(
@@ -279,33 +280,22 @@ def _upload(
     tracker: _Tracker,
     max_workers: int,
     project: str,
-    destination: str,
-) -> None:
-    from google.cloud.storage import transfer_manager
-
+    journal: Path,
+) -> transfer.Sent:
     if not files:
-        return
-    pairs = []
-    for f in files:
-        blob = bucket.blob(prefix + f.name)
-        blob.chunk_size = CHUNK_SIZE
-        pairs.append((_CountingReader(f, tracker), blob))
+        transfer.Journal(journal).clear()
+        return transfer.Sent()
     tracker.emit("uploading", force=True)
-    try:
-        transfer_manager.upload_many(
-            pairs,
-            upload_kwargs={"retry": _storage_retry()},
-            worker_type=transfer_manager.THREAD,
-            max_workers=max_workers,
-            raise_exception=True,
-        )
-    except SdclusterError:
-        raise
-    except Exception as e:
-        raise translate(e, project=project, context=f"upload to {destination}") from e
-    finally:
-        for reader, _ in pairs:
-            reader.close()
+    tracker.mark_start()
+    return transfer.send(
+        bucket,
+        prefix,
+        files,
+        journal_path=journal,
+        project=project,
+        max_workers=max_workers,
+        on_bytes=tracker.advance,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -320,7 +310,7 @@ class _Tracker:
         self.bytes_total = bytes_total
         self.progress = progress
         self.bytes_done = 0
-        self.threads: set[int] = set()  # identities of the upload threads that read a file
+        self.bytes_at_start = 0
         self.start = time.monotonic()
         self._last_emit = 0.0
         self._lock = threading.Lock()
@@ -332,13 +322,14 @@ class _Tracker:
         with self._lock:
             self.bytes_done += n
 
-    def started(self) -> None:
+    def mark_start(self) -> None:
         with self._lock:
-            self.threads.add(threading.get_ident())
+            self.bytes_at_start = self.bytes_done
+            self.start = time.monotonic()
 
     def advance(self, n: int) -> None:
         with self._lock:
-            self.bytes_done += n
+            self.bytes_done = min(self.bytes_total, self.bytes_done + n)  # a retry re-reads bytes
         self.emit("uploading")
 
     def emit(self, phase: Literal["checking", "uploading", "done"], *, force: bool = False) -> None:
@@ -350,69 +341,23 @@ class _Tracker:
                 return
             self._last_emit = now
             event = UploadProgress(
-                phase, self.files_total, self.bytes_done, self.bytes_total, now - self.start
+                phase,
+                self.files_total,
+                self.bytes_done,
+                self.bytes_total,
+                now - self.start,
+                self.bytes_at_start,
             )
             # Under the lock: the callback is never entered by two upload threads at once.
             self.progress(event)
 
 
-class _CountingReader:
-    """A read-only binary file for ``blob.upload_from_file``, opened on first use, counting bytes read.
-
-    Progress counts the furthest offset read, so a retry that rewinds does not count twice. The file
-    is closed at end of file (and reopened if a retry seeks back), so a model with many files does not
-    hold a descriptor per file for the whole upload.
-    """
-
-    def __init__(self, local: LocalFile, tracker: _Tracker) -> None:
-        self.local = local
-        self.tracker = tracker
-        self._file: BinaryIO | None = None
-        self._pos = 0
-        self._furthest = 0
-        self._started = False
-
-    def _open(self) -> BinaryIO:
-        if self._file is None:
-            self._file = self.local.path.open("rb")
-            self._file.seek(self._pos)
-            if not self._started:
-                self._started = True
-                self.tracker.started()
-        return self._file
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._open().read(size)
-        self._pos += len(data)
-        if self._pos > self._furthest:
-            self.tracker.advance(self._pos - self._furthest)
-            self._furthest = self._pos
-        if self._pos >= self.local.size:
-            self.close()
-        return data
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self.local.size}[whence]
-        self._pos = base + offset
-        if self._file is not None:
-            self._file.seek(self._pos)
-        return self._pos
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
 def summarize(result: UploadResult) -> dict[str, Any]:
-    """The result as plain data, for ``--json`` output."""
-    return {**dataclasses.asdict(result), "message": result.message}
+    """The result as plain data, for ``--json`` output (``bytes_sent``: over the wire this run)."""
+    return {
+        **dataclasses.asdict(result),
+        "files_uploaded": len(result.uploaded),
+        "files_skipped": len(result.skipped),
+        "seconds": round(result.elapsed_s, 3),
+        "message": result.message,
+    }

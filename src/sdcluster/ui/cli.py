@@ -773,8 +773,18 @@ def emulator_serve(
     owner: Annotated[
         str | None, typer.Option(help="Owner member (default: config user, else user:demo@example.com).")
     ] = None,
-    latency_ms: float = 0.0,
-    fault_rate: float = 0.0,
+    latency_ms: Annotated[
+        float, typer.Option(help="Delay every request (gRPC, REST, Cloud Storage) by this.")
+    ] = 0.0,
+    fault_rate: Annotated[
+        float, typer.Option(help="Share of requests failed before they take effect.")
+    ] = 0.0,
+    fault_after_rate: Annotated[
+        float, typer.Option(help="Share of writes whose response is lost after they took effect.")
+    ] = 0.0,
+    storage_mib_s: Annotated[
+        float, typer.Option(help="Cap each Cloud Storage connection at N MiB/s (0: loopback speed).")
+    ] = 0.0,
     iam_propagation_s: float = 0.0,
     sa_propagation_s: float = 0.0,
     operation_s: float = 2.0,
@@ -821,6 +831,8 @@ def emulator_serve(
         owner=owner or "user:demo@example.com",
         latency_ms=latency_ms,
         fault_rate=fault_rate,
+        fault_after_rate=fault_after_rate,
+        storage_mib_s=storage_mib_s,
         iam_propagation_s=iam_propagation_s,
         sa_propagation_s=sa_propagation_s,
         operation_s=operation_s,

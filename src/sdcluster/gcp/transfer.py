@@ -1,0 +1,484 @@
+"""How bytes get from local files to objects under a prefix: in parallel, resumable, verified.
+
+``send(bucket, prefix, files, ...)`` guarantees on return that ``<prefix><file.name>`` exists for
+every file, with the file's CRC32C, and that no temporary object it made is left behind. Callers
+(``upload.upload_model``, or a publish step that stages a version under one prefix and copies it to
+another) decide which files to send and where; this module only moves bytes.
+
+How (Cloud Storage's JSON API, https://cloud.google.com/storage/docs/performing-resumable-uploads
+and https://cloud.google.com/storage/docs/parallel-composite-uploads):
+
+- every file, and every ``PART_SIZE`` slice of a large file, is one **resumable session** sent as
+  one streamed PUT, read from disk in 1 MiB blocks (memory does not grow with the file);
+- up to ``max_workers`` sessions run at once, largest first; a large file's parts are composed into
+  the final object (at most 32 per compose), then the part objects are deleted;
+- each session's URI is written to a journal **before** its first byte is sent (``journal_path``,
+  next to the state, mode 0600): an interrupted run leaves it behind, and the next run asks each
+  session how much it holds (``Content-Range: bytes */SIZE``) and sends only the rest;
+- a lost or cut answer (connection reset, truncated JSON) and 5xx/429 are retried by asking the
+  session where it stands; 404/410 on a session (expired, cancelled) starts that part again;
+- every part's CRC32C is checked against the bytes read, and every final object's against the file.
+
+Example::
+
+    sent = send(bucket, "model/1/", files, journal_path=Path(".sdcluster/uploads/x.json"), project="p")
+    sent.bytes_sent  # bytes that went over the wire this run
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from .. import retry
+from ..errors import SdclusterError, translate
+
+MIB = 1024 * 1024
+PART_SIZE = 32 * MIB  # files above this go up in parallel parts, then compose
+MAX_PARTS = 32  # one compose request; larger files get larger parts
+_UNIT = 256 * 1024  # resumable uploads persist in 256 KiB units: parts are multiples of it
+_READ = MIB
+ATTEMPTS = 8
+COMPONENTS = ".sdcluster-upload/"  # where parts of large files wait for their compose
+
+
+class LocalFileLike(Protocol):
+    @property
+    def path(self) -> Path: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+
+
+class Stopped(SdclusterError):
+    """The transfer was asked to stop (Ctrl-C); the journal keeps what the next run resumes."""
+
+
+class UploadCorrupted(SdclusterError):
+    """Cloud Storage holds other bytes than the file (the CRC32C differs)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    file: LocalFileLike
+    index: int
+    count: int
+    offset: int
+    size: int
+    object_name: str  # the final object for a one-part file, else the part's own object
+
+    @property
+    def key(self) -> str:
+        return self.object_name
+
+
+@dataclass
+class Sent:
+    """What ``send`` did this run."""
+
+    bytes_sent: int = 0  # over the wire, re-sent bytes included
+    bytes_resumed: int = 0  # held by sessions of an earlier run: not sent again
+    files: int = 0
+    parts: int = 0
+    sessions_resumed: int = 0
+    workers: set[int] = field(default_factory=set)
+
+
+def split(files: Sequence[LocalFileLike], prefix: str) -> list[Part]:
+    """The parts to send, largest first: a file of at most ``PART_SIZE`` is one part."""
+    parts: list[Part] = []
+    for f in files:
+        if f.size <= PART_SIZE:
+            parts.append(Part(f, 0, 1, 0, f.size, prefix + f.name))
+            continue
+        size = max(PART_SIZE, -(-f.size // MAX_PARTS))
+        size += -size % _UNIT
+        count = -(-f.size // size)
+        for i in range(count):
+            offset = i * size
+            name = f"{COMPONENTS}{prefix}{f.name}.part-{i + 1:02d}-of-{count:02d}"
+            parts.append(Part(f, i, count, offset, min(size, f.size - offset), name))
+    return sorted(parts, key=lambda p: -p.size)
+
+
+# --------------------------------------------------------------------------------------------------
+# The journal of open sessions
+
+
+class Journal:
+    """Session URIs by part, with the identity of the file they were made for (size, mtime)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self.sessions: dict[str, dict[str, Any]] = {}
+        try:
+            self.sessions = dict(json.loads(path.read_text(encoding="utf-8")).get("sessions") or {})
+        except (OSError, ValueError):
+            self.sessions = {}
+
+    @staticmethod
+    def identity(part: Part) -> dict[str, Any]:
+        stat = part.file.path.stat()
+        return {
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "offset": part.offset,
+            "length": part.size,
+        }
+
+    def session(self, part: Part) -> str | None:
+        with self._lock:
+            entry = self.sessions.get(part.key)
+        if entry and all(entry.get(k) == v for k, v in self.identity(part).items()):
+            return str(entry["uri"])
+        return None
+
+    def put(self, part: Part, uri: str) -> None:
+        with self._lock:
+            self.sessions[part.key] = {"uri": uri, **self.identity(part)}
+            self._save()
+
+    def drop(self, part: Part) -> None:
+        with self._lock:
+            if self.sessions.pop(part.key, None) is not None:
+                self._save()
+
+    def clear(self) -> None:
+        """Forget every session: the destination holds every file (sessions of files that finished
+        but whose answer never arrived are done too)."""
+        with self._lock:
+            self.sessions = {}
+            self._save()
+
+    def _save(self) -> None:
+        if not self.sessions:
+            self.path.unlink(missing_ok=True)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # session URIs let anyone upload
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"version": 1, "sessions": self.sessions}, f, indent=1, sort_keys=True)
+        os.replace(tmp, self.path)
+
+
+# --------------------------------------------------------------------------------------------------
+# One part: a resumable session, streamed
+
+
+class _Slice:
+    """A byte range of a file, read in blocks as requests sends it, counting and checksumming."""
+
+    def __init__(
+        self, path: Path, start: int, length: int, on_read: Callable[[int], None], stop: threading.Event
+    ):
+        self._file = path.open("rb")
+        self._file.seek(start)
+        self._left = length
+        self._on_read = on_read
+        self._stop = stop
+        self.crc = _Crc()
+
+    def __len__(self) -> int:
+        return self._left
+
+    def read(self, size: int = -1) -> bytes:
+        if self._stop.is_set():
+            raise Stopped("upload interrupted", hint="run it again: it resumes where it stopped")
+        n = self._left if size < 0 else min(size, self._left, _READ)
+        data = self._file.read(n) if n > 0 else b""
+        self._left -= len(data)
+        self.crc.update(data)
+        self._on_read(len(data))
+        return data
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _Crc:
+    def __init__(self) -> None:
+        import google_crc32c
+
+        self._sum = google_crc32c.Checksum()  # type: ignore[no-untyped-call]
+
+    def update(self, data: bytes) -> None:
+        self._sum.update(data)  # type: ignore[no-untyped-call]
+
+    def b64(self) -> str:
+        return base64.b64encode(self._sum.digest()).decode()  # type: ignore[no-untyped-call]
+
+
+def crc32c_of(path: Path, start: int = 0, length: int | None = None) -> str:
+    """CRC32C (base64, as GCS reports it) of ``length`` bytes of ``path`` from ``start``."""
+    crc = _Crc()
+    with path.open("rb") as f:
+        f.seek(start)
+        left = path.stat().st_size - start if length is None else length
+        while left > 0 and (block := f.read(min(left, _READ))):
+            crc.update(block)
+            left -= len(block)
+    return crc.b64()
+
+
+class _Transient(Exception):
+    """A request whose outcome is unknown or failed transiently: ask the session, then go on."""
+
+
+class _Gone(Exception):
+    """The session no longer exists (404/410): the part starts over in a new session."""
+
+
+class _Transfer:
+    def __init__(
+        self,
+        bucket: Any,
+        journal: Journal,
+        project: str,
+        stop: threading.Event,
+        on_bytes: Callable[[int], None],
+    ) -> None:
+        self.bucket = bucket
+        self.http = bucket.client._http  # the client's authorized requests session
+        self.base = bucket.client._connection.API_BASE_URL.rstrip("/")
+        self.journal = journal
+        self.project = project
+        self.stop = stop
+        self.on_bytes = on_bytes
+        self.sent = Sent()
+        self._lock = threading.Lock()
+
+    # ---- HTTP ------------------------------------------------------------------------------------
+    def _request(self, method: str, url: str, **kwargs: Any) -> Any:
+        import requests
+
+        try:
+            response = self.http.request(method, url, timeout=(30, 300), **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as e:
+            raise _Transient(str(e)) from e
+        if response.status_code in (404, 410) and "upload_id=" in url:
+            raise _Gone(response.status_code)
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Transient(f"HTTP {response.status_code}")
+        if response.status_code >= 400 and response.status_code != 499:
+            from google.api_core import exceptions as gexc
+
+            error = gexc.from_http_response(response)  # type: ignore[no-untyped-call]
+            raise translate(error, project=self.project, context=f"upload {url.split('?')[0]}")
+        return response
+
+    def _json(self, response: Any) -> dict[str, Any]:
+        try:
+            return dict(response.json())
+        except ValueError as e:  # a cut answer: "JSONDecodeError: Unterminated string ..."
+            raise _Transient(f"incomplete answer: {e}") from e
+
+    def _start(self, part: Part) -> str:
+        url = f"{self.base}/upload/storage/v1/b/{self.bucket.name}/o"
+        response = self._request(
+            "POST",
+            url,
+            params={"uploadType": "resumable", "name": part.object_name},
+            data=json.dumps({"name": part.object_name, "contentType": "application/octet-stream"}),
+            headers={
+                "Content-Type": "application/json; charset=UTF-8",
+                "X-Upload-Content-Length": str(part.size),
+            },
+        )
+        return str(response.headers["Location"])
+
+    def _status(self, uri: str, size: int) -> int | dict[str, Any]:
+        """Bytes the session holds, or the finished object."""
+        response = self._request("PUT", uri, data=b"", headers={"Content-Range": f"bytes */{size}"})
+        if response.status_code in (200, 201):
+            return self._json(response)
+        held = response.headers.get("Range")
+        return int(held.rsplit("-", 1)[1]) + 1 if held else 0
+
+    # ---- one part --------------------------------------------------------------------------------
+    def send_part(self, part: Part) -> dict[str, Any]:
+        """The part's object, uploaded (or found finished), its CRC32C checked."""
+        with self._lock:
+            self.sent.workers.add(threading.get_ident())
+        uri = self.journal.session(part)
+        if uri is not None:
+            with self._lock:
+                self.sent.sessions_resumed += 1
+        for attempt in range(ATTEMPTS):
+            try:
+                if uri is None:
+                    uri = self._start(part)
+                    self.journal.put(part, uri)
+                    held: int | dict[str, Any] = 0
+                else:
+                    held = self._status(uri, part.size)
+                    if isinstance(held, int) and attempt == 0 and held:
+                        with self._lock:
+                            self.sent.bytes_resumed += held
+                        self.on_bytes(held)  # held by the session: done, not sent again
+                obj = held if isinstance(held, dict) else self._put(uri, part, held)
+                self._verify(part, obj)
+                self.journal.drop(part)
+                return obj
+            except _Gone:
+                uri = None  # expired or cancelled: this part starts over, the others are untouched
+            except _Transient:
+                if attempt == ATTEMPTS - 1:
+                    raise
+                _backoff(attempt)
+        raise AssertionError("unreachable")
+
+    def _put(self, uri: str, part: Part, held: int) -> dict[str, Any]:
+        body = _Slice(part.file.path, part.offset + held, part.size - held, self._count, self.stop)
+        try:
+            headers = {
+                "Content-Range": f"bytes {held}-{part.size - 1}/{part.size}"
+                if part.size
+                else f"bytes */{part.size}"
+            }
+            response = self._request("PUT", uri, data=body if part.size - held else b"", headers=headers)
+        finally:
+            body.close()
+        if response.status_code == 308:  # the session holds less than we sent: ask and go on
+            raise _Transient("session holds fewer bytes than sent")
+        return self._json(response)
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self.sent.bytes_sent += n
+        self.on_bytes(n)
+
+    def _verify(self, part: Part, obj: dict[str, Any]) -> None:
+        want = crc32c_of(part.file.path, part.offset, part.size)
+        if obj.get("crc32c") != want or int(obj.get("size", -1)) != part.size:
+            raise UploadCorrupted(
+                f"gs://{self.bucket.name}/{part.object_name} holds other bytes than {part.file.path} "
+                f"(CRC32C {obj.get('crc32c')} != {want})",
+                hint="run the upload again: the object is replaced",
+            )
+
+    # ---- a large file's parts -> its object ------------------------------------------------------
+    def compose(self, f: LocalFileLike, name: str, parts: list[tuple[Part, dict[str, Any]]]) -> None:
+        parts = sorted(parts, key=lambda pair: pair[0].index)
+        body = {
+            "sourceObjects": [{"name": p.object_name, "generation": obj["generation"]} for p, obj in parts],
+            "destination": {"contentType": "application/octet-stream"},
+        }
+        url = f"{self.base}/storage/v1/b/{self.bucket.name}/o/{quote(name, safe='')}/compose"
+        for attempt in range(ATTEMPTS):
+            try:
+                obj = self._json(
+                    self._request(
+                        "POST", url, data=json.dumps(body), headers={"Content-Type": "application/json"}
+                    )
+                )
+                break
+            except _Transient:
+                if attempt == ATTEMPTS - 1:
+                    raise
+                _backoff(attempt)  # compose is idempotent: the same sources make the same object
+        if obj.get("crc32c") != crc32c_of(f.path) or int(obj.get("size", -1)) != f.size:
+            raise UploadCorrupted(
+                f"gs://{self.bucket.name}/{name} does not match {f.path}", hint="run the upload again"
+            )
+        for p, part_obj in parts:
+            part_url = f"{self.base}/storage/v1/b/{self.bucket.name}/o/{quote(p.object_name, safe='')}"
+            for attempt in range(ATTEMPTS):
+                try:
+                    self._request("DELETE", part_url, params={"generation": part_obj["generation"]})
+                    break
+                except _Transient:
+                    _backoff(attempt)
+                except SdclusterError:
+                    break  # already gone (a retried delete whose answer was lost)
+
+
+def _backoff(attempt: int) -> None:
+    delay = min(30.0, 0.5 * 2**attempt) * retry.BACKOFF_SCALE
+    time.sleep(delay * (0.5 + random.random() / 2))
+
+
+# --------------------------------------------------------------------------------------------------
+# The entry point
+
+
+def journal_for(state_path: str, destination: str) -> Path:
+    """The journal file of uploads to ``destination``: next to a local state, else in .sdcluster/."""
+    base = Path(".sdcluster") if state_path.startswith("gs://") else Path(state_path).parent
+    digest = hashlib.sha256(destination.encode()).hexdigest()[:16]
+    return base / "uploads" / f"{digest}.json"
+
+
+def send(
+    bucket: Any,
+    prefix: str,
+    files: Sequence[LocalFileLike],
+    *,
+    journal_path: Path,
+    project: str,
+    max_workers: int = 8,
+    on_bytes: Callable[[int], None] = lambda n: None,
+    stop: threading.Event | None = None,
+) -> Sent:
+    """Upload ``files`` to ``<prefix><name>`` (see the module docstring). Raises ``Stopped`` when
+    ``stop`` is set (or on Ctrl-C) with the journal saved, and the translated error otherwise."""
+    stop = stop or threading.Event()
+    transfer = _Transfer(bucket, Journal(journal_path), project, stop, on_bytes)
+    parts = split(files, prefix)
+    pending: dict[str, list[tuple[Part, dict[str, Any]]]] = {}
+    lock = threading.Lock()
+
+    def job(part: Part) -> None:
+        obj = transfer.send_part(part)
+        if part.count == 1:
+            return
+        with lock:
+            done = pending.setdefault(part.file.name, [])
+            done.append((part, obj))
+            complete = len(done) == part.count
+        if complete:
+            transfer.compose(part.file, prefix + part.file.name, done)
+
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="upload") as pool:
+        futures: list[Future[None]] = [pool.submit(job, p) for p in parts]
+        try:
+            while True:
+                finished, running = wait(futures, timeout=0.2, return_when=FIRST_EXCEPTION)
+                failed = [f for f in finished if f.exception() is not None]
+                if failed or not running:
+                    break
+        except KeyboardInterrupt:
+            stop.set()
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            raise
+        if failed:
+            stop.set()
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            error = failed[0].exception()
+            if isinstance(error, _Transient):
+                raise translate(
+                    ConnectionError(str(error)), project=project, context=f"upload to {prefix}"
+                ) from error
+            assert error is not None
+            raise error
+    transfer.journal.clear()
+    transfer.sent.files = len(files)
+    transfer.sent.parts = len(parts)
+    return transfer.sent
