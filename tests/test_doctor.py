@@ -96,7 +96,7 @@ def test_doctor_lists_the_permissions_apply_needs_and_lacks(doctor: Any) -> None
 
 
 def test_doctor_checks_the_gpu_type_in_the_zone(doctor: Any) -> None:
-    _emu, r = doctor({"enabled_services": SDCLUSTER_APIS})
+    doctor({"enabled_services": SDCLUSTER_APIS})
     gpu = ["--set", "cluster.machine_type=n1-standard-4", "--set", "cluster.accelerator_type=nvidia-tesla-t4"]
     gpu += ["--set", "cluster.accelerator_count=1"]
     where = ["--set", "region=us-east1", "--set", "cluster.zone=us-east1-b"]
