@@ -94,7 +94,7 @@ def execute(
         record(change, attrs)
         ctx.emit(Event("done", change.address, change.action, elapsed=ctx.elapsed(change.address)))
 
-    ctx.record_checkpoints(record_address)
+    ctx.on_checkpoint = record_address
     with ThreadPoolExecutor(max_workers=MAX_WORKERS) as pool:
         running: dict[Future[None], Change] = {}
         while pending or running:
@@ -117,7 +117,7 @@ def execute(
                 if failure is None:
                     failure = (c.address, err)
                 ctx.emit(Event("failed", c.address, c.action, message=str(err)))
-    ctx.record_checkpoints(None)
+    ctx.on_checkpoint = None
 
     if failure is not None:
         address, err = failure

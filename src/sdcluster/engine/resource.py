@@ -43,7 +43,8 @@ class Context:
         self.destroying = False
         self._starts: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._checkpointer: Callable[[str, dict[str, Any]], None] | None = None
+        # Set by the executor while it runs: saves a change's partial progress (``checkpoint``).
+        self.on_checkpoint: Callable[[str, dict[str, Any]], None] | None = None
 
     def emit(self, event: Event) -> None:
         if self.listener is not None:
@@ -54,16 +55,14 @@ class Context:
             start = self._starts.get(address, time.monotonic())
         self.emit(Event("progress", address, message=message, elapsed=time.monotonic() - start))
 
-    def checkpoint(self, address: str, attributes: dict[str, Any]) -> None:
+    def checkpoint(self, address: str, attributes: Mapping[str, Any]) -> None:
         """Record a change's partial progress in the state now (e.g. a cluster whose create was
         accepted, a Service applied before its load balancer is up): if the change then fails or the
-        run dies, the state still names what exists, so destroy deletes it and the next plan sees it."""
-        if self._checkpointer is not None:
-            self._checkpointer(address, attributes)
-
-    def record_checkpoints(self, fn: Callable[[str, dict[str, Any]], None] | None) -> None:
-        """Where ``checkpoint`` writes (the executor's state writer while it runs)."""
-        self._checkpointer = fn
+        run dies, the state still names what exists, so destroy deletes it and the next plan sees it.
+        Outside an apply it does nothing."""
+        hook = self.on_checkpoint
+        if hook is not None:
+            hook(address, dict(attributes))
 
     def absent_because(self, error: Exception) -> str | None:
         """Whether a read that raised ``error`` means "absent, for a reason apply fixes first" (e.g.
