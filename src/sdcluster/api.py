@@ -89,10 +89,12 @@ def plan(
     current = ws.backend.read()
     ctx = ws.stack.context(listener)
     ctx.destroying = destroy
+    if not destroy:
+        ws.stack.prefetch()  # prices arrive while the resources refresh
     changes, warnings, resources = plan_changes(
         ws.stack.resources(), current, ctx, destroy=destroy, orphan=ws.stack.orphan
     )
-    return Plan(
+    p = Plan(
         changes=changes,
         destroy=destroy,
         lineage=current.lineage if current else None,
@@ -102,6 +104,8 @@ def plan(
         resources=resources,
         binding=Binding(ws.backend, ws.stack, ctx),
     )
+    p.cost = ws.stack.cost(p, current)
+    return p
 
 
 def apply(target: Plan | Config | Workspace, *, listener: Listener | None = None, **kw: Any) -> State:
@@ -281,7 +285,8 @@ def state_word(c: Change) -> str:
 
 
 def status(config: Config | Workspace, *, listener: Listener | None = None, **kw: Any) -> dict[str, Any]:
-    """What is there now: each managed resource's state, the cluster, the Deployment, the endpoint.
+    """What is there now: each managed resource's state, the cluster, the Deployment, the endpoint,
+    and the hourly rate of what runs (``cost``: the nodes GKE reports, the Service, the model's storage).
 
     Refreshes like ``plan`` (no mutation) and returns plain data (``sdcluster status --json``).
     """
@@ -295,6 +300,7 @@ def status(config: Config | Workspace, *, listener: Listener | None = None, **kw
         "cluster": details.get("cluster", {}),
         "deployment": details.get("deployment", {}),
         "outputs": current.outputs if current else {},
+        "cost": ws.stack.cost(p, current, now=True),
         "warnings": p.warnings,
     }
 

@@ -82,6 +82,8 @@ class Knobs:
     lb_s: float = 0.5
     seed: int = 0
     quotas: dict[str, float] = field(default_factory=_default_quotas)
+    # The Cloud Billing Catalog answers (False: unreachable, every call UNAVAILABLE).
+    billing_catalog: bool = True
     # A new project has a "default" network, unless its organisation sets the policy
     # compute.skipDefaultNetworkCreation (off: the project has no network at all).
     default_network: bool = True

@@ -80,6 +80,7 @@ APIS: tuple[Api, ...] = (
         ("projects.locations", "projects.zones"),
     ),
     Api("compute", "compute.v1", compute_errors=True),
+    Api("cloudbilling", "cloudbilling.v1", "google.cloud.billing.v1.CloudCatalog", ("services",)),
 )
 
 

@@ -1,7 +1,8 @@
 """Wires the emulated services into one running emulator.
 
 - one gRPC port (loopback, local credentials) serving IAM, IAM Credentials, Resource Manager,
-  Service Usage, GKE ClusterManager and the emulator's own ``Control`` service (JSON in/out);
+  Service Usage, GKE ClusterManager, the Cloud Billing Catalog and the emulator's own ``Control``
+  service (JSON in/out);
 - one HTTP port serving the same APIs (and Compute Engine) over REST, each under its own prefix
   (``rest.py``), for google-auth's impersonation, google-cloud-compute and gcloud (``env.py``);
 - Cloud Storage (JSON API, XML multipart uploads) on its own HTTP port (``storage.py``);
@@ -56,14 +57,14 @@ class Emulator:
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def start(self) -> Emulator:
-        from . import compute, gke, iam, kube, rest
+        from . import billing, compute, gke, iam, kube, rest
 
         world = self.world
         hub = kube.Hub(world)
         world.kube = hub
         self._tickers = [lambda: gke.tick(world), hub.tick]
 
-        services = [*iam.services(world), *gke.services(world)]
+        services = [*iam.services(world), *gke.services(world), *billing.services(world)]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
         for h in [*(grpc_handler(world, s) for s in services), _control_handler(self)]:
             server.add_generic_rpc_handlers((h,))

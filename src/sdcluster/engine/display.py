@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 from typing import Any, assert_never
 
 from .model import UNREADABLE, Action, Change, Plan, ReplaceOrder
@@ -218,6 +219,62 @@ def plan_lines(plan: Plan, *, show_unchanged: bool = False) -> list[Line]:
     if plan.warnings:
         lines.append(("", ""))
     lines.append(("bold", summary_line(plan)))
+    if plan.cost:
+        lines += [("", ""), *cost_lines(plan.cost)]
+    return lines
+
+
+def _price(x: float) -> str:
+    """A unit price as Google writes them: at least two decimals, no trailing zeros ($0.01499, $0.10)."""
+    whole, _, frac = f"{x:.6f}".rstrip("0").partition(".")
+    return f"${whole}.{frac:0<2}"
+
+
+def _hourly(x: float | None) -> str:
+    return "not priced" if x is None else f"${x:.4f}/h"
+
+
+def _nodes(n: int) -> str:
+    return f"{n} node{'' if n == 1 else 's'}"
+
+
+def cost_lines(cost: Mapping[str, Any], *, now: bool = False) -> list[Line]:
+    """The cost block: the total per hour and month, then one line per item (with a second column
+    at the maximum node count when ``cost`` has one), what is not estimated, and the prices' source.
+
+    ``cost`` is the provider's plain data (``Plan.cost``, ``status()["cost"]``)."""
+    at_max = cost.get("max")
+    head = f"Cost{' now' if now else ''}: ${cost['hourly_usd']:.4f}/hour"
+    head += (
+        f" {'' if now else 'while running '}(${cost['monthly_usd']:.2f}/month) with {_nodes(cost['nodes'])}"
+    )
+    if at_max:
+        head += (
+            f"; ${at_max['hourly_usd']:.4f}/hour (${at_max['monthly_usd']:.2f}/month) "
+            f"at the maximum of {_nodes(at_max['nodes'])}"
+        )
+    lines: list[Line] = [("bold", head)]
+    width = 11
+    if at_max:
+        lines.append(("dim", f"  {_nodes(cost['nodes']):<{width}} {_nodes(at_max['nodes'])}"))
+    for item in cost["items"]:
+        amounts = f"{_hourly(item['hourly_usd']):<{width}}"
+        if at_max:
+            amounts += f" {_hourly(item.get('max_hourly_usd')):<{width}}"
+        text = f"{item['name']}: {item['description']}"
+        if item["unit_price_usd"] is not None:
+            text += f" at {_price(item['unit_price_usd'])} per {item['price_unit']}"
+        if item["note"]:
+            text += f"; {item['note']}"
+        lines.append(("yellow" if item["hourly_usd"] is None else "", f"  {amounts} {text}".rstrip()))
+    for what in cost["not_estimated"]:
+        lines.append(("dim", f"  Not estimated: {what}."))
+    source = str(cost["source"])
+    if cost.get("source_note"):
+        source += f", because {cost['source_note']}"
+    elif not source.startswith("price snapshot"):
+        source += f", read {cost['prices_as_of']}"
+    lines.append(("dim", f"  Prices: {source}."))
     return lines
 
 
@@ -243,6 +300,8 @@ def plan_html(plan: Plan) -> str:
     """For Jupyter: the summary and warnings first, then the changes; unchanged resources folded into
     one expandable line; long lines wrap instead of scrolling sideways."""
     head: list[Line] = [("bold", summary_line(plan))] + [("yellow", f"Warning: {w}") for w in plan.warnings]
+    if plan.cost:
+        head += cost_lines(plan.cost)
     body: list[Line] = []
     for c in plan.changes:
         if c.action is not Action.NOOP or c.adopt:

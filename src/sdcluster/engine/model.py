@@ -145,6 +145,8 @@ class Plan:
     serial: int = 0
     warnings: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)  # the config the plan was made from
+    # What it would cost while running, as the provider priced it (plain data; None: not estimated).
+    cost: dict[str, Any] | None = None
     # Not serialized: what the library needs to apply an in-memory plan.
     resources: dict[str, Resource[Any]] = field(default_factory=dict, repr=False, compare=False)
     binding: Binding | None = field(default=None, repr=False, compare=False)
@@ -183,6 +185,7 @@ class Plan:
             "warnings": list(self.warnings),
             "config": self.config,
             "changes": [c.to_dict() for c in self.changes],
+            "cost": self.cost,
         }
 
     @classmethod
@@ -203,6 +206,7 @@ class Plan:
                 serial=int(d.get("serial", 0)),
                 warnings=list(d.get("warnings", [])),
                 config=dict(d.get("config") or {}),
+                cost=d.get("cost"),
             )
         except KeyError as e:
             raise StalePlan(f"the saved plan is malformed: it has no {e.args[0]!r}", hint=hint) from e

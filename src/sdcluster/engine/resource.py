@@ -237,5 +237,13 @@ class Stack(Generic[C]):
         """What ``status`` shows beyond each resource's line (e.g. the cluster and its workload)."""
         return {}
 
+    def prefetch(self) -> None:
+        """Start slow look-ups that ``cost`` needs (prices) while the plan refreshes the resources."""
+
+    def cost(self, plan: Plan, state: State | None, *, now: bool = False) -> dict[str, Any] | None:
+        """The itemised hourly cost of what the plan would run (``now``: of what runs now), as plain
+        data for ``Plan.cost`` and ``status``; None when the provider does not estimate it."""
+        return None
+
     def context(self, listener: Listener | None) -> C:
         raise NotImplementedError

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import grpc
     from google.auth.credentials import Credentials
     from google.cloud import (
+        billing_v1,
         container_v1,
         iam_admin_v1,
         iam_credentials_v1,
@@ -281,6 +282,15 @@ class ClientFactory:
         with self._lock:
             self._cache[key] = client
         return client
+
+    def billing_catalog(self, credentials: Credentials | None = None) -> billing_v1.CloudCatalogClient:
+        """The Cloud Billing Catalog (public prices; any authenticated caller may read them)."""
+        from google.cloud import billing_v1
+        from google.cloud.billing_v1.services.cloud_catalog.transports import CloudCatalogGrpcTransport
+
+        return self._grpc_client(  # type: ignore[no-any-return]
+            "cloudbilling", credentials, billing_v1.CloudCatalogClient, CloudCatalogGrpcTransport
+        )
 
     def storage(self, project: str, credentials: Credentials | None = None) -> storage.Client:
         """Cloud Storage (JSON API). On the emulator: its Cloud Storage endpoint."""

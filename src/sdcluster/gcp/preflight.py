@@ -115,9 +115,14 @@ def machine_vcpus(machine_type: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def machine_family(machine_type: str) -> str:
+    """``n2-standard-4`` -> ``N2``."""
+    return machine_type.split("-", 1)[0].upper()
+
+
 def cpu_metric(machine_type: str) -> str:
     """The regional vCPU quota of a machine family: N1 and E2 count under CPUS."""
-    family = machine_type.split("-", 1)[0].upper()
+    family = machine_family(machine_type)
     return "CPUS" if family in ("N1", "E2") else f"{family}_CPUS"
 
 

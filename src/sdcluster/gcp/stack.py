@@ -14,9 +14,13 @@ Roles (least privilege; README explains each deviation from the tutorial):
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from .. import retry
 from ..engine import Listener, Plan, Resource, Stack
+from ..errors import SdclusterError
 from ..state import State
 from .clients import ClientFactory
 from .context import TOKEN_CREATOR, GcpContext
@@ -33,6 +37,7 @@ from .resources.storage import Bucket, BucketMember
 
 if TYPE_CHECKING:
     from ..config import Config
+    from .prices import PriceBook
 
 ADMIN_PROJECT_ROLES = ("roles/container.admin", "roles/compute.viewer")
 NODE_PROJECT_ROLES = ("roles/container.defaultNodeServiceAccount",)
@@ -57,6 +62,7 @@ class GcpStack(Stack[GcpContext]):
         holds_state = config.state.path.startswith(f"gs://{config.bucket_name}/")
         self.delete_bucket = (delete_bucket or not config.bucket.keep_on_destroy) and not holds_state
         self.force_bucket = force_bucket
+        self._prices: Future[PriceBook] | None = None
 
     def context(self, listener: Listener | None) -> GcpContext:
         return GcpContext(self.config, self.factory, listener)
@@ -131,6 +137,75 @@ class GcpStack(Stack[GcpContext]):
                     "replicas": observed.get("spec.replicas"),
                 }
         return out
+
+    def prefetch(self) -> None:
+        """Fetch the prices (Catalog API, else the snapshot) in the background, once."""
+        if self._prices is not None:
+            return
+        from .prices import price_book
+
+        future: Future[PriceBook] = Future()
+        self._prices = future
+
+        def fetch() -> None:
+            try:
+                future.set_result(price_book(self.factory))
+            except BaseException as e:  # price_book falls back itself; this only carries bugs over
+                future.set_exception(e)
+
+        threading.Thread(target=fetch, name="sdcluster-prices", daemon=True).start()
+
+    def cost(self, plan: Plan, state: State | None, *, now: bool = False) -> dict[str, Any] | None:
+        """The plan's cost while running (initial and maximum node count), or (``now``) the rate of
+        what runs now: the nodes GKE reports, the Service the state records, the model's bytes."""
+        from .cost import Running, estimate, plan_estimate, pools
+
+        if plan.destroy:
+            return None
+        self.prefetch()
+        assert self._prices is not None
+        book = self._prices.result()
+        observed = self._observed(plan)
+        model_bytes = self._model_bytes(observed.get(Bucket))
+        if not now:
+            return plan_estimate(self.config, book, model_bytes)
+        cluster = observed.get(Cluster)
+        count = int(cluster.get("current_node_count") or 0) if cluster else 0
+        # GKE reports the cluster's nodes; sdcluster's cluster has one node pool.
+        nodes = {p.name: count for p in pools(self.config)}
+        service = state.resources.get(self._service_address) if state else None
+        running = Running(
+            nodes, forwarding_rule=service is not None, model_bytes=model_bytes, cluster=bool(cluster)
+        )
+        return estimate(self.config, running, book)
+
+    @property
+    def _service_address(self) -> str:
+        return f"k8s.service.{self.config.serving.namespace}/{APP}"
+
+    @staticmethod
+    def _observed(plan: Plan) -> dict[type, dict[str, Any]]:
+        out: dict[type, dict[str, Any]] = {}
+        for c in plan.changes:
+            r = plan.resources.get(c.address)
+            if r is not None and c.before:
+                out.setdefault(type(r), c.before)
+        return out
+
+    def _model_bytes(self, bucket: dict[str, Any] | None) -> int | None:
+        """Bytes stored under the model path (0 while the bucket does not exist; None: unreadable)."""
+        cfg = self.config
+        name, _, prefix = cfg.model_path.removeprefix("gs://").partition("/")
+        if bucket is None or name != cfg.bucket_name:
+            return 0 if bucket is None else None
+        client = self.factory.storage(cfg.project)
+        try:
+            blobs = retry.call(
+                lambda: list(client.list_blobs(name, prefix=prefix.rstrip("/") + "/")), project=cfg.project
+            )
+        except SdclusterError:
+            return None
+        return sum(int(b.size or 0) for b in blobs)
 
     def outputs(self, state: State) -> dict[str, Any]:
         """Outputs of what the state records now: nothing is described that does not exist."""

@@ -475,6 +475,10 @@ def status(ctx: typer.Context, json_: Annotated[bool, Flag("--json", help="JSON 
         say(f"Deployment: {d['ready']} ready")
     if st["outputs"].get("endpoint"):
         say(f"Endpoint: {st['outputs']['endpoint']}")
+    if st.get("cost"):
+        from .render import cost_lines
+
+        _print_lines([("", ""), *cost_lines(st["cost"], now=True)])
     for w in st["warnings"]:
         out.print(Text.assemble(("Warning:", "yellow"), " ", w), highlight=False)
 
@@ -733,7 +737,7 @@ def demo(
 
 
 # What the emulator imports beyond sdcluster's own dependencies (the `emulator` extra).
-EMULATOR_EXTRA_MODULES = ("gcp_storage_emulator", "trustme", "kubernetes_validate", "numpy")
+EMULATOR_EXTRA_MODULES = ("googleapiclient", "trustme", "kubernetes_validate", "numpy")
 
 
 def _require_emulator_extra(what: str) -> None:
@@ -809,6 +813,12 @@ def emulator_serve(
     service_enable_s: Annotated[
         float, typer.Option(help="Seconds an enabled API keeps answering SERVICE_DISABLED (propagation).")
     ] = 0.0,
+    billing_catalog: Annotated[
+        bool,
+        typer.Option(
+            help="Answer the Cloud Billing Catalog (off: unreachable, plan prices from its snapshot)."
+        ),
+    ] = True,
 ) -> None:
     """Serve the emulator until interrupted; prints `export SDCLUSTER_EMULATOR=...`.
 
@@ -843,6 +853,7 @@ def emulator_serve(
         default_network=default_network,
         stockout_zones=list(stockout_zone or []),
         service_enable_s=service_enable_s,
+        billing_catalog=billing_catalog,
     )
 
 

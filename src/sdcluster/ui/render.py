@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..engine.display import Line, plan_lines
+from ..engine.display import Line, cost_lines, plan_lines
 
-__all__ = ["Line", "ProgressPrinter", "plan_lines", "rich_lines", "upload_progress_line"]
+__all__ = ["Line", "ProgressPrinter", "cost_lines", "plan_lines", "rich_lines", "upload_progress_line"]
 
 
 def rich_lines(lines: Iterable[Line]) -> Any:
