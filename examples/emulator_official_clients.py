@@ -3,7 +3,8 @@
     sdcluster emulator serve --iam-propagation-s 2 &     # prints: export SDCLUSTER_EMULATOR=127.0.0.1:N
     python examples/emulator_official_clients.py 127.0.0.1:N
 
-Creates a service account, binds roles, mints a token for it once IAM has propagated, creates a
+On a new project (only the APIs Google enables by default are on) it first enables the APIs it uses
+with Service Usage, then creates a service account, binds roles, mints a token for it once IAM has propagated, creates a
 cluster and waits for its operation, reaches its Kubernetes API over TLS with the CA from
 master_auth, and stores an object in a bucket. No sdcluster code is imported: this is what any
 program using the client libraries sees.
@@ -22,11 +23,19 @@ from google.api_core import exceptions
 from google.auth import credentials as ga_credentials
 from google.auth.transport import grpc as ga_grpc
 from google.auth.transport import requests as ga_requests
-from google.cloud import container_v1, iam_admin_v1, iam_credentials_v1, resourcemanager_v3, storage
+from google.cloud import (
+    container_v1,
+    iam_admin_v1,
+    iam_credentials_v1,
+    resourcemanager_v3,
+    service_usage_v1,
+    storage,
+)
 from google.cloud.container_v1.services.cluster_manager.transports import ClusterManagerGrpcTransport
 from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
 from google.cloud.iam_credentials_v1.services.iam_credentials.transports import IAMCredentialsGrpcTransport
 from google.cloud.resourcemanager_v3.services.projects.transports import ProjectsGrpcTransport
+from google.cloud.service_usage_v1.services.service_usage.transports import ServiceUsageGrpcTransport
 from google.iam.v1 import iam_policy_pb2
 from kubernetes import client as k8s
 
@@ -51,8 +60,22 @@ def channel(address: str, token: str) -> grpc.Channel:
     return grpc.secure_channel(address, grpc.composite_channel_credentials(local, call))
 
 
+APIS = [
+    "iam.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+    "container.googleapis.com",
+    "compute.googleapis.com",
+]
+
+
 def main(address: str) -> None:
     owner = f"emulator:{OWNER}"
+    usage = service_usage_v1.ServiceUsageClient(
+        transport=ServiceUsageGrpcTransport(channel=channel(address, owner))
+    )
+    usage.batch_enable_services(request={"parent": f"projects/{PROJECT}", "service_ids": APIS}).result()
+    print("enabled:", ", ".join(APIS))
     iam = iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=channel(address, owner)))
     rm = resourcemanager_v3.ProjectsClient(transport=ProjectsGrpcTransport(channel=channel(address, owner)))
     creds = iam_credentials_v1.IAMCredentialsClient(

@@ -28,7 +28,9 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
         "destroy --auto-approve",
     ):
         assert f"$ sdcluster {step}" in text
-    assert "Apply complete! Resources: 14 added" in text
+    # A new project: the plan reads what it can, apply enables the five APIs first.
+    assert "the container.googleapis.com API is not enabled yet; apply enables it first" in text
+    assert "Apply complete! Resources: 19 added" in text
     assert "TF Serving will load version 1" in text
     assert "Destroy complete!" in text and "Kept: storage.bucket.demo-proj-bucket" in text
     images = sorted((workdir / "images").glob("*.png"))

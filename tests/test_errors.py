@@ -11,6 +11,7 @@ import pytest
 import typer
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
+from google.rpc import error_details_pb2
 from typer.testing import CliRunner
 
 import sdcluster
@@ -18,7 +19,7 @@ from sdcluster import errors
 from sdcluster.errors import translate
 from sdcluster.ui.cli import _errors
 
-from .helpers import factory
+from .helpers import SDCLUSTER_APIS, factory
 
 
 def _config_error(**kw: Any) -> Exception:
@@ -53,6 +54,13 @@ SERVICE_DISABLED = (
     "https://console.developers.google.com/apis/api/container.googleapis.com/overview?project=123 then retry."
 )
 
+# googlecodelabs/feedback#950, GoogleCloudPlatform/cloud-ops-sandbox#44
+GKE_QUOTA = (
+    "Insufficient regional quota to satisfy request: resource \"N2_CPUS\": request requires '4.0' and is short "
+    "'2.0'. project has a quota of '2.0' with '2.0' available. View and manage quotas at "
+    "https://console.cloud.google.com/iam-admin/quotas?usage=USED&project=demo-proj."
+)
+
 CASES: list[tuple[str, Callable[[], Exception], type[errors.SdclusterError], str, str]] = [
     (
         "no ADC",
@@ -81,6 +89,43 @@ CASES: list[tuple[str, Callable[[], Exception], type[errors.SdclusterError], str
         errors.ApiDisabled,
         "container.googleapis.com API is not enabled",
         "gcloud services enable container.googleapis.com --project demo-proj",
+    ),
+    (
+        "API not enabled, named by its ErrorInfo",
+        lambda: translate(
+            gexc.PermissionDenied(
+                "The API is not enabled for this project.",
+                error_info=error_details_pb2.ErrorInfo(
+                    reason="SERVICE_DISABLED",
+                    domain="googleapis.com",
+                    metadata={"service": "compute.googleapis.com", "consumer": "projects/123"},
+                ),
+            ),
+            project="demo-proj",
+        ),
+        errors.ApiDisabled,
+        "compute.googleapis.com API is not enabled",
+        "gcloud services enable compute.googleapis.com --project demo-proj",
+    ),
+    (
+        "GKE's quota 403",
+        lambda: translate(gexc.PermissionDenied(GKE_QUOTA), project="demo-proj"),
+        errors.QuotaExceeded,
+        "quota N2_CPUS exceeded in the region: the cluster needs 4.0, 2.0 of the limit 2.0 are free (short by 2.0)",
+        "request more N2_CPUS quota",
+    ),
+    (
+        "impersonating an account IAM Credentials does not know (yet)",
+        lambda: translate(
+            auth_exc.RefreshError(
+                "Unable to acquire impersonated credentials",
+                '{"error": {"code": 404, "message": "Not found; Gaia id not found for email '
+                'gke-admin@demo-proj.iam.gserviceaccount.com", "status": "NOT_FOUND"}}',
+            )
+        ),
+        errors.NotFound,
+        "the service account to impersonate was not found",
+        "IAM is still propagating it",
     ),
     (
         "permission denied",
@@ -186,7 +231,7 @@ def test_iam_propagation_timeout_says_how_long_and_what_to_check(
     from sdcluster.gcp.clients import ClientFactory
     from sdcluster.gcp.context import GcpContext
 
-    emu = make_emu()
+    emu = make_emu(enabled_services=SDCLUSTER_APIS)
     cfg = sdcluster.Config.build(
         project="demo-proj", user="user:demo@example.com", iam={"propagation_timeout_s": 1}
     )

@@ -410,6 +410,21 @@ def status(config: Config | Workspace, *, listener: Listener | None = None, **kw
     }
 
 
+def doctor(config: Config, *, emulator: str | None = None) -> list[dict[str, str]]:
+    """A read-only preflight of the project (``sdcluster doctor``): who the credentials are, the
+    project, each API's state, the permissions apply needs, the quotas the config needs against
+    what is free, the machine type and GPU type in the zone, the network. Changes nothing.
+
+    Returns one row per check: ``{"check", "status": "ok"|"warn"|"fail", "detail", "fix"}``.
+    """
+    from dataclasses import asdict
+
+    from .gcp.clients import ClientFactory
+    from .gcp.preflight import doctor as run_checks
+
+    return [asdict(f) for f in run_checks(config, ClientFactory.for_user(config.user, emulator))]
+
+
 # --------------------------------------------------------------------------------------------------
 # State surgery: move, push, import, forget
 

@@ -192,7 +192,25 @@ _QUOTA_RE = re.compile(
 _AUTH_TRANSIENT_RE = re.compile(
     r'"status":\s*"(?:UNAVAILABLE|INTERNAL|DEADLINE_EXCEEDED)"|"code":\s*(?:429|500|502|503|504)\b'
 )
-_SERVICE_DISABLED_RE = re.compile(r"SERVICE_DISABLED service=([a-z0-9.]+)|apis/api/([a-z0-9.]+)/")
+# Google's SERVICE_DISABLED message names the API only in its activation URL ("... Enable it by
+# visiting https://console.developers.google.com/apis/api/container.googleapis.com/overview?project=N
+# then retry. ..."): the fallback when a response carries no google.rpc.ErrorInfo.
+_ACTIVATION_URL_RE = re.compile(r"apis/api/([a-z0-9.-]+)/")
+# GKE refuses a create the project's Compute Engine quota cannot hold with 403 PERMISSION_DENIED
+# (public reports: googlecodelabs/feedback#950, GoogleCloudPlatform/cloud-ops-sandbox#44), e.g.
+# Insufficient regional quota to satisfy request: resource "N2_CPUS": request requires '4.0' and is
+# short '2.0'. project has a quota of '2.0' with '2.0' available. View and manage quotas at ...
+_GKE_QUOTA_RE = re.compile(
+    r"[Ii]nsufficient (regional|project) quota to satisfy request: resource \"([A-Z0-9_]+)\": request "
+    r"requires '([0-9.]+)' and is short '([0-9.]+)'\. project has a quota of '([0-9.]+)' with '([0-9.]+)' "
+    r"available"
+)
+# A zone out of capacity (GKE's statusMessage and cluster condition GCE_STOCKOUT; Compute Engine's
+# ZONE_RESOURCE_POOL_EXHAUSTED), e.g. kubeflow/pipelines#673: "Try a different location, or try again
+# later: Google Compute Engine does not have enough resources available to fulfill request: us-central1-a."
+_STOCKOUT_RE = re.compile(
+    r"ZONE_RESOURCE_POOL_EXHAUSTED|GCE_STOCKOUT|does not have enough resources available to fulfill"
+)
 
 
 def translate(e: BaseException, *, project: str = "", context: str = "") -> SdclusterError:
@@ -222,6 +240,14 @@ def translate(e: BaseException, *, project: str = "", context: str = "") -> Sdcl
             # A token endpoint that answered 503/429/... (e.g. IAM Credentials behind impersonation):
             # transient like any other call, not a credentials problem the user must fix.
             return TransientError(f"{prefix}{text}", hint="a transient failure; run the command again")
+        if "Gaia id not found" in text or re.search(r'"status":\s*"NOT_FOUND"', text):
+            # generateAccessToken for a service account IAM Credentials does not know (yet): a
+            # just-created account is not visible everywhere at once. Not the user's login.
+            return NotFound(
+                f"{prefix}the service account to impersonate was not found: {text}",
+                hint="if it was created moments ago, IAM is still propagating it: run the command again; "
+                "else check iam.admin_account (gcloud iam service-accounts list)",
+            )
         if auth_kind == "DefaultCredentialsError":
             return CredentialsError(f"{prefix}no Application Default Credentials found", hint=ADC_HINT)
         if "getAccessToken" in text or "iam.serviceAccounts" in text:
@@ -242,6 +268,9 @@ def translate(e: BaseException, *, project: str = "", context: str = "") -> Sdcl
     code = _status_code(e)
     if code is None:
         return SdclusterError(f"{prefix}{type(e).__name__}: {text}")
+    reason, metadata = error_info(e)
+    if reason == "SERVICE_DISABLED" and code in ("PERMISSION_DENIED", "403"):
+        return api_disabled(metadata.get("service", ""), text, project=project, prefix=prefix)
     return classify(code, text, project=project, context=context)
 
 
@@ -260,6 +289,33 @@ def _connection_failed(e: BaseException) -> bool:
     if module.startswith("requests"):
         return name in ("ConnectionError", "ChunkedEncodingError", "JSONDecodeError")
     return False
+
+
+def error_info(e: BaseException) -> tuple[str, dict[str, str]]:
+    """The ``google.rpc.ErrorInfo`` of a google-api-core exception: (reason, metadata).
+
+    Google sends it in the gRPC status details and in the REST body's ``error.details``;
+    google-api-core exposes it as ``reason``/``domain``/``metadata``. Only ``googleapis.com``'s
+    reasons are read (("", {}) when there is none).
+    """
+    reason = getattr(e, "reason", None)
+    if not isinstance(reason, str) or getattr(e, "domain", None) != "googleapis.com":
+        return "", {}
+    metadata = getattr(e, "metadata", None)
+    return reason, {str(k): str(v) for k, v in (metadata or {}).items()}
+
+
+def api_disabled(service: str, text: str, *, project: str = "", prefix: str = "") -> ApiDisabled:
+    """An API the project has not enabled (or whose enabling has not propagated yet)."""
+    if not service:
+        m = _ACTIVATION_URL_RE.search(text)
+        service = m.group(1) if m else "the required"
+    p = f" --project {project}" if project else ""
+    return ApiDisabled(
+        f"{prefix}the {service} API is not enabled: {text}",
+        hint=f"enable the API: gcloud services enable {service}{p}",
+        service=service,
+    )
 
 
 _RPC_CODES = {
@@ -294,15 +350,12 @@ def classify(code: str, text: str, *, project: str = "", context: str = "") -> S
     ):
         return TransientError(f"{prefix}{text}", hint="a transient failure; run the command again")
     if code in ("PERMISSION_DENIED", "403"):
-        m = _SERVICE_DISABLED_RE.search(text)
-        if m:
-            service = m.group(1) or m.group(2)
-            p = f" --project {project}" if project else ""
-            return ApiDisabled(
-                f"{prefix}the {service} API is not enabled: {text}",
-                hint=f"enable the API: gcloud services enable {service}{p}",
-                service=service,
-            )
+        # GKE words a quota shortfall as a 403: it is no permission problem (and no IAM propagation).
+        quota = _GKE_QUOTA_RE.search(text)
+        if quota:
+            return gke_quota_error(quota, text, project=project, prefix=prefix)
+        if "has not been used in project" in text and _ACTIVATION_URL_RE.search(text):
+            return api_disabled("", text, project=project, prefix=prefix)
         return PermissionDenied(f"{prefix}{text}", hint=_permission_hint(text))
     if code in ("UNAUTHENTICATED", "401"):
         return CredentialsError(f"{prefix}{text}", hint=ADC_HINT)
@@ -336,6 +389,26 @@ def quota_error(text: str, prefix: str = "", need: float | None = None) -> Quota
             f"or request more {metric} quota: https://console.cloud.google.com/iam-admin/quotas"
         ),
     )
+
+
+def gke_quota_error(m: re.Match[str], text: str, *, project: str = "", prefix: str = "") -> QuotaExceeded:
+    scope, metric, need, short, limit, available = m.groups()
+    where = "in the region" if scope == "regional" else "in the project (all regions)"
+    p = f"&project={project}" if project else ""
+    return QuotaExceeded(
+        f"{prefix}quota {metric} exceeded {where}: the cluster needs {need}, {available} of the limit "
+        f"{limit} are free (short by {short}). {text}",
+        hint=(
+            f"use fewer initial nodes or a smaller machine type (cluster.initial_nodes, cluster.machine_type), "
+            f"or request more {metric} "
+            f"quota: https://console.cloud.google.com/iam-admin/quotas?metric={metric}{p}"
+        ),
+    )
+
+
+def stockout(text: str) -> bool:
+    """Whether an error says the zone is out of capacity (Spot nodes, GPUs, a popular machine type)."""
+    return bool(_STOCKOUT_RE.search(text))
 
 
 def _permission_hint(text: str) -> str:

@@ -17,7 +17,7 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import service_usage_v1
 
-from ..helpers import factory
+from ..helpers import SDCLUSTER_APIS, factory
 
 PROJECT = "demo-proj"
 OWNER = "user:demo@example.com"
@@ -33,7 +33,7 @@ def rejecting_emu() -> Iterator[Any]:
     each emulator takes about a second to stop, and the table-driven cases are many."""
     from sdcluster.emulator import Emulator
 
-    with Emulator(operation_s=0.2) as emu:
+    with Emulator(operation_s=0.2, enabled_services=SDCLUSTER_APIS) as emu:
         yield emu
 
 
@@ -396,21 +396,21 @@ def test_disabled_api_says_how_to_enable_it(make_emu: Callable[..., Any]) -> Non
 
 def test_service_usage_enable_get_and_list(emu: Any) -> None:
     su = factory(emu, OWNER).service_usage()
-    name = f"projects/{PROJECT}/services/logging.googleapis.com"
+    name = f"projects/{PROJECT}/services/secretmanager.googleapis.com"
     assert su.get_service(request={"name": name}).state == service_usage_v1.State.DISABLED
 
     operation = su.enable_service(request={"name": name})
     assert operation.done()  # already done: .result() needs no polling
     response = operation.result(timeout=5)
     assert response.service.state == service_usage_v1.State.ENABLED
-    assert response.service.config.name == "logging.googleapis.com"
+    assert response.service.config.name == "secretmanager.googleapis.com"
     assert su.get_service(request={"name": name}).state == service_usage_v1.State.ENABLED
 
     enabled = {
         s.config.name
         for s in su.list_services(request={"parent": f"projects/{PROJECT}", "filter": "state:ENABLED"})
     }
-    assert {"logging.googleapis.com", "container.googleapis.com", "iam.googleapis.com"} <= enabled
+    assert {"secretmanager.googleapis.com", "container.googleapis.com", "iam.googleapis.com"} <= enabled
     everything = {
         s.config.name for s in su.list_services(request={"parent": f"projects/{PROJECT}", "page_size": 3})
     }

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from google.api_core import exceptions as gexc
-from google.cloud import iam_admin_v1
 
 from sdcluster.gcp.clients import ClientFactory
 
@@ -28,20 +27,14 @@ def test_serve_emulates_every_project_it_is_given(tmp_path: Path) -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
         assert line.startswith("export SDCLUSTER_EMULATOR="), line
-        iam = ClientFactory(user=OWNER, emulator=line.split("=", 1)[1]).iam_admin()
-        for project in ("demo-proj", "prod-proj"):
-            sa = iam.create_service_account(
-                request=iam_admin_v1.CreateServiceAccountRequest(
-                    name=f"projects/{project}", account_id="gke-admin"
-                )
-            )
-            assert sa.email == f"gke-admin@{project}.iam.gserviceaccount.com"
-        with pytest.raises(gexc.PermissionDenied):  # a project it was not given does not exist
-            iam.create_service_account(
-                request=iam_admin_v1.CreateServiceAccountRequest(
-                    name="projects/other-proj", account_id="gke-admin"
-                )
-            )
+        clients = ClientFactory(user=OWNER, emulator=line.split("=", 1)[1])
+        numbers = set()
+        for project in ("demo-proj", "prod-proj"):  # each a project of its own, the owner's to use
+            clients.storage(project).create_bucket(f"{project}-models", location="us-central1")
+            numbers.add(clients.storage(project).get_bucket(f"{project}-models").project_number)
+        assert len(numbers) == 2
+        with pytest.raises(gexc.Forbidden):  # a project it was not given does not exist
+            clients.storage("other-proj").create_bucket("other-proj-models", location="us-central1")
     finally:
         proc.terminate()
         proc.wait(timeout=30)

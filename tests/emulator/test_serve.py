@@ -64,3 +64,18 @@ def test_official_clients_script_against_a_served_emulator_and_restart(tmp_path:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_serve_takes_zones_out_of_capacity_and_a_propagation_time() -> None:
+    from sdcluster.gcp.clients import control_call
+
+    proc, address = serve(
+        "--stockout-zone", "us-east1-b", "--stockout-zone", "us-east1-c", "--service-enable-s", "2"
+    )
+    try:
+        knobs = control_call(address, "SetKnobs", {})  # no change: answers the knobs in force
+        assert knobs["stockout_zones"] == ["us-east1-b", "us-east1-c"] and knobs["service_enable_s"] == 2.0
+        assert "container.googleapis.com" not in knobs["enabled_services"]  # a new project
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from ..helpers import SDCLUSTER_APIS
+
 PROJECT = "demo-proj"
 OWNER = "user:demo@example.com"
 TOOLS = ("gcloud", "kubectl", "gke-gcloud-auth-plugin")
@@ -115,6 +117,7 @@ def env_from_cli(address: str) -> dict[str, str]:
 def start_gcloud(home: Path, **knobs: Any) -> Iterator[Gcloud]:
     from sdcluster.emulator import Emulator
 
+    knobs.setdefault("enabled_services", SDCLUSTER_APIS)
     knobs.setdefault("operation_s", 0.3)
     knobs.setdefault("rollout_s", 0.2)
     knobs.setdefault("lb_s", 0.2)

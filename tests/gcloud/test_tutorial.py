@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ..helpers import SDCLUSTER_APIS
 from .conftest import OWNER, PROJECT, Gcloud, start_gcloud
 
 ZONE = "us-central1-c"
@@ -23,9 +24,7 @@ OFF_AT_START = ("container.googleapis.com", "compute.googleapis.com")
 
 @pytest.fixture(scope="module")
 def gcloud(gcloud_home: Path) -> Iterator[Gcloud]:
-    from sdcluster.emulator.core import Knobs
-
-    services = [s for s in Knobs().enabled_services if s not in OFF_AT_START]
+    services = [s for s in SDCLUSTER_APIS if s not in OFF_AT_START]
     yield from start_gcloud(gcloud_home, enabled_services=services)
 
 

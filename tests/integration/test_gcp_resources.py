@@ -17,12 +17,13 @@ import sdcluster
 from sdcluster.errors import ApplyError, PermissionDenied, QuotaExceeded
 from sdcluster.gcp.resources import iam as sd_iam
 
-from ..helpers import factory
+from ..helpers import factory, with_apis
 
 PROJECT = "demo-proj"
 USER = "user:demo@example.com"
 ADMIN = f"gke-admin@{PROJECT}.iam.gserviceaccount.com"
 NODE = f"gke-node@{PROJECT}.iam.gserviceaccount.com"
+RESOURCE_MANAGER = "cloudresourcemanager.googleapis.com"
 POOL = f"projects/{PROJECT}/locations/us-central1-c/clusters/sd-cluster/nodePools/sd-node-pool"
 
 
@@ -84,7 +85,9 @@ def test_fresh_apply_then_noop_plan_and_zero_mutating_reapply(setup: Any) -> Non
 
 
 def test_other_members_of_our_roles_survive_apply_and_destroy(setup: Any) -> None:
-    emu, ws = setup()
+    emu, ws = setup(
+        knobs={"enabled_services": with_apis(RESOURCE_MANAGER)}
+    )  # the test edits the policy first
     other = "user:colleague@example.com"
     edit_project_policy(emu, lambda p: sd_iam.add_member(p, "roles/container.admin", other))
     sdcluster.apply(sdcluster.plan(ws))
@@ -104,7 +107,7 @@ def test_other_members_of_our_roles_survive_apply_and_destroy(setup: Any) -> Non
 def test_concurrent_policy_change_is_retried_and_both_changes_survive(
     setup: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emu, ws = setup()
+    emu, ws = setup(knobs={"enabled_services": with_apis(RESOURCE_MANAGER)})
     intruder = "user:racer@example.com"
     raced = []
     original = sd_iam.ProjectMember._get_policy
@@ -172,7 +175,7 @@ def test_quota_warning_for_max_nodes_and_failure_for_initial_nodes(setup: Any, t
         state={"path": str(tmp_path / "other.json")},
     )
     p2 = sdcluster.plan(ws2)
-    assert any("apply will fail" in w for w in p2.warnings)
+    assert any("N2_CPUS" in w and "GKE will refuse to create the nodes" in w for w in p2.warnings)
     with pytest.raises(ApplyError) as err:
         sdcluster.apply(p2)
     assert isinstance(err.value.cause, QuotaExceeded)

@@ -20,7 +20,7 @@ from sdcluster.errors import StateMismatch
 from sdcluster.gcp.resources import iam as sd_iam
 from sdcluster.ui.cli import app
 
-from ..helpers import factory
+from ..helpers import SDCLUSTER_APIS, factory
 
 PROJECT, PROD = "demo-proj", "prod-proj"
 USER = "user:demo@example.com"
@@ -67,7 +67,7 @@ def account(emu: Any, project: str, name: str) -> Any:
 def test_a_state_of_one_project_never_acts_on_another(
     make_emu: Callable[..., Any], project_dir: Path
 ) -> None:
-    emu = make_emu(extra_projects=[PROD])
+    emu = make_emu(extra_projects=[PROD], enabled_services=SDCLUSTER_APIS)  # another team uses IAM there
     assert sd(emu, "init", "--project", PROJECT, "--user", "demo@example.com").exit_code == 0
     applied = sd(emu, "apply", "-y")
     assert applied.exit_code == 0, applied.output
@@ -106,7 +106,7 @@ def test_a_state_of_one_project_never_acts_on_another(
 def test_only_what_sdcluster_made_is_adopted_silently_the_rest_is_a_conflict(
     make_emu: Callable[..., Any], project_dir: Path
 ) -> None:
-    emu = make_emu()
+    emu = make_emu(enabled_services=SDCLUSTER_APIS)  # another team already uses the project
     assert sd(emu, "init", "--project", PROJECT, "--user", "demo@example.com").exit_code == 0
     # Another team's service account and bucket with our names, and a role they granted it.
     someone_elses_account(emu, PROJECT, "gke-admin")

@@ -15,7 +15,7 @@ from google.iam.v1 import iam_policy_pb2
 import sdcluster
 from sdcluster.gcp.resources import iam as sd_iam
 
-from ..helpers import factory
+from ..helpers import factory, with_apis
 from .runs import KNOBS, RUN_TIMEOUT_S, SDCLUSTER, cli, environment, workspace
 from .worldview import PROJECT, Reference, creates, differences, world_addresses, world_view
 
@@ -122,7 +122,8 @@ class OtherAdmin:
 def test_project_policy_edited_during_apply_loses_no_member(
     make_emu: Any, tmp_path: Path, reference: Reference
 ) -> None:
-    emu = make_emu(**KNOBS)
+    # The other admin edits the project's policy from the start: Resource Manager is on already.
+    emu = make_emu(**KNOBS, enabled_services=with_apis("cloudresourcemanager.googleapis.com"))
     ws = workspace(emu, tmp_path / "state.json")
     with OtherAdmin(emu) as other:
         written_before = len(other.added)

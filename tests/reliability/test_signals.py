@@ -234,9 +234,10 @@ def test_a_second_signal_stops_at_once_and_still_orphans_nothing(
     knobs = emu.world.knobs
 
     def slow_then_signal(entry: Any, mutations: int) -> bool:
-        # From the third mutation on, every request takes seconds: the changes in flight cannot
-        # finish before the second signal comes.
-        if mutations >= 3:
+        # From the eighth mutation on (the APIs are on; accounts, bindings and the bucket are being
+        # made), every request takes seconds: the changes in flight cannot finish before the
+        # second signal comes.
+        if mutations >= 8:
             knobs.latency_ms = 3000.0
             return True
         return False
@@ -263,6 +264,7 @@ def test_a_second_signal_stops_at_once_and_still_orphans_nothing(
     proc = start(workdir, env, "destroy", "-y")
     out, err = proc.communicate(timeout=EXIT_WITHIN_S * 4)
     assert proc.returncode == 0 and "Destroy complete!" in out, out[-3000:] + err[-3000:]
+    assert stored(workdir).resources.keys() <= set(reference.destroyed_addresses)
     view = {**world_view(emu), "operations": reference.destroyed["operations"]}
     assert not differences(reference.destroyed, view), "\n".join(differences(reference.destroyed, view))
 

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from sdcluster.state import LocalBackend, ResourceState, State
 from sdcluster.ui.cli import app
 
+from ..helpers import SDCLUSTER_APIS
 from .runs import KNOBS
 from .worldview import PROJECT, USER, Reference, creates
 
@@ -34,7 +35,7 @@ SA = "iam.service_account.gke-admin"
 def emu() -> Iterator[Any]:
     from sdcluster.emulator import Emulator
 
-    with Emulator(**KNOBS) as emulator:
+    with Emulator(**KNOBS, enabled_services=SDCLUSTER_APIS) as emulator:
         yield emulator
 
 

@@ -38,6 +38,7 @@ VOLATILE = frozenset(
         "id",
         "uid",
         "create_time",
+        "enabled_at",  # when an API was enabled
         "creationTimestamp",
         "resourceVersion",
         "time",
@@ -88,7 +89,19 @@ def world_view(emu: Any, project: str = PROJECT) -> dict[str, Any]:
     snap = emu.world.snapshot()
     container = snap.get("container", {})
     view: dict[str, Any] = {
-        "projects": strip(snap.get("projects", {})),
+        "projects": {
+            name: {**strip(p), "enabled_services": sorted(p.get("enabled_services", []))}
+            for name, p in snap.get("projects", {}).items()
+        },
+        # A load balancer's forwarding rule (named after its Service's UID) outlives a cluster
+        # deleted before its Service: counted per region, so a leaked one shows.
+        "forwarding_rules": {
+            region: len(rules)
+            for region, rules in sorted(
+                snap.get("compute", {}).get("forwarding_rules", {}).get(project, {}).items()
+            )
+            if rules
+        },
         "service_accounts": strip(snap.get("iam", {}).get("service_accounts", {})),
         # An emulator policy is created empty on first read; only bindings matter.
         "policies": {

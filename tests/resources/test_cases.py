@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import sdcluster
+from sdcluster.gcp import preflight
 from sdcluster.gcp.resources import gke, iam, serving
 from sdcluster.gcp.resources.kube import KubeObject
 
@@ -101,10 +102,23 @@ def test_stuck_rollout_reason(case: dict[str, Any]) -> None:
         assert reason is not None and expected in reason
 
 
+def quota_lines(cfg: Any, case: dict[str, Any]) -> list[str]:
+    """Quota findings that are not ok, against a new project's typical limits with the case's
+    ``quotas`` ({metric: [limit, usage]}) on top (the project's real ones come from Compute)."""
+    quotas: dict[tuple[str, str], tuple[float, float]] = {}
+    for metric, limit in preflight.TYPICAL_QUOTAS.items():
+        quotas[("global" if metric.endswith("ALL_REGIONS") else cfg.region, metric)] = (limit, 0.0)
+    for metric, (limit, usage) in case.get("quotas", {}).items():
+        quotas[("global" if metric.endswith("ALL_REGIONS") else cfg.region, metric)] = (limit, usage)
+    vcpus = preflight.machine_vcpus(cfg.cluster.machine_type) or 1
+    found = preflight.quota_findings(cfg, vcpus, quotas, case.get("nodes_now"), "")
+    return [f.line() for f in found if f.status != "ok"]
+
+
 @pytest.mark.parametrize("case", cases("warnings"))
 def test_quota_and_capacity_warnings(case: dict[str, Any]) -> None:
     cfg = config(case)
-    for which, found in (("quota", gke.quota_warnings(cfg)), ("capacity", serving.capacity_warnings(cfg))):
+    for which, found in (("quota", quota_lines(cfg, case)), ("capacity", serving.capacity_warnings(cfg))):
         expected = case["expect"].get(which, [])
         if not expected:
             assert found == [], found

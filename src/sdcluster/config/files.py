@@ -19,7 +19,11 @@ from .sources import flatten, set_dotted
 # Rendering sdcluster.toml.
 
 # Shown (commented) for fields whose default is "unset".
-_EXAMPLES: dict[str, Any] = {"cluster.accelerator_type": "nvidia-tesla-t4", "cluster.labels": {"team": "ml"}}
+_EXAMPLES: dict[str, Any] = {
+    "cluster.accelerator_type": "nvidia-tesla-t4",
+    "cluster.labels": {"team": "ml"},
+    "cluster.subnetwork": "default",
+}
 
 
 def render_toml(cfg_or_fields: Config | Mapping[str, Any]) -> str:

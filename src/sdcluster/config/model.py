@@ -19,6 +19,7 @@ from .rules import (
     AcceleratorType,
     BucketLocation,
     Cidr,
+    ComputeName,
     CpuQuantity,
     DnsLabel,
     GkeName,
@@ -97,6 +98,12 @@ class ClusterConfig(_Section):
     )
     labels: Labels = Field(
         default_factory=dict, description="GCP labels of the cluster (kept in sync in place)"
+    )
+    network: ComputeName = Field(
+        default="default", description="VPC network of the cluster (must exist in the project)"
+    )
+    subnetwork: ComputeName | None = Field(
+        default=None, description="subnetwork in the region (default: the network's own, auto mode)"
     )
 
     @model_validator(mode="after")

@@ -127,6 +127,8 @@ SERVICE_ACCOUNT_ID = _lowercase_name(
     "service account id", 6, 30, 'use 6-30 characters like "gke-admin" (the part before @ of the email)'
 )
 GKE_NAME = _lowercase_name("GKE name", 1, 40, 'use 1-40 characters like "sd-cluster"')
+# Compute Engine resource names (networks, subnetworks): RFC 1035, 1-63 characters.
+COMPUTE_NAME = _lowercase_name("Compute Engine name", 1, 63, 'use 1-63 characters like "default"')
 DNS_LABEL = _lowercase_name(
     "DNS-1123 label", 1, 63, 'use 1-63 characters like "stable-diffusion"', first=LOWER + DIGITS
 )
@@ -426,6 +428,7 @@ Region = Annotated[str, AfterValidator(check_region)]
 Zone = Annotated[str, AfterValidator(check_zone)]
 ServiceAccountId = Annotated[str, AfterValidator(SERVICE_ACCOUNT_ID)]
 GkeName = Annotated[str, AfterValidator(GKE_NAME)]
+ComputeName = Annotated[str, AfterValidator(COMPUTE_NAME)]
 DnsLabel = Annotated[str, AfterValidator(DNS_LABEL)]
 MachineType = Annotated[str, AfterValidator(check_machine_type)]
 AcceleratorType = Annotated[str, AfterValidator(check_accelerator_type)]

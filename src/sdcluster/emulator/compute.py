@@ -177,21 +177,21 @@ def _check_order(key: tuple[str, str]) -> tuple[int, str]:
     return (4, metric)
 
 
-def check_quota(
+def shortfall(
     world: World, project: str, demand: dict[tuple[str, str], float], skip: tuple[str, str] | None = None
-) -> None:
-    """RESOURCE_EXHAUSTED when ``demand`` on top of current usage exceeds a limit (CPUs first)."""
+) -> tuple[str, str, float, float, float] | None:
+    """The first limit ``demand`` on top of current usage exceeds (CPUs first), as
+    (scope, metric, amount asked, limit, in use); None when everything fits."""
     used = usage(world, project, skip)
     for scope, metric in sorted(demand, key=_check_order):
         amount = demand[(scope, metric)]
         if not amount:
             continue
         cap = limit(world, project, metric)
-        if used.get((scope, metric), 0.0) + amount > cap:
-            where = "globally" if scope == "global" else f"in region {scope}"
-            raise EmulatorError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, f"Quota '{metric}' exceeded. Limit: {cap} {where}."
-            )
+        in_use = used.get((scope, metric), 0.0)
+        if in_use + amount > cap:
+            return scope, metric, amount, cap, in_use
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -203,13 +203,18 @@ def _rule_name(service_uid: str) -> str:
     return ("a" + service_uid.replace("-", ""))[:32]
 
 
-def _next_ip(world: World) -> str:
-    taken = {
+def rule_ips(world: World) -> set[str]:
+    """The addresses every forwarding rule holds."""
+    return {
         r["ip"]
         for regions in store(world)["forwarding_rules"].values()
         for rules in regions.values()
         for r in rules.values()
     }
+
+
+def _next_ip(world: World) -> str:
+    taken = rule_ips(world)
     base = int(ipaddress.IPv4Address("34.123.0.10"))
     n = 0
     while str(ipaddress.IPv4Address(base + n)) in taken:
@@ -218,18 +223,25 @@ def _next_ip(world: World) -> str:
 
 
 def allocate_lb(
-    world: World, project: str, region: str, cluster_key: str, service_uid: str, service_name: str = ""
+    world: World,
+    project: str,
+    region: str,
+    cluster_key: str,
+    service_uid: str,
+    service_name: str = "",
+    ip: str = "",
 ) -> str:
     """The external IP of the forwarding rule owned by Service ``service_uid`` of ``cluster_key``.
 
     Idempotent: a second call for the same Service returns the same IP. ``service_name``
-    (``namespace/name``) goes into the rule's description, as GKE writes it.
+    (``namespace/name``) goes into the rule's description, as GKE writes it; ``ip``: the address the
+    Service's ingress shows (default: the next free one).
     """
     with world.lock:
         rules = _regional(world, "forwarding_rules", project, region)
         name = _rule_name(service_uid)
         if name not in rules:
-            ip = _next_ip(world)
+            ip = ip or _next_ip(world)
             rules[name] = {
                 "name": name,
                 "id": _id(world),
@@ -514,6 +526,66 @@ def machine_types_list(world: World, call: Call, caller: str) -> dict[str, Any]:
     return _list(call, "compute#machineTypeList", f"{_project_url(project)}/zones/{zone}/machineTypes", items)
 
 
+def _accelerator_type_json(project: str, zone: str, name: str) -> dict[str, Any]:
+    return {
+        "kind": "compute#acceleratorType",
+        "id": str(abs(hash(name)) % 10**10),
+        "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
+        "name": name,
+        "description": name.replace("-", " ").title().replace("Nvidia", "NVIDIA"),
+        "zone": f"{_project_url(project)}/zones/{zone}",
+        "selfLink": f"{_project_url(project)}/zones/{zone}/acceleratorTypes/{name}",
+        "maximumCardsPerInstance": 8,
+    }
+
+
+def _accelerator_types_in(zone: str) -> list[str]:
+    return sorted(n for n, acc in gke.ACCELERATORS.items() if zone in acc.zones)
+
+
+def accelerator_types_get(world: World, call: Call, caller: str) -> dict[str, Any]:
+    """A GPU type offered in the zone; one the zone lacks is a 404, as Compute answers."""
+    zone_path = f"/zones/{call.params['zone']}"
+    project = _project(world, call, caller, "compute.acceleratorTypes.get", zone_path)
+    zone = _zone(call, unknown_is_invalid=True)
+    name = str(call.params["acceleratorType"])
+    if name not in _accelerator_types_in(zone):
+        raise not_found(
+            f"The resource 'projects/{project}/zones/{zone}/acceleratorTypes/{name}' was not found"
+        )
+    return _accelerator_type_json(project, zone, name)
+
+
+def accelerator_types_list(world: World, call: Call, caller: str) -> dict[str, Any]:
+    zone_path = f"/zones/{call.params['zone']}"
+    project = _project(world, call, caller, "compute.acceleratorTypes.list", zone_path)
+    zone = _zone(call, unknown_is_invalid=True)
+    items = [_accelerator_type_json(project, zone, n) for n in _accelerator_types_in(zone)]
+    link = f"{_project_url(project)}/zones/{zone}/acceleratorTypes"
+    return _list(call, "compute#acceleratorTypeList", link, items)
+
+
+def subnetworks_get(world: World, call: Call, caller: str) -> dict[str, Any]:
+    """An auto-mode network has one subnetwork of its own name in every region."""
+    name, region = str(call.params["subnetwork"]), _region(call)
+    path = f"/regions/{region}/subnetworks/{name}"
+    project = _project(world, call, caller, "compute.subnetworks.get", path)
+    with world.lock:
+        net = networks(world, project).get(name)
+    if net is None:
+        raise not_found(f"The resource 'projects/{project}{path}' was not found")
+    return {
+        "kind": "compute#subnetwork",
+        "id": net["id"],
+        "creationTimestamp": _timestamp(net["created"]),
+        "name": name,
+        "network": f"{_project_url(project)}/global/networks/{name}",
+        "region": f"{_project_url(project)}/regions/{region}",
+        "selfLink": f"{_project_url(project)}{path}",
+        "ipCidrRange": f"10.{128 + sorted(gke.REGIONS).index(region) % 100}.0.0/20",
+    }
+
+
 def networks_get(world: World, call: Call, caller: str) -> dict[str, Any]:
     name = str(call.params["network"])
     project = _project(world, call, caller, "compute.networks.get", f"/global/networks/{name}")
@@ -686,6 +758,9 @@ def json_methods(world: World) -> dict[str, JsonMethod]:
         "compute.v1:zones.list": m(zones_list, "zones.list"),
         "compute.v1:machineTypes.get": m(machine_types_get, "machineTypes.get"),
         "compute.v1:machineTypes.list": m(machine_types_list, "machineTypes.list"),
+        "compute.v1:acceleratorTypes.get": m(accelerator_types_get, "acceleratorTypes.get"),
+        "compute.v1:acceleratorTypes.list": m(accelerator_types_list, "acceleratorTypes.list"),
+        "compute.v1:subnetworks.get": m(subnetworks_get, "subnetworks.get"),
         "compute.v1:networks.get": m(networks_get, "networks.get"),
         "compute.v1:networks.list": m(networks_list, "networks.list"),
         "compute.v1:forwardingRules.get": m(forwarding_rules_get, "forwardingRules.get"),

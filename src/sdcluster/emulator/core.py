@@ -76,6 +76,9 @@ class Knobs:
     upload_session_s: float = 7 * 24 * 3600.0  # a resumable upload session's lifetime (GCS: one week)
     iam_propagation_s: float = 0.0
     sa_propagation_s: float = 0.0
+    # IAM Credentials learns of a new service account later than IAM does: generateAccessToken
+    # answers 404 "Gaia id not found" for this long after the account's creation.
+    token_propagation_s: float = 0.0
     operation_s: float = 0.5
     rollout_s: float = 0.5
     lb_s: float = 0.5
@@ -86,18 +89,42 @@ class Knobs:
     # A new project has a "default" network, unless its organisation sets the policy
     # compute.skipDefaultNetworkCreation (off: the project has no network at all).
     default_network: bool = True
-    # Services enabled on the emulated project (Service Usage). Default: the ones sdcluster needs.
-    enabled_services: list[str] = field(
-        default_factory=lambda: [
-            "container.googleapis.com",
-            "iam.googleapis.com",
-            "iamcredentials.googleapis.com",
-            "cloudresourcemanager.googleapis.com",
-            "storage.googleapis.com",
-            "compute.googleapis.com",
-            "serviceusage.googleapis.com",
-        ]
-    )
+    # Services enabled on the emulated project (Service Usage). Default: what Google enables on a
+    # new project (NEW_PROJECT_SERVICES), so none of container, compute, iam, iamcredentials or
+    # cloudresourcemanager.
+    enabled_services: list[str] = field(default_factory=lambda: list(NEW_PROJECT_SERVICES))
+    # After EnableService, the API keeps answering SERVICE_DISABLED for this long: enabling is
+    # eventually consistent, "wait a few minutes for the action to propagate" (Google's message).
+    service_enable_s: float = 0.0
+    # Zones out of capacity: a GKE operation creating nodes there ends in error
+    # (GCE_STOCKOUT / ZONE_RESOURCE_POOL_EXHAUSTED), leaving the cluster in ERROR.
+    stockout_zones: list[str] = field(default_factory=list)
+
+
+# The APIs and services Google enables by default on a project created with the console or gcloud:
+# https://cloud.google.com/service-usage/docs/enabled-service#default (service name -> title).
+NEW_PROJECT_SERVICES: dict[str, str] = {
+    "analyticshub.googleapis.com": "Analytics Hub API",
+    "bigquery.googleapis.com": "BigQuery API",
+    "bigqueryconnection.googleapis.com": "BigQuery Connection API",
+    "bigquerydatapolicy.googleapis.com": "BigQuery Data Policy API",
+    "bigquerymigration.googleapis.com": "BigQuery Migration API",
+    "bigqueryreservation.googleapis.com": "BigQuery Reservation API",
+    "bigquerystorage.googleapis.com": "BigQuery Storage API",
+    "datastore.googleapis.com": "Cloud Datastore API",
+    "dataform.googleapis.com": "Dataform API",
+    "dataplex.googleapis.com": "Cloud Dataplex API",
+    "logging.googleapis.com": "Cloud Logging API",
+    "monitoring.googleapis.com": "Cloud Monitoring API",
+    "sql-component.googleapis.com": "Cloud SQL",
+    "storage-component.googleapis.com": "Cloud Storage",
+    "storage.googleapis.com": "Cloud Storage API",
+    "cloudtrace.googleapis.com": "Cloud Trace API",
+    "cloudapis.googleapis.com": "Google Cloud APIs",
+    "storage-api.googleapis.com": "Google Cloud Storage JSON API",
+    "servicemanagement.googleapis.com": "Service Management API",
+    "serviceusage.googleapis.com": "Service Usage API",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,7 +244,17 @@ _CONTAINER_ADMIN = [
 # Compute Engine reads (roles/compute.viewer; basic roles include them).
 _COMPUTE_READ = {
     f"compute.{kind}.{verb}"
-    for kind in ("projects", "regions", "zones", "machineTypes", "networks", "forwardingRules", "addresses")
+    for kind in (
+        "projects",
+        "regions",
+        "zones",
+        "machineTypes",
+        "acceleratorTypes",
+        "networks",
+        "subnetworks",
+        "forwardingRules",
+        "addresses",
+    )
     for verb in ("get", "list")
 } | {"compute.regionOperations.get"}
 
@@ -532,11 +569,26 @@ class World:
     }
 
     def require_service(self, project_id: str, service: str) -> None:
-        """PERMISSION_DENIED as Google words it unless ``service`` is enabled, with the
-        ``SERVICE_DISABLED`` ErrorInfo (reason, domain, metadata) and the activation link."""
+        """PERMISSION_DENIED as Google words it unless ``service`` is enabled (and its enabling has
+        propagated: ``service_enable_s``), with the ``SERVICE_DISABLED`` ErrorInfo (reason, domain,
+        metadata) and the activation link."""
         p = self.project(project_id)
-        if service not in p["enabled_services"]:
-            raise service_disabled(service, self._SERVICE_TITLES.get(service, service), p["number"])
+        enabled_at = p.get("enabled_at", {}).get(service, 0.0)
+        if service not in p["enabled_services"] or self.now() < enabled_at + self.knobs.service_enable_s:
+            raise service_disabled(service, self.service_titles().get(service, service), p["number"])
+
+    def enable_services(self, project: dict[str, Any], services: list[str]) -> None:
+        """Turn ``services`` on (Service Usage): they answer once ``service_enable_s`` has passed."""
+        with self.lock:
+            for s in services:
+                if s not in project["enabled_services"]:
+                    project["enabled_services"].append(s)
+                    project.setdefault("enabled_at", {})[s] = self.now()
+            self.changed()
+
+    @classmethod
+    def service_titles(cls) -> dict[str, str]:
+        return {**NEW_PROJECT_SERVICES, **cls._SERVICE_TITLES}
 
     # ---- IAM policies (project and service-account level) ----------------------------------------
     # A policy is stored as {"version", "etag_n", "bindings": [{"role", "members"}], "added": {

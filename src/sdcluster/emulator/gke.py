@@ -463,7 +463,12 @@ def prepare_pool(world: World, caller: str, site: Site, cluster: str, pool: gke.
 def check_quota(
     world: World, site: Site, pools: list[dict[str, Any]], skip: tuple[str, str] | None = None
 ) -> None:
-    """RESOURCE_EXHAUSTED when ``pools`` (at their target size) would exceed a Compute quota.
+    """PERMISSION_DENIED (HTTP 403), worded as GKE words it, when ``pools`` (at their target size)
+    would exceed a Compute quota: "Insufficient regional quota to satisfy request: resource
+    "N2_CPUS": request requires '12.0' and is short '4.0'. project has a quota of '8.0' with '8.0'
+    available. View and manage quotas at ..." (googlecodelabs/feedback#950,
+    GoogleCloudPlatform/cloud-ops-sandbox#44; "project quota" for the all-regions metrics,
+    kubeflow/examples#597). GKE lists every shortfall; the emulator names the first (CPUs first).
 
     ``skip`` = (cluster key, pool name) of a pool being resized, so its old size is not counted twice.
     """
@@ -473,7 +478,19 @@ def check_quota(
     for pool in pools:
         for k, v in compute.pool_usage(pool, site.region).items():
             demand[k] = demand.get(k, 0.0) + v
-    compute.check_quota(world, site.project, demand, skip)
+    short = compute.shortfall(world, site.project, demand, skip)
+    if short is None:
+        return
+    scope, metric, amount, cap, in_use = short
+    available = max(cap - in_use, 0.0)
+    kind = "project" if scope == "global" else "regional"
+    raise EmulatorError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        f'Insufficient {kind} quota to satisfy request: resource "{metric}": request requires '
+        f"'{amount:.1f}' and is short '{amount - available:.1f}'. project has a quota of '{cap:.1f}' "
+        f"with '{available:.1f}' available. View and manage quotas at "
+        f"https://console.cloud.google.com/iam-admin/quotas?usage=USED&project={site.project}.",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -528,7 +545,16 @@ def operation_message(op: dict[str, Any]) -> gke.Operation:
     )
     if op["error"]:
         msg.status_message = op["error"]
-        msg.error = status_pb2.Status(code=grpc.StatusCode.INTERNAL.value[0], message=op["error"])
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED if op.get("stockout") else grpc.StatusCode.INTERNAL
+        msg.error = status_pb2.Status(code=code.value[0], message=op["error"])
+        if op.get("stockout"):
+            msg.cluster_conditions = [
+                gke.StatusCondition(
+                    code=gke.StatusCondition.Code.GCE_STOCKOUT,
+                    message=op["error"],
+                    canonical_code=code.value[0],
+                )
+            ]
     return msg
 
 
@@ -557,6 +583,10 @@ def cluster_message(rec: dict[str, Any]) -> gke.Cluster:
     pools = list(rec["pools"].values())
     msg.status = rec["status"]
     msg.status_message = rec.get("status_message", "")
+    msg.conditions = [
+        gke.StatusCondition(code=getattr(gke.StatusCondition.Code, c["code"]), message=c["message"])
+        for c in rec.get("conditions", [])
+    ]
     msg.endpoint = rec["endpoint"]
     msg.master_auth.cluster_ca_certificate = _ca_b64(rec)
     msg.node_pools = [pool_message(p) for p in pools]
@@ -1031,6 +1061,10 @@ def finish_operation(world: World, name: str) -> None:
         if after is not None and op["type"] != "DELETE_CLUSTER":
             _settle(after, op)
         nodes = kube_nodes(after) if after else []
+        zone = _stocked_out(world, rec, op)
+    if zone:
+        _fail_stockout(world, op, zone)
+        return
     endpoint, ca_pem, error = _call_hub(world, op, nodes)
     with world.lock:
         clusters = store(world)["clusters"]
@@ -1044,6 +1078,44 @@ def finish_operation(world: World, name: str) -> None:
             elif op["type"] == "CREATE_CLUSTER":
                 rec["endpoint"], rec["ca_pem"] = endpoint, ca_pem
         op.update(status="DONE", end=world.now(), error=error)
+        world.changed()
+
+
+def stockout_message(zone: str) -> str:
+    """GKE's words for a zone out of capacity (operation statusMessage and the GCE_STOCKOUT
+    condition), as gcloud printed them in kubeflow/pipelines#673."""
+    return (
+        "Try a different location, or try again later: Google Compute Engine does not have enough "
+        f"resources available to fulfill request: {zone}."
+    )
+
+
+def _stocked_out(world: World, rec: dict[str, Any] | None, op: dict[str, Any]) -> str:
+    """The zone out of capacity (``Knobs.stockout_zones``) where ``op`` would create nodes, or ""."""
+    if rec is None or op["type"] not in ("CREATE_CLUSTER", "CREATE_NODE_POOL"):
+        return ""
+    pools = [p for name, p in rec["pools"].items() if op["type"] == "CREATE_CLUSTER" or name == op["pool"]]
+    for pool in pools:
+        for zone in pool["pool"]["locations"]:
+            if zone in world.knobs.stockout_zones and pool["size"]:
+                return str(zone)
+    return ""
+
+
+def _fail_stockout(world: World, op: dict[str, Any], zone: str) -> None:
+    """The nodes cannot be created: the operation ends in error and the cluster (for a
+    CREATE_CLUSTER) or the pool is left in ERROR with no nodes, still to be deleted by its owner."""
+    message = stockout_message(zone)
+    with world.lock:
+        rec = store(world)["clusters"][op["cluster_key"]]
+        rec["busy"] = ""
+        for name, pool in rec["pools"].items():
+            if op["type"] == "CREATE_CLUSTER" or name == op["pool"]:
+                pool.update(status="ERROR", current=0, size=0)
+        if op["type"] == "CREATE_CLUSTER":
+            rec["status"], rec["status_message"] = "ERROR", message
+        rec["conditions"] = [{"code": "GCE_STOCKOUT", "message": message}]
+        op.update(status="DONE", end=world.now(), error=message, stockout=True)
         world.changed()
 
 

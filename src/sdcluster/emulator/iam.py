@@ -81,7 +81,7 @@ _EXTRA_SERVICES = {
 
 
 def _service_titles() -> dict[str, str]:
-    return {**World._SERVICE_TITLES, **_EXTRA_SERVICES}
+    return {**World.service_titles(), **_EXTRA_SERVICES}
 
 
 def _timestamp(epoch: float) -> dt.datetime:
@@ -468,7 +468,8 @@ def generate_access_token(
     world.require_service(project, "iamcredentials.googleapis.com")
     if not world.has_permission(caller, "iam.serviceAccounts.getAccessToken", project, service_account=email):
         raise _token_denied()
-    if service_account(world, project, email) is None:
+    sa = service_account(world, project, email)
+    if sa is None or world.now() - sa["create_time"] < world.knobs.token_propagation_s:
         raise not_found(f"Not found; Gaia id not found for email {email}")
     return world.mint_token(f"serviceAccount:{email}", lifetime)
 
@@ -590,6 +591,18 @@ def json_methods(world: World) -> dict[str, JsonMethod]:
     }
 
 
+def project_test_iam_permissions(
+    world: World, request: iam_policy_pb2.TestIamPermissionsRequest, caller: str
+) -> iam_policy_pb2.TestIamPermissionsResponse:
+    """The asked permissions the caller holds on the project. No permission is needed to ask
+    (https://cloud.google.com/resource-manager/reference/rest/v3/projects/testIamPermissions)."""
+    p = _rm_project(world, request.resource)
+    if len(request.permissions) > 100:
+        raise invalid("No more than 100 permissions can be tested at once.")
+    held = [perm for perm in request.permissions if world.has_permission(caller, perm, p["project_id"])]
+    return iam_policy_pb2.TestIamPermissionsResponse(permissions=held)
+
+
 # --------------------------------------------------------------------------------------------------
 # google.api.serviceusage.v1.ServiceUsage
 
@@ -683,11 +696,8 @@ def _enable(world: World, p: dict[str, Any], service_ids: list[str]) -> list[ser
     unknown = [s for s in service_ids if s not in titles]
     if unknown:
         raise _unknown_services(unknown)
+    world.enable_services(p, service_ids)
     with world.lock:
-        for s in service_ids:
-            if s not in p["enabled_services"]:
-                p["enabled_services"].append(s)
-        world.changed()
         return [_service_proto(p, s) for s in service_ids]
 
 
@@ -766,6 +776,11 @@ def services(world: World) -> list[Service]:
         "GetIamPolicy": m(iam_policy_pb2.GetIamPolicyRequest, policy_pb2.Policy, project_get_iam_policy),
         "SetIamPolicy": m(
             iam_policy_pb2.SetIamPolicyRequest, policy_pb2.Policy, project_set_iam_policy, True
+        ),
+        "TestIamPermissions": m(
+            iam_policy_pb2.TestIamPermissionsRequest,
+            iam_policy_pb2.TestIamPermissionsResponse,
+            project_test_iam_permissions,
         ),
     }
     su = service_usage_v1

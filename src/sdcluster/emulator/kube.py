@@ -1021,7 +1021,7 @@ class ClusterApi:
             return copy.deepcopy(new)
         meta["resourceVersion"] = self.bump_version()
         self._objects(kind)[self._id(kind, ns, name)] = new
-        self.hub.after_write(self.rec, kind, self._id(kind, ns, name), new)
+        self.hub.after_write(self.key, self.rec, kind, self._id(kind, ns, name), new)
         self.world.changed()
         return copy.deepcopy(new)
 
@@ -1427,7 +1427,7 @@ class Hub:
         n = rec["next_node_port"] = int(rec.get("next_node_port", 30000)) + 1
         return 30000 + (n - 30000) % 2768
 
-    def after_write(self, rec: dict[str, Any], kind: Kind, oid: str, obj: dict[str, Any]) -> None:
+    def after_write(self, key: str, rec: dict[str, Any], kind: Kind, oid: str, obj: dict[str, Any]) -> None:
         """Controllers that react at once: the Deployment controller notes the new template, the
         service controller starts (or releases) a load balancer."""
         now = self.world.now()
@@ -1438,7 +1438,7 @@ class Hub:
             if obj["spec"].get("type") == "LoadBalancer" and oid not in lbs:
                 lbs[oid] = {"ip": self._allocate_lb_ip(), "since": now, "deleting": None}
             elif obj["spec"].get("type") != "LoadBalancer" and oid in lbs and not lbs[oid].get("deleting"):
-                del lbs[oid]
+                self._release_forwarding_rule(key, lbs.pop(oid))
                 obj.setdefault("status", {})["loadBalancer"] = {}
                 meta = obj["metadata"]
                 meta["finalizers"] = [f for f in meta.get("finalizers") or [] if f != LB_FINALIZER] or None
@@ -1446,12 +1446,12 @@ class Hub:
                     del meta["finalizers"]
 
     def forget(self, rec: dict[str, Any], kind: Kind, oid: str) -> None:
-        """Remove a stored object and what controllers keep about it (a namespace takes its contents)."""
+        """Remove a stored object and what controllers keep about it (a namespace takes its contents).
+
+        A Service's load balancer stays until the service controller releases it (next tick)."""
         rec["objects"].get(kind.plural, {}).pop(oid, None)
         if kind.kind == "Deployment":
             rec["rollouts"].pop(oid, None)
-        elif kind.kind == "Service":
-            rec["lbs"].pop(oid, None)
         elif kind.kind == "Namespace":
             for plural in _STORED:
                 if plural != "namespaces":
@@ -1460,11 +1460,13 @@ class Hub:
 
     def _allocate_lb_ip(self) -> str:
         """A loopback address no other load balancer uses (127.0.X.Y, X >= 1: never 127.0.0.1)."""
+        from . import compute
+
         used = {
             lb.get("ip")
             for rec in self.world.data.get("kube", {}).values()
             for lb in rec.get("lbs", {}).values()
-        }
+        } | compute.rule_ips(self.world)  # a rule that outlived its cluster keeps its address
         with _CLAIMED_LOCK:
             for x in range(1, 255):
                 for y in range(1, 255):
@@ -1527,7 +1529,7 @@ class Hub:
         now = self.world.now()
         api = ClusterApi(self, key)
         changed = self._reconcile_deployments(key, rec, now, api)
-        changed |= self._reconcile_services(rec, now, api)
+        changed |= self._reconcile_services(key, rec, now, api)
         changed |= self._reconcile_hpas(rec, api)
         return changed
 
@@ -1562,31 +1564,59 @@ class Hub:
                 changed = True
         return changed
 
-    def _reconcile_services(self, rec: dict[str, Any], now: float, api: ClusterApi) -> bool:
+    def _reconcile_services(self, key: str, rec: dict[str, Any], now: float, api: ClusterApi) -> bool:
+        """The service controller: a LoadBalancer Service gets its load balancer (a forwarding rule
+        in the project's Compute Engine, ``compute.allocate_lb``) after ``lb_s``; deleting the Service
+        releases it. Deleting the *cluster* does not: the rule outlives it, as on GKE."""
         changed = False
         services = rec["objects"].get("services", {})
         lb_s = self.world.knobs.lb_s
         for oid, lb in list(rec.get("lbs", {}).items()):
             svc = services.get(oid)
             if svc is None:
-                del rec["lbs"][oid]
+                self._release_forwarding_rule(key, rec["lbs"].pop(oid))
                 changed = True
             elif lb.get("deleting"):
                 if (
                     now >= lb["deleting"] + lb_s
                 ):  # load balancer released: the finalizer goes, and the Service
+                    self._release_forwarding_rule(key, lb)
                     self.forget(rec, _BY_PLURAL["services"], oid)
                     api.bump_version()
                     changed = True
             elif now >= lb["since"] + lb_s and not svc.get("status", {}).get("loadBalancer", {}).get(
                 "ingress"
             ):
+                self._allocate_forwarding_rule(key, lb, svc)
                 svc.setdefault("status", {})["loadBalancer"] = {
                     "ingress": [{"ip": lb["ip"], "ipMode": "VIP"}]
                 }
                 svc["metadata"]["resourceVersion"] = api.bump_version()
                 changed = True
         return changed
+
+    def _allocate_forwarding_rule(self, key: str, lb: dict[str, Any], svc: dict[str, Any]) -> None:
+        from . import compute, gke
+
+        project, location = key.split("/")[1], key.split("/")[3]
+        meta = svc["metadata"]
+        lb["uid"] = meta["uid"]
+        compute.allocate_lb(
+            self.world,
+            project,
+            gke.ZONES.get(location, location),
+            key,
+            meta["uid"],
+            service_name=f"{meta.get('namespace', 'default')}/{meta['name']}",
+            ip=lb["ip"],
+        )
+
+    def _release_forwarding_rule(self, key: str, lb: dict[str, Any]) -> None:
+        from . import compute, gke
+
+        if lb.get("uid"):
+            project, location = key.split("/")[1], key.split("/")[3]
+            compute.release_lb(self.world, project, gke.ZONES.get(location, location), key, lb["uid"])
 
     def _reconcile_hpas(self, rec: dict[str, Any], api: ClusterApi) -> bool:
         changed = False

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, assert_never
 
-from .model import Action, Change, Plan, ReplaceOrder
+from .model import UNREADABLE, Action, Change, Plan, ReplaceOrder
 
 Line = tuple[str, str]  # (rich style or "", text)
 DELETE_ATTRS_SHOWN = 6
@@ -144,7 +144,8 @@ def change_lines(c: Change) -> list[Line]:
     st, sym = style(c), "<!" if c.conflict else symbol(c)
     kind, name = _split(c.address, c.type)
     lines: list[Line] = [("bold", f"  # {c.address} {verb(c)}")]
-    if c.action is not Action.CREATE:  # "does not exist" says nothing the verb does not
+    # "does not exist" says nothing the verb does not; "not readable yet" does.
+    if c.action is not Action.CREATE or UNREADABLE in c.reason:
         lines.append(("dim", f"  # ({c.reason})"))
     if c.action in (Action.KEEP, Action.NOOP):
         return lines

@@ -96,12 +96,16 @@ def execute(
             save()
 
     def checkpoint(address: str, attrs: dict[str, Any]) -> None:
+        """Merge a change's partial progress into its record (a create's stays pending)."""
         with state_lock:
+            r = resources[address]
             record = state.resources.get(address)
-            if record is None or not record.pending:
-                return
+            if record is None:
+                record = state.resources[address] = ResourceState(
+                    type=r.type, id="", dependencies=list(r.dependencies), pending=True
+                )
             record.attributes = {**record.attributes, **attrs}
-            record.id = resources[address].state_id(record.attributes)
+            record.id = r.state_id(record.attributes)
             save()
 
     def run(change: Change) -> None:

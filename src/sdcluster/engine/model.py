@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from .resource import Context, Resource, Stack
 
 
+# The reason a change gives when its resource could not be read for a cause apply fixes first
+# (``Context.absent_because``, e.g. an API not enabled yet): it is planned as absent.
+UNREADABLE = "not readable yet"
+
+
 class Action(enum.StrEnum):
     CREATE = "create"
     UPDATE = "update"

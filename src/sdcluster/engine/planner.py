@@ -21,7 +21,7 @@ from .. import retry
 from ..errors import Interrupted, SdclusterError, StalePlan, translate
 from ..state import ResourceState, State
 from .executor import WAKE_S
-from .model import Action, Change, Event, Plan
+from .model import UNREADABLE, Action, Change, Event, Plan
 from .resource import Context, Resource
 
 C = TypeVar("C", bound=Context)
@@ -52,15 +52,26 @@ def plan_changes(
                     by_address[address] = r
     wanted = {r.address for r in resources}
 
+    unreadable: dict[str, str] = {}
+
     def refresh(r: Resource[C]) -> tuple[dict[str, Any] | None, list[str]]:
         ctx.emit(Event("refresh", r.address, message="refreshing"))
         prior = state.resources.get(r.address) if state else None
         try:
             observed = r.read(ctx, prior)
-        except SdclusterError:
-            raise
         except Exception as e:
-            raise translate(e, context=f"reading {r.address}") from e
+            err = translate(e, context=f"reading {r.address}")
+            # On destroy, only what the state does not record as made may be taken as absent (a
+            # pending create behind an API that was never enabled cannot have happened).
+            done = prior is not None and not prior.pending
+            why = None if destroy and done else ctx.absent_because(err)
+            if why is None:
+                if err is e:
+                    raise
+                raise err from e
+            # Cannot be read until apply fixes something first (e.g. enables an API): absent.
+            unreadable[r.address] = why
+            observed = None
         warns = [] if destroy else r.warnings(ctx, observed)
         return observed, warns
 
@@ -97,6 +108,8 @@ def plan_changes(
             changes.append(destroy_change(r, observed, orphaned=orphaned, record=recorded))
             continue
         change = r.diff(r.desired(), observed)
+        if r.address in unreadable:
+            change.reason = f"{r.type} {r.name} is {UNREADABLE} ({unreadable[r.address]}): planned as absent"
         change.warnings.extend(warns)
         if observed is not None:
             change.id = r.state_id(observed)
@@ -120,6 +133,11 @@ def plan_changes(
                 else:
                     change.reason = f"{change.reason}; it {why}"
         changes.append(change)
+    for why in sorted(set(unreadable.values())):
+        names = sorted(a for a, w in unreadable.items() if w == why)
+        warnings.append(
+            f"{len(names)} resource(s) {UNREADABLE}, planned as absent ({why}): {', '.join(names)}"
+        )
     return changes, warnings, by_address
 
 

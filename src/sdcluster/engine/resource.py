@@ -53,18 +53,8 @@ class Context:
         self._starts: dict[str, float] = {}
         self._running: dict[str, str] = {}  # address -> action, while a mutating change runs
         self._lock = threading.Lock()
-        # Set by the executor while it runs: saves a pending create's attributes.
+        # Set by the executor while it runs: saves a change's partial progress (``checkpoint``).
         self.on_checkpoint: Callable[[str, dict[str, Any]], None] | None = None
-
-    def checkpoint(self, address: str, attributes: Mapping[str, Any]) -> None:
-        """Record what a create in progress has learned (still pending), and save the state now.
-
-        Example: ``ctx.checkpoint(self.address, {"location": zone, "operation": op.name})`` right
-        after CreateCluster returned. Outside an apply (or for no pending create) it does nothing.
-        """
-        hook = self.on_checkpoint
-        if hook is not None:
-            hook(address, dict(attributes))
 
     def running(self) -> dict[str, str]:
         """The mutating changes in flight: address -> action (``create``, ``delete``, ...)."""
@@ -87,6 +77,24 @@ class Context:
         with self._lock:
             start = self._starts.get(address, time.monotonic())
         self.emit(Event("progress", address, message=message, elapsed=time.monotonic() - start))
+
+    def checkpoint(self, address: str, attributes: Mapping[str, Any]) -> None:
+        """Record a change's partial progress in the state now (e.g. a cluster whose create was
+        accepted, a Service applied before its load balancer is up): if the change then fails or the
+        run dies, the state still names what exists, so destroy deletes it and the next plan sees it.
+        The attributes are merged into the change's record; a create's stays pending until it
+        returns. Outside an apply it does nothing.
+
+        Example: ``ctx.checkpoint(self.address, {"location": zone, "operation": op.name})`` right
+        after CreateCluster returned its operation."""
+        hook = self.on_checkpoint
+        if hook is not None:
+            hook(address, dict(attributes))
+
+    def absent_because(self, error: Exception) -> str | None:
+        """Whether a read that raised ``error`` means "absent, for a reason apply fixes first" (e.g.
+        an API the apply enables): the reason the plan gives, or None to let the error stand."""
+        return None
 
     def started(self, address: str) -> None:
         with self._lock:

@@ -252,6 +252,37 @@ class ClientFactory:
             "container", credentials, container_v1.ClusterManagerClient, ClusterManagerGrpcTransport
         )
 
+    def compute(self, kind: str, credentials: Credentials | None = None) -> Any:
+        """A google-cloud-compute client (REST, Compute's only transport) for ``kind``: ``regions``,
+        ``projects``, ``machine_types``, ``accelerator_types``, ``networks``, ``subnetworks``,
+        ``forwarding_rules``. On the emulator: its HTTP address, the caller's emulator token."""
+        from google.api_core.client_options import ClientOptions
+        from google.cloud import compute_v1
+
+        classes = {
+            "regions": compute_v1.RegionsClient,
+            "projects": compute_v1.ProjectsClient,
+            "machine_types": compute_v1.MachineTypesClient,
+            "accelerator_types": compute_v1.AcceleratorTypesClient,
+            "networks": compute_v1.NetworksClient,
+            "subnetworks": compute_v1.SubnetworksClient,
+            "forwarding_rules": compute_v1.ForwardingRulesClient,
+        }
+        creds = credentials or self.user_credentials()
+        key = ("compute:" + kind, id(creds))
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        options = (
+            ClientOptions(api_endpoint=f"http://{self.emulator_info()['http']}/compute")
+            if self.emulator
+            else None
+        )
+        client = classes[kind](credentials=creds, client_options=options, transport="rest")
+        with self._lock:
+            self._cache[key] = client
+        return client
+
     def billing_catalog(self, credentials: Credentials | None = None) -> billing_v1.CloudCatalogClient:
         """The Cloud Billing Catalog (public prices; any authenticated caller may read them)."""
         from google.cloud import billing_v1

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import retry
 from ..engine import Context, Listener
-from ..errors import NotFound, PermissionDenied, TransientError
+from ..errors import ApiDisabled, NotFound, PermissionDenied, TransientError
 from .clients import ClientFactory
 
 if TYPE_CHECKING:
@@ -30,8 +30,25 @@ class GcpContext(Context):
         self.project = config.project
         self._admin: Credentials | None = None
         self._admin_lock = threading.Lock()
-        self._kube: dict[bool, Any] = {}
+        self._kube: dict[tuple[bool, str], Any] = {}
         self._iam_changed_at: float | None = None
+        self._accounts_created_at: float | None = None
+
+    def absent_because(self, error: Exception) -> str | None:
+        """A read denied because an API is not enabled yet, that apply enables first: absent."""
+        from .resources.iam import REQUIRED_SERVICES
+
+        if isinstance(error, ApiDisabled) and self.config.manage_apis and error.service in REQUIRED_SERVICES:
+            return f"the {error.service} API is not enabled yet; apply enables it first"
+        return None
+
+    def account_created(self) -> None:
+        """A service account was just created in this run (IAM Credentials may not know it yet)."""
+        self._accounts_created_at = time.monotonic()
+
+    def accounts_propagating(self) -> bool:
+        created = self._accounts_created_at
+        return created is not None and time.monotonic() - created < self.config.iam.propagation_timeout_s
 
     def iam_changed(self) -> None:
         """A binding was just added in this run (later denials may be IAM propagation)."""
@@ -60,14 +77,21 @@ class GcpContext(Context):
                     self.report(
                         address, f"waiting for IAM propagation (impersonating {self.config.admin_email})"
                     )
-                retry.call(lambda: creds.refresh(request), project=self.project)  # type: ignore[no-untyped-call]
+                try:
+                    retry.call(lambda: creds.refresh(request), project=self.project)  # type: ignore[no-untyped-call]
+                except NotFound as e:
+                    # IAM Credentials answers 404 "Gaia id not found" for an account created moments
+                    # ago: retried while this run's new accounts propagate, else the account is gone.
+                    if self.accounts_propagating():
+                        raise _AccountPropagating(str(e)) from e
+                    raise
                 return creds
 
             self._admin = retry.until(
                 mint,
                 timeout_s=self.config.iam.propagation_timeout_s,
                 what=f"permission to impersonate {self.config.admin_email} (IAM propagation)",
-                retry_on=(PermissionDenied, TransientError),
+                retry_on=(PermissionDenied, TransientError, _AccountPropagating),
                 hint=(
                     f"{self.config.user} needs {TOKEN_CREATOR} on {self.config.admin_email}; IAM can take up to "
                     "7 minutes to propagate. Check: gcloud iam service-accounts get-iam-policy "
@@ -76,25 +100,40 @@ class GcpContext(Context):
             )
             return self._admin
 
-    def kube(self, admin: bool = False) -> Any:
-        """A Kubernetes ApiClient for the cluster, or None while the cluster does not run.
+    def kube(self, admin: bool = False, cluster_key: str = "", broken: bool = False) -> Any:
+        """A Kubernetes ApiClient for the cluster (default: the configured one), or None while it
+        has no API to reach (absent, provisioning, stopping, or no endpoint).
 
-        Reads use the user's credentials, writes the impersonated gke-admin's.
+        A DEGRADED cluster is reached: it runs, and so do its Services. An ERROR one only with
+        ``broken`` (to delete its load balancers before it goes): for plans its objects count as
+        absent, since the cluster is replaced and they are created again on the new one. Reads use
+        the user's credentials, writes the impersonated gke-admin's.
         """
+        key = cluster_key or self.config.cluster_key
         with self._admin_lock:
-            if admin in self._kube:
-                return self._kube[admin]
+            if (admin, key) in self._kube:
+                return self._kube[(admin, key)]
         client = self.factory.cluster_manager()
         try:
-            cluster = retry.call(
-                lambda: client.get_cluster(name=self.config.cluster_key), project=self.project
-            )
+            cluster = retry.call(lambda: client.get_cluster(name=key), project=self.project)
         except NotFound:
             return None
-        if cluster.status.name not in ("RUNNING", "RECONCILING") or not cluster.endpoint:
+        reachable = ("RUNNING", "RECONCILING", "DEGRADED", *(("ERROR",) if broken else ()))
+        if cluster.status.name not in reachable or not cluster.endpoint:
             return None
         creds = self.admin_credentials() if admin else self.factory.user_credentials()
         api = self.factory.kubernetes(cluster.endpoint, cluster.master_auth.cluster_ca_certificate, creds)
-        with self._admin_lock:
-            self._kube[admin] = api
+        if cluster.status.name != "ERROR":  # a broken one is reached once, to clean up
+            with self._admin_lock:
+                self._kube[(admin, key)] = api
         return api
+
+    def forget_kube(self, cluster_key: str) -> None:
+        """The cluster was deleted or created again: its endpoint and CA are no longer the same."""
+        with self._admin_lock:
+            for k in [k for k in self._kube if k[1] == cluster_key]:
+                del self._kube[k]
+
+
+class _AccountPropagating(NotFound):
+    pass

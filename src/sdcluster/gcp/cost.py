@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import prices
-from .resources.gke import machine_family
+from .preflight import machine_family
 
 if TYPE_CHECKING:
     from ..config import Config

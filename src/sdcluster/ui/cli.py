@@ -500,6 +500,29 @@ def status(ctx: typer.Context, json_: Annotated[bool, Flag("--json", help="JSON 
 
 @app.command()
 @_errors
+def doctor(
+    ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help="JSON output.")] = False
+) -> None:
+    """Check the project before apply, changing nothing: credentials, project, APIs, permissions,
+    quotas, machine type, GPU type, network. Exits 1 when a check fails."""
+    from .. import api
+
+    rows = api.doctor(_load_config(ctx), emulator=_opts(ctx).emulator)
+    if json_:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        console = _console()
+        marks = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
+        for r in rows:
+            console.print(f"{marks[r['status']]}  {r['check']}: {r['detail']}", highlight=False)
+            if r["fix"] and r["status"] != "ok":
+                console.print(f"      fix: {r['fix']}", highlight=False)
+    if any(r["status"] == "fail" for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+@_errors
 def kubeconfig(
     ctx: typer.Context,
     out: Annotated[
@@ -800,6 +823,15 @@ def emulator_serve(
             help="Give the project a `default` network (off: as under compute.skipDefaultNetworkCreation)."
         ),
     ] = True,
+    stockout_zone: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stockout-zone", help="A zone out of capacity: node creation there fails (repeatable)."
+        ),
+    ] = None,
+    service_enable_s: Annotated[
+        float, typer.Option(help="Seconds an enabled API keeps answering SERVICE_DISABLED (propagation).")
+    ] = 0.0,
     billing_catalog: Annotated[
         bool,
         typer.Option(
@@ -841,6 +873,8 @@ def emulator_serve(
         seed=seed,
         quotas=_quotas(quota or []),
         default_network=default_network,
+        stockout_zones=list(stockout_zone or []),
+        service_enable_s=service_enable_s,
         billing_catalog=billing_catalog,
     )
 

@@ -23,8 +23,10 @@ from ..errors import SdclusterError
 PROJECT = "demo-proj"
 USER = "demo@example.com"
 PROMPT = "a photo of an astronaut riding a horse on the moon"
-# Short, but not zero: the demo shows the real waits (IAM propagation, operations, rollout, LB).
+# Short, but not zero: the demo shows the real waits (API enabling and IAM propagation, operations,
+# rollout, LB). The project is a new one: only the APIs Google enables by default are on.
 KNOBS: dict[str, Any] = {
+    "service_enable_s": 1.0,
     "operation_s": 2.0,
     "rollout_s": 2.0,
     "lb_s": 1.0,

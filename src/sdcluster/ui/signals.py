@@ -59,7 +59,7 @@ class Interrupts:
             return
         name = signal.Signals(signum).name
         if self._context is None:
-            _say(f"\nInterrupted ({name}): nothing was being changed; stopping.")
+            _say(f"\nInterrupted ({name}): stopping (nothing was being changed).")
             raise KeyboardInterrupt
         if self.count == 1:
             running = self._context.running()

@@ -13,23 +13,28 @@ cluster, and the plan says so loudly.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ... import retry
 from ...config.names import ClusterKey
+from ...config.rules import ZONE_RE
 from ...engine import Action, Change, ReplaceOrder, Resource
 from ...errors import (
     AlreadyExists,
+    ApiDisabled,
     Conflict,
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    SdclusterError,
     WaitTimeout,
     from_rpc_status,
+    stockout,
 )
 from ...state import ResourceState
+from .. import preflight
 from ..context import GcpContext
 from ..labels import MANAGED_BY, POOL_LABEL, marked
 
@@ -40,37 +45,6 @@ T = TypeVar("T")
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 OPERATION_TIMEOUT_S = 3600.0
-
-# vCPUs of the predefined shapes whose name does not end in the count.
-_SPECIAL_VCPUS = {"e2-micro": 2, "e2-small": 2, "e2-medium": 2, "f1-micro": 1, "g1-small": 1}
-_A2_VCPUS = {"a2-highgpu-1g": 12, "a2-highgpu-2g": 24, "a2-highgpu-4g": 48, "a2-highgpu-8g": 96}
-# Regional CPU quota a new project typically has, per machine family (N1/E2 count under CPUS).
-DEFAULT_CPU_QUOTA = {"N2": 8, "N2D": 8, "C2": 8, "C2D": 8, "C3": 8, "G2": 8, "A2": 12, "N1": 24, "E2": 24}
-GPU_FAMILIES = {
-    "nvidia-tesla-t4": "N1",
-    "nvidia-tesla-v100": "N1",
-    "nvidia-tesla-p4": "N1",
-    "nvidia-l4": "G2",
-}
-
-
-def machine_vcpus(machine_type: str) -> int | None:
-    if machine_type in _SPECIAL_VCPUS:
-        return _SPECIAL_VCPUS[machine_type]
-    if machine_type in _A2_VCPUS:
-        return _A2_VCPUS[machine_type]
-    m = re.fullmatch(r"[a-z0-9]+-[a-z]+-(\d+)", machine_type)
-    return int(m.group(1)) if m else None
-
-
-def machine_family(machine_type: str) -> str:
-    return machine_type.split("-", 1)[0].upper()
-
-
-def quota_metric(machine_type: str) -> str:
-    family = machine_family(machine_type)
-    return "CPUS" if family in ("N1", "E2") else f"{family}_CPUS"
-
 
 # --------------------------------------------------------------------------------------------------
 # Specs
@@ -277,24 +251,30 @@ _TRANSITIONAL = ("PROVISIONING", "RECONCILING", "STOPPING")
 
 class Cluster(Resource[GcpContext]):
     type = "gke.cluster"
-    replace_on = frozenset({"location"})
+    replace_on = frozenset({"location", "network", "subnetwork"})
     # node_pool: the pool created with the cluster, shown in the plan (its settings are the pool's own
     # resource, gke.node_pool).
     informative = frozenset({"status", "endpoint", "current_node_count", "node_pool"})
 
     def __init__(self, cfg: Config, deps: tuple[str, ...]) -> None:
-        super().__init__(
-            f"{self.type}.{cfg.cluster.name}",
-            {
-                "location": cfg.cluster.zone,
-                "workload_pool": f"{cfg.project}.svc.id.goog",
-                "labels": cluster_labels(cfg),
-                "node_pool": cfg.cluster.node_pool,
-            },
-            deps,
-        )
+        desired = {
+            "location": cfg.cluster.zone,
+            "workload_pool": f"{cfg.project}.svc.id.goog",
+            "labels": cluster_labels(cfg),
+            "node_pool": cfg.cluster.node_pool,
+            "network": cfg.cluster.network,
+        }
+        if cfg.cluster.subnetwork:
+            desired["subnetwork"] = cfg.cluster.subnetwork
+        super().__init__(f"{self.type}.{cfg.cluster.name}", desired, deps)
         self.cfg = cfg
         self.cluster_name = cfg.cluster.name
+
+    def warnings(self, ctx: GcpContext, observed: Mapping[str, Any] | None) -> list[str]:
+        """A cluster to create needs its network: a project without it fails here, not in GKE."""
+        if observed is not None:
+            return []
+        return preflight.plan_warnings(preflight.network_findings(ctx.factory, self.cfg))
 
     @classmethod
     def from_state(cls, provider: Any, address: str, record: ResourceState) -> Cluster | None:
@@ -385,6 +365,8 @@ class Cluster(Resource[GcpContext]):
             node_pools=[node_pool_proto(cfg, cfg.cluster.node_pool)],
             workload_identity_config=gke.WorkloadIdentityConfig(workload_pool=f"{cfg.project}.svc.id.goog"),
             resource_labels=cluster_labels(cfg),
+            network=cfg.cluster.network,
+            subnetwork=cfg.cluster.subnetwork or "",
         )
         request = gke.CreateClusterRequest(
             parent=f"projects/{cfg.project}/locations/{cfg.cluster.zone}", cluster=cluster
@@ -405,10 +387,19 @@ class Cluster(Resource[GcpContext]):
                     f"cluster {self.cluster_name} already exists in {cfg.cluster.zone} and was not made by sdcluster",
                     hint=f"to adopt it: sdcluster import {self.address} {self._key(cfg.cluster.zone)}",
                 ) from None
-        if op is not None:
-            wait_for_operation(ctx, op, cfg.cluster.zone, self.address, "creating the cluster")
-        else:
-            wait_for_cluster_idle(ctx, cfg.cluster.zone, self.cluster_name, self.address)
+        ctx.forget_kube(self._key(cfg.cluster.zone))
+        # The cluster exists from now on, whatever happens to its operation (a zone out of Spot
+        # capacity leaves it in ERROR, still billing): the state records it, so destroy deletes it.
+        ctx.checkpoint(self.address, {**self.desired(), "status": "PROVISIONING", "endpoint": ""})
+        try:
+            if op is not None:
+                wait_for_operation(ctx, op, cfg.cluster.zone, self.address, "creating the cluster")
+            else:
+                wait_for_cluster_idle(ctx, cfg.cluster.zone, self.cluster_name, self.address)
+        except SdclusterError as e:
+            if stockout(str(e)):
+                raise _stockout_error(ctx, cfg, e) from e
+            raise
         got = self._get(ctx, cfg.cluster.zone)
         if got is None:
             raise NotFound(f"cluster {self.cluster_name} vanished right after its creation")
@@ -429,6 +420,10 @@ class Cluster(Resource[GcpContext]):
 
     def delete(self, ctx: GcpContext, change: Change) -> None:
         location = str((change.before or {}).get("location") or self.cfg.cluster.zone)
+        # GKE does not reliably delete a Service's load balancer with its cluster (it keeps billing):
+        # whatever the state says (a replace, an interrupted Service create), delete them first.
+        delete_load_balancers(ctx, self._key(location), self.address)
+        ctx.forget_kube(self._key(location))
         client = ctx.factory.cluster_manager(ctx.admin_credentials(self.address))
         try:
             op = mutate(
@@ -499,10 +494,17 @@ def cluster_attributes(cluster: Any) -> dict[str, Any]:
         "location": cluster.location,
         "workload_pool": cluster.workload_identity_config.workload_pool,
         "labels": dict(cluster.resource_labels),
+        "network": _last(cluster.network) or "default",
+        "subnetwork": _last(cluster.subnetwork),
         "status": cluster.status.name,
         "endpoint": cluster.endpoint,
         "current_node_count": cluster.current_node_count,
     }
+
+
+def _last(name_or_link: str) -> str:
+    """``projects/p/global/networks/vpc`` (or a URL) -> ``vpc``."""
+    return name_or_link.rsplit("/", 1)[-1]
 
 
 class NodePool(Resource[GcpContext]):
@@ -570,7 +572,12 @@ class NodePool(Resource[GcpContext]):
         )
 
     def warnings(self, ctx: GcpContext, observed: Mapping[str, Any] | None) -> list[str]:
-        return quota_warnings(self.cfg)
+        """The machine type and GPU type in the zone, and every quota the nodes draw on, read from
+        the project (``preflight``); a machine or GPU type the zone lacks stops the plan."""
+        # A running pool's nodes are in the usage already; GKE does not say how many run, so the
+        # autoscaler's growth is counted from min_nodes.
+        nodes_now = None if observed is None else self.cfg.cluster.min_nodes
+        return preflight.plan_warnings(preflight.cluster_findings(ctx.factory, self.cfg, nodes_now))
 
     def _op(self, ctx: GcpContext, call: Callable[[Any], Any], what: str) -> None:
         client = ctx.factory.cluster_manager(ctx.admin_credentials(self.address))
@@ -663,31 +670,98 @@ def replacement_name(pool: str, current: str | None, desired: Mapping[str, Any])
     return f"{pool}-{digest}"
 
 
-def quota_warnings(cfg: Config) -> list[str]:
-    """Plan-time preflight: vCPUs for the initial and maximum node counts against default quotas."""
-    c = cfg.cluster
-    vcpus = machine_vcpus(c.machine_type)
-    out: list[str] = []
-    family = machine_family(c.machine_type)
-    limit = DEFAULT_CPU_QUOTA.get(family)
-    if vcpus and limit:
-        metric = quota_metric(c.machine_type)
-        initial, peak = c.initial_nodes * vcpus, c.max_nodes * vcpus
-        if initial > limit:
-            out.append(
-                f"{c.initial_nodes} x {c.machine_type} ({vcpus} vCPUs) = {initial} vCPUs at creation exceeds the "
-                f"default {metric} quota of {limit} per region for new projects: apply will fail unless the "
-                "project has more quota (fewer initial nodes, a smaller machine type, or a quota increase)"
-            )
-        elif peak > limit:
-            out.append(
-                f"max_nodes = {c.max_nodes} x {c.machine_type} ({vcpus} vCPUs) = {peak} vCPUs exceeds the default "
-                f"{metric} quota of {limit} per region for new projects: the autoscaler cannot reach max_nodes "
-                "unless the project has more quota"
-            )
-    if c.accelerator_type:
-        out.append(
-            f"{c.accelerator_type} accelerators need GPU quota: new projects have GPUS_ALL_REGIONS = 0; request "
-            "more at https://console.cloud.google.com/iam-admin/quotas before apply"
+def _stockout_error(ctx: GcpContext, cfg: Config, e: SdclusterError) -> SdclusterError:
+    """A zone out of capacity: what happened, that the cluster is left in ERROR, and where else."""
+    try:
+        region = retry.call(
+            lambda: ctx.factory.compute("regions").get(project=cfg.project, region=cfg.region),
+            project=cfg.project,
         )
-    return out
+        others = [z.rsplit("/", 1)[-1] for z in region.zones if not z.endswith(f"/{cfg.cluster.zone}")]
+    except SdclusterError:
+        others = []
+    elsewhere = " / ".join(others) if others else f"(gcloud compute zones list --filter=region:{cfg.region})"
+    kind = "Spot " if cfg.cluster.spot else ("preemptible " if cfg.cluster.preemptible else "")
+    return InvalidRequest(
+        f"zone {cfg.cluster.zone} has no capacity for {kind}{cfg.cluster.machine_type} nodes right now "
+        f"(ZONE_RESOURCE_POOL_EXHAUSTED / GCE_STOCKOUT): {e}. The cluster {cfg.cluster.name} was left in "
+        "ERROR; it is recorded in the state, so `sdcluster destroy` deletes it and the next apply replaces it",
+        hint=(
+            f"try another zone of {cfg.region}: cluster.zone = {elsewhere} (then apply), or try again later"
+        ),
+    )
+
+
+def delete_load_balancers(ctx: GcpContext, cluster_key: str, address: str) -> None:
+    """Delete every LoadBalancer Service with sdcluster's labels on the cluster, and wait until each
+    one's forwarding rule is gone from Compute Engine (GKE names it "a" + the Service's UID)."""
+    from kubernetes import client as k8s
+
+    from ..labels import K8S_MANAGED_BY
+    from .kube import kube_call, raw_json
+
+    api = ctx.kube(admin=True, cluster_key=cluster_key, broken=True)
+    if api is None:
+        return
+    core = k8s.CoreV1Api(api)
+    selector = ",".join(f"{k}={v}" for k, v in K8S_MANAGED_BY.items())
+    listed = raw_json(
+        kube_call(
+            ctx, lambda: core.list_service_for_all_namespaces(label_selector=selector, _preload_content=False)
+        )
+    )
+    services = [s for s in listed.get("items", []) if s.get("spec", {}).get("type") == "LoadBalancer"]
+    for svc in services:
+        meta = svc["metadata"]
+        ctx.report(address, f"deleting Service {meta['namespace']}/{meta['name']} (its load balancer) first")
+        try:
+            kube_call(
+                ctx,
+                partial(
+                    core.delete_namespaced_service, meta["name"], meta["namespace"], _preload_content=False
+                ),
+            )
+        except NotFound:
+            pass
+    location = ClusterKey.parse(cluster_key)[0].location
+    zone = ZONE_RE.fullmatch(location)
+    region = zone.group(1) if zone else location
+    rules = ctx.factory.compute("forwarding_rules")
+
+    def gone() -> bool | None:
+        for svc in services:
+            name = ("a" + svc["metadata"]["uid"].replace("-", ""))[:32]
+            try:
+                retry.call(
+                    partial(rules.get, project=ctx.project, region=region, forwarding_rule=name),
+                    project=ctx.project,
+                )
+            except NotFound:
+                continue
+            except (ApiDisabled, PermissionDenied):
+                # Compute cannot be read: the Service's own deletion (its finalizer) is the signal.
+                meta = svc["metadata"]
+                try:
+                    kube_call(
+                        ctx,
+                        partial(
+                            core.read_namespaced_service,
+                            meta["name"],
+                            meta["namespace"],
+                            _preload_content=False,
+                        ),
+                    )
+                except NotFound:
+                    continue
+            ctx.report(address, "waiting for the load balancers to be released")
+            return None
+        return True
+
+    if services:
+        retry.until(
+            gone,
+            timeout_s=ctx.config.serving.lb_timeout_s,
+            what="the load balancers of the cluster's Services to be released",
+            hint="check: gcloud compute forwarding-rules list; delete what remains before the cluster",
+            max_interval_s=5.0,
+        )

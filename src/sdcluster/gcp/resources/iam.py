@@ -16,14 +16,15 @@ Example addresses::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ... import retry
 from ...config.names import service_account_email, service_account_parts
 from ...engine import Change, Resource
-from ...errors import AlreadyExists, ApiDisabled, InvalidRequest, NotFound
+from ...errors import AlreadyExists, ApiDisabled, InvalidRequest, NotFound, SdclusterError
 from ...state import ResourceState, State
+from ..clients import CLOUD_PLATFORM
 from ..context import GcpContext
 from ..labels import SA_MARKER
 
@@ -37,8 +38,31 @@ REQUIRED_SERVICES = (
 )
 
 
+# Google gives no bound for an enabling to propagate ("wait a few minutes", in its SERVICE_DISABLED
+# message; Terraform's google_project_service guide: "eventually consistent"); ten minutes is ample.
+API_PROPAGATION_TIMEOUT_S = 600.0
+
 # --------------------------------------------------------------------------------------------------
 # APIs
+
+
+def _probes(ctx: GcpContext) -> dict[str, Callable[[], Any]]:
+    """A cheap read of each API, as the project's user (what its propagation is checked with)."""
+    f, p, cfg = ctx.factory, ctx.project, ctx.config
+    return {
+        "cloudresourcemanager.googleapis.com": lambda: f.projects().get_project(name=f"projects/{p}"),
+        "compute.googleapis.com": lambda: f.compute("regions").get(project=p, region=cfg.region),
+        "container.googleapis.com": lambda: f.cluster_manager().list_clusters(
+            parent=f"projects/{p}/locations/-"
+        ),
+        "iam.googleapis.com": lambda: f.iam_admin().list_service_accounts(
+            request={"name": f"projects/{p}", "page_size": 1}
+        ),
+        "iamcredentials.googleapis.com": lambda: f.iam_credentials().generate_access_token(
+            name=f"projects/-/serviceAccounts/{cfg.admin_email}", scope=[CLOUD_PLATFORM]
+        ),
+        "storage.googleapis.com": lambda: next(iter(f.storage(p).list_buckets(max_results=1)), None),
+    }
 
 
 class ProjectService(Resource[GcpContext]):
@@ -103,7 +127,37 @@ class ProjectService(Resource[GcpContext]):
             lambda: client.enable_service(request={"name": self.resource_name}), project=self.project
         )
         op.result(timeout=600)  # type: ignore[no-untyped-call]
+        self._wait_until_answering(ctx)
         return {"state": "ENABLED"}
+
+    def _wait_until_answering(self, ctx: GcpContext) -> None:
+        """Enabling is eventually consistent: the operation is done, yet the API may answer
+        SERVICE_DISABLED "for a few minutes" (Google's own message: "If you enabled this API
+        recently, wait a few minutes for the action to propagate to our systems and retry").
+        Call it until it answers anything else (an answer, a denial, a 404), up to
+        ``API_PROPAGATION_TIMEOUT_S``, so what depends on it starts only once it serves."""
+        probe = _probes(ctx).get(self.service)
+        if probe is None:
+            return
+
+        def answers() -> bool:
+            try:
+                retry.call(probe, project=self.project)
+            except ApiDisabled:
+                ctx.report(self.address, f"waiting for {self.service} to answer (enabling propagates)")
+                raise
+            except SdclusterError:
+                pass  # any other answer: the API is serving this project
+            return True
+
+        retry.until(
+            answers,
+            timeout_s=API_PROPAGATION_TIMEOUT_S,
+            what=f"the {self.service} API to answer after it was enabled",
+            retry_on=(ApiDisabled,),
+            hint=f"check it: gcloud services list --enabled --project {self.project}",
+            max_interval_s=10.0,
+        )
 
     def delete(self, ctx: GcpContext, change: Change) -> None:  # never planned: retained
         return None
@@ -178,6 +232,7 @@ class ServiceAccount(Resource[GcpContext]):
                 description=f"Created by sdcluster ({SA_MARKER})",
             ),
         )
+        ctx.account_created()
         taken = False
         try:
             retry.call(lambda: client.create_service_account(request=request), project=self.project)

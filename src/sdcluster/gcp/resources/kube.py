@@ -209,6 +209,9 @@ class KubeObject(Resource[GcpContext]):
                 ),
             )
         )
+        # The object exists from here on: recorded before waiting for it (rollout, load balancer),
+        # so a wait that times out or a run that dies leaves it in the state for destroy.
+        ctx.checkpoint(self.address, self.view(live))
         self.after_apply(ctx, live)
         return self.view(self.get(ctx, admin=True) or live)
 

@@ -20,7 +20,7 @@ from ...errors import RolloutStuck, WaitTimeout
 from ...tfserving import GRPC_PORT, HTTP_PORT, model_url
 from ..context import GcpContext
 from ..labels import K8S_MANAGED_BY, POOL_LABEL
-from .gke import machine_vcpus
+from ..preflight import machine_vcpus
 from .kube import KubeObject, kube_call, raw_json
 
 if TYPE_CHECKING:
