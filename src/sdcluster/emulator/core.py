@@ -78,8 +78,18 @@ class Knobs:
     # answers 404 "Gaia id not found" for this long after the account's creation.
     token_propagation_s: float = 0.0
     operation_s: float = 0.5
-    rollout_s: float = 0.5
+    rollout_s: float = 0.5  # a scheduled pod's image pull and container start
     lb_s: float = 0.5
+    # Kubelet timings (probe initialDelaySeconds/periodSeconds, restart back-off) are multiplied
+    # by this: 0.05 turns a 10 s probe period into 0.5 s of wall time.
+    kubelet_scale: float = 0.05
+    # TF Serving's own intervals (file-system poll 1 s, load retry 60 s) are multiplied by this.
+    tfserving_scale: float = 0.05
+    model_load_s: float = 0.3  # how long the TF Serving stand-in takes to load one version
+    predict_s_per_step: float = 0.0  # synthetic compute time per diffusion step and image
+    autoscale_s: float = 1.0  # cluster autoscaler: unschedulable pod -> a new Ready node
+    scale_down_s: float = 60.0  # a node without workload pods for this long is removed
+    event_ttl_s: float = 3600.0  # kube-apiserver --event-ttl (1 h by default)
     seed: int = 0
     quotas: dict[str, float] = field(default_factory=_default_quotas)
     # The Cloud Billing Catalog answers (False: unreachable, every call UNAVAILABLE).
@@ -402,6 +412,14 @@ class LogEntry:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who a token names, and the OAuth scopes it was minted with (None: a user's token, any scope)."""
+
+    member: str
+    scopes: tuple[str, ...] | None = None
+
+
 @dataclass
 class CallInfo:
     caller: str = ""
@@ -672,12 +690,24 @@ class World:
             raise denied(permission, resource)
 
     # ---- identity -------------------------------------------------------------------------------
-    def mint_token(self, member: str, lifetime_s: float) -> tuple[str, float]:
+    def mint_token(
+        self, member: str, lifetime_s: float, scopes: list[str] | None = None
+    ) -> tuple[str, float]:
+        """A token ``emulator:<member>#<expiry>[#<scope>,<scope>...]`` and its expiry.
+
+        The scopes travel in the token (Google keeps them server-side) so that services can check
+        them: Cloud Storage wants a storage or cloud-platform scope, GKE names a service account by
+        its email only when the token has the userinfo.email scope.
+        """
         expiry = self.now() + lifetime_s
-        return token_for(member, expiry), expiry
+        return token_for(member, expiry, scopes), expiry
 
     def authenticate(self, authorization: str | None) -> str:
         """Return the member a bearer token names; UNAUTHENTICATED otherwise."""
+        return self.identify(authorization).member
+
+    def identify(self, authorization: str | None) -> Identity:
+        """The member and OAuth scopes of a bearer token (scopes None: not recorded, i.e. any)."""
         if not authorization or not authorization.lower().startswith("bearer "):
             raise EmulatorError(
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -688,13 +718,13 @@ class World:
             raise EmulatorError(
                 grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication credentials."
             )
-        member, expiry = parsed
+        member, expiry, scopes = parsed
         if expiry is not None and expiry < self.now():
             raise EmulatorError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "Request had invalid authentication credentials (token expired).",
             )
-        return member
+        return Identity(member, scopes)
 
     # ---- faults and latency -----------------------------------------------------------------------
     def add_fault(self, rule: FaultRule) -> None:
