@@ -506,7 +506,11 @@ class KubeHub(Protocol):
         """Start the Kubernetes API of cluster ``key`` (``projects/P/locations/Z/clusters/N``).
 
         ``nodes``: one dict per node pool: {"name", "machine_type", "node_count", "cpus",
-        "memory_mib", "accelerators": int}. Returns (endpoint "127.0.0.1:PORT", CA certificate PEM).
+        "memory_mib", "accelerators": int}, optionally "zones", "labels", "spot", "preemptible",
+        "accelerator_type", "workload_metadata" ("GKE_METADATA": pods get their KSA's identity),
+        "service_account", "oauth_scopes" (the node's identity otherwise), "autoscaling" ({"enabled",
+        "min_node_count", "max_node_count"} per zone), "instance_group".
+        Returns (endpoint "127.0.0.1:PORT", CA certificate PEM).
         """
         ...
 

@@ -6,26 +6,32 @@ by a per-cluster CA made with trustme. What the API does:
 
 - **identity and permission** like GKE: bearer tokens name the caller (``World.authenticate``); IAM
   permissions on the project (``container.deployments.create``...) decide (401 / 403 ``Status``);
-- **resources**: namespaces, configmaps, services, apps/v1 deployments, autoscaling/v2
-  horizontalpodautoscalers; read-only pods, events and nodes synthesized from the controllers' view
-  (``kubesim``); verbs get, list (``labelSelector``, ``fieldSelector``), create, replace, delete,
-  and patch: server-side apply (``application/apply-patch+yaml``, ``fieldManager``, ``force``),
-  merge, strategic merge and JSON patch, with ``metadata.managedFields`` kept as upstream does
-  (``kubemerge``);
+- **resources**: namespaces, configmaps, serviceaccounts, services, apps/v1 deployments,
+  autoscaling/v2 horizontalpodautoscalers; read-only replicasets, pods (deletable: a restart by
+  hand), ``pods/log``, events and nodes kept by the controllers (``kubecontrol``); verbs get, list
+  (``labelSelector``, ``fieldSelector``), create, replace, delete, and patch: server-side apply
+  (``application/apply-patch+yaml``, ``fieldManager``, ``force``), merge, strategic merge and JSON
+  patch, with ``metadata.managedFields`` kept as upstream does (``kubemerge``);
+- **identity** of service accounts as GKE sees them: by email only with the ``userinfo.email`` scope
+  on the token, else by their numeric unique ID;
 - **validation** of every write against the upstream OpenAPI schemas (kubernetes-validate, strict,
   Kubernetes ``KUBERNETES_VERSION``) plus the semantic checks users hit (selector vs labels,
   quantities, immutable fields) -> 422 ``Invalid``;
-- **controllers** (``Hub.tick``): Deployments become Available ``rollout_s`` after a change if
-  their pods fit on a node (else Pending + ``FailedScheduling``; unknown images -> ``ErrImagePull``);
-  LoadBalancer Services get a loopback IP (127.0.X.Y, X >= 1) after ``lb_s`` and, when deleted,
-  linger with the ``service.kubernetes.io/load-balancer-cleanup`` finalizer for ``lb_s``; a
-  LoadBalancer Service in front of a ``tensorflow/serving`` Deployment gets a TF Serving stand-in
-  (``tfserving.ModelServer``) listening on its IP and port.
+- **controllers** (``Hub.tick`` -> ``kubecontrol.ClusterSim``): the Deployment and ReplicaSet
+  controllers, the scheduler, the kubelet (``kubelet``: image pulls, probes, restarts, logs), GKE's
+  cluster autoscaler and event aggregation with a TTL; LoadBalancer Services get a loopback IP
+  (127.0.X.Y, X >= 1) after ``lb_s`` and, when deleted, linger with the
+  ``service.kubernetes.io/load-balancer-cleanup`` finalizer for ``lb_s``;
+- **TF Serving**: a ``tensorflow/serving`` container runs a TF Serving 2.11 process (``tfprocess``)
+  that reads its model from the emulated Cloud Storage as the pod's identity (polls run outside
+  ``world.lock``); a LoadBalancer Service with a ready TF Serving pod behind it gets a stand-in
+  (``tfserving.ModelServer``) on its IP and port, answering from that pod's process.
 
 State lives in ``world.data["kube"][key]``: ``endpoint`` (current ``127.0.0.1:PORT``; the port may
 change after a restart from a state file, so read it from there or from ``Hub.endpoint_of(key)``),
-``ca_cert``/``ca_key`` (PEM; the CA survives a restart), ``nodes``, ``objects``, ``rv`` and the
-controllers' memory.
+``ca_cert``/``ca_key`` (PEM; the CA survives a restart), ``nodes`` (the pools, from GKE), ``objects``,
+``rv`` and the controllers' records (``node_records``, ``replicasets``, ``pods``, ``events``,
+``scale_ups``, ``lbs``).
 
 Example::
 
@@ -46,6 +52,7 @@ import threading
 import traceback
 import uuid
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -53,8 +60,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import grpc
 
-from . import kubemerge, kubesim
-from .core import EmulatorError, World
+from . import kubecontrol, kubelet, kubemerge, kubesim, tfprocess, tfserving
+from .core import EmulatorError, Identity, World
 
 # The newest Kubernetes minor the installed kubernetes-validate ships schemas for; writes are
 # validated against exactly this version, and /version reports it.
@@ -62,6 +69,7 @@ KUBERNETES_VERSION = "1.37"
 GIT_VERSION = f"v{KUBERNETES_VERSION}.0-gke.1000"
 
 LB_FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
+USERINFO_EMAIL = "https://www.googleapis.com/auth/userinfo.email"
 TF_SERVING_REST_PORT = 8501
 MODEL_RETRY_S = 2.0  # a TF Serving stand-in that failed to start (address busy) is retried after this
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -104,11 +112,13 @@ class Kind:
 KINDS = [
     Kind("Namespace", "namespaces", "", "v1", "namespaces", namespaced=False),
     Kind("ConfigMap", "configmaps", "", "v1", "configMaps"),
+    Kind("ServiceAccount", "serviceaccounts", "", "v1", "serviceAccounts"),
     Kind("Service", "services", "", "v1", "services"),
     Kind("Pod", "pods", "", "v1", "pods", writable=False),
     Kind("Event", "events", "", "v1", "events", writable=False),
     Kind("Node", "nodes", "", "v1", "nodes", namespaced=False, writable=False),
     Kind("Deployment", "deployments", "apps", "v1", "deployments", generation=True),
+    Kind("ReplicaSet", "replicasets", "apps", "v1", "replicaSets", writable=False),
     Kind(
         "HorizontalPodAutoscaler",
         "horizontalpodautoscalers",
@@ -124,7 +134,7 @@ _BY_PLURAL = {k.plural: k for k in KINDS}
 
 _PATH = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
-    r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$"
+    r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>status|log))?$"
 )
 
 
@@ -591,14 +601,32 @@ class ClusterApi:
                 return 200, "ok"
             if path == "/version":
                 return 200, _version()
-            info.caller = self.world.authenticate(headers.get("Authorization"))
+            identity = self.world.identify(headers.get("Authorization"))
+            user = self.kube_user(identity)
+            info.caller = user if user.startswith(("user:", "serviceAccount:")) else f"serviceAccount:{user}"
             discovery = _discovery(path, self.rec["endpoint"])
             if discovery is not None:
                 return 200, discovery
-            return self._resource(verb, path, query, headers, body, info.caller)
+            return self._resource(verb, path, query, headers, body, identity.member, user)
+
+    def kube_user(self, identity: Identity) -> str:
+        """The member as GKE names it in Kubernetes: a service account's email only when its token
+        carries the userinfo.email scope, else the account's numeric unique ID (IAM still decides)."""
+        member = identity.member
+        if (
+            not member.startswith("serviceAccount:")
+            or identity.scopes is None
+            or USERINFO_EMAIL in identity.scopes
+        ):
+            return member
+        from .iam import _accounts
+
+        with self.world.lock:
+            sa = _accounts(self.world).get(member.split(":", 1)[1])
+        return str(sa["unique_id"]) if sa else member
 
     def _resource(
-        self, verb: str, path: str, query: dict[str, str], headers: Any, body: bytes, caller: str
+        self, verb: str, path: str, query: dict[str, str], headers: Any, body: bytes, caller: str, user: str
     ) -> tuple[int, Any]:
         m = _PATH.match(path)
         kind = (
@@ -624,7 +652,16 @@ class ClusterApi:
         }[verb]
         if verb == "DELETE" and not name:
             k8s_verb = "deletecollection"
-        self._authorize(caller, kind, k8s_verb, ns, name)
+        if m["sub"] == "log":
+            if kind.plural != "pods" or verb != "GET":
+                raise kube_error(404, "NotFound", "the server could not find the requested resource")
+            self._authorize(caller, user, kind, "getLogs", ns, name, "pods/log")
+            with self.world.lock:
+                return 200, self.pod_log(ns, name, query)
+        self._authorize(caller, user, kind, k8s_verb, ns, name)
+        if verb == "DELETE" and kind.plural == "pods" and name:
+            with self.world.lock:
+                return 200, self.delete_pod(ns, name)
         if verb != "GET" and not kind.writable:
             raise kube_error(
                 405,
@@ -652,20 +689,23 @@ class ClusterApi:
             405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
         )
 
-    def _authorize(self, caller: str, kind: Kind, verb: str, ns: str, name: str) -> None:
+    def _authorize(
+        self, caller: str, user: str, kind: Kind, verb: str, ns: str, name: str, resource: str | None = None
+    ) -> None:
         """GKE authorizes through IAM: ``container.<resource>.<verb>`` on the project."""
         iam_verb = {"patch": "update", "deletecollection": "delete"}.get(verb, verb)
         permission = f"container.{kind.iam}.{iam_verb}"
         if self.world.has_permission(caller, permission, self.project):
             return
-        user = caller.split(":", 1)[-1]
+        user = user.split(":", 1)[-1]
+        shown_verb = "get" if verb == "getLogs" else verb
         subject = f'{kind.resource} "{name}"' if name else kind.resource
         scope = f'in the namespace "{ns}"' if kind.namespaced and ns else "at the cluster scope"
         raise kube_error(
             403,
             "Forbidden",
-            f'{subject} is forbidden: User "{user}" cannot {verb} resource "{kind.plural}" in API group '
-            f'"{kind.group}" {scope}: requires one of ["{permission}"] permission(s).',
+            f'{subject} is forbidden: User "{user}" cannot {shown_verb} resource "{resource or kind.plural}" in API '
+            f'group "{kind.group}" {scope}: requires one of ["{permission}"] permission(s).',
             _details(kind, name),
         )
 
@@ -724,11 +764,56 @@ class ClusterApi:
         }
 
     def _synthesized(self, kind: Kind, ns: str) -> list[dict[str, Any]]:
-        view = self.hub.cluster_view(self.key, self.rec)
-        if kind.plural == "nodes":
-            return [{"apiVersion": "v1", "kind": "Node", **n} for n in view.nodes]
-        items = view.pods if kind.plural == "pods" else view.events
-        return [o for o in items if not ns or o["metadata"]["namespace"] == ns]
+        """Objects the controllers keep (nodes, pods, ReplicaSets, events), as the API shows them."""
+        sim = self.hub.sim(self.key, self.rec)
+        items = {
+            "nodes": sim.node_objects,
+            "pods": sim.pod_objects,
+            "replicasets": sim.replicaset_objects,
+            "events": sim.event_objects,
+        }[kind.plural]()
+        return [o for o in items if not ns or o["metadata"].get("namespace") == ns]
+
+    def pod_log(self, ns: str, name: str, query: dict[str, str]) -> str:
+        """``GET pods/NAME/log``: the container's log as text (``container``, ``previous``, ``tailLines``)."""
+        from . import kubelet
+
+        pod = self.rec.get("pods", {}).get(f"{ns}/{name}")
+        pods = _BY_PLURAL["pods"]
+        if pod is None:
+            raise not_found(pods, name)
+        names = list(pod["containers"]) or [c.get("name") for c in pod["spec"].get("containers") or []]
+        container = query.get("container") or (names[0] if len(names) == 1 else "")
+        if not container:
+            raise bad_request(
+                f"a container name must be specified for pod {name}, choose one of: [{' '.join(map(str, names))}]"
+            )
+        if container not in names:
+            raise bad_request(f"container {container} is not valid for pod {name}")
+        previous = query.get("previous", "").lower() in ("true", "1")
+        lines = kubelet.logs(pod, container, previous) if pod["containers"] else None
+        if lines is None or (previous and not pod["containers"][container]["restarts"]):
+            if previous:
+                raise bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
+            raise bad_request(
+                f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
+            )
+        if query.get("tailLines", "").isdigit():
+            lines = lines[-int(query["tailLines"]) :] if int(query["tailLines"]) else []
+        return "".join(f"{line}\n" for line in lines)
+
+    def delete_pod(self, ns: str, name: str) -> dict[str, Any]:
+        """Delete a pod (its ReplicaSet makes a new one): a restart by hand."""
+        pod = self.rec.get("pods", {}).get(f"{ns}/{name}")
+        if pod is None:
+            raise not_found(_BY_PLURAL["pods"], name)
+        from . import kubelet
+
+        obj = kubelet.pod_object(pod, self.world.now())
+        del self.rec["pods"][f"{ns}/{name}"]
+        self.bump_version()
+        self.world.changed()
+        return obj
 
     # ---- writes -------------------------------------------------------------------------------------
     def create(self, kind: Kind, ns: str, body: Any, manager: str, dry: bool) -> dict[str, Any]:
@@ -1229,22 +1314,27 @@ class _Running:
 
 
 # --------------------------------------------------------------------------------------------------
-# Controllers' view of one cluster (nodes, pods, events), recomputed on each tick
-
-
-@dataclass
-class ClusterView:
-    nodes: list[dict[str, Any]] = field(default_factory=list)
-    pods: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
+# TF Serving stand-ins behind load balancers
 
 
 @dataclass(frozen=True)
 class _ModelSpec:
     host: str
     port: int
-    model: str
-    deployment: str  # "ns/name"
+    service: str  # "cluster key|ns/name"
+
+
+@dataclass(frozen=True)
+class _ReadJob:
+    """One TF Serving poll of one container, run outside world.lock (it calls Cloud Storage)."""
+
+    key: str
+    pod: str  # "ns/name"
+    container: str
+    incarnation: tuple[float, int]  # (started, restarts): a restarted container drops old results
+    base: str
+    attempt: frozenset[int] | None
+    token: str
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1260,9 +1350,17 @@ class Hub:
         self._models: dict[str, tuple[_ModelSpec, Any]] = {}
         self._failed_models: dict[_ModelSpec, float] = {}  # spec -> when its start failed
         self._models_lock = threading.Lock()
-        # Builds the TF Serving stand-in: (host, port, model_name, is_ready) -> object with start()/stop().
-        # None: ``tfserving.ModelServer`` (tests may plug in another).
-        self.model_server_factory: Callable[..., Any] | None = None
+        # What each load balancer's stand-in answers from (replaced whole on every tick).
+        self._backends: dict[str, tfserving.Servable] = {}
+        # Cloud Storage, where TF Serving processes read their models (the emulator sets it).
+        self.storage_address = ""
+        self._reads: futures.ThreadPoolExecutor | None = None
+        self._reading: set[tuple[str, str, str]] = set()
+        # A load balancer's IP keeps port 8501 bound (not listening: connections are refused) while
+        # no stand-in serves there, so that emulators in other processes do not take the address.
+        self._held: dict[str, socket.socket] = {}
+        self._held_lock = threading.Lock()
+        self._saved_at = 0.0
 
     # ---- lifecycle (called by the GKE service and the emulator) -----------------------------------
     def start_cluster(self, key: str, nodes: list[dict[str, Any]]) -> tuple[str, str]:
@@ -1273,7 +1371,7 @@ class Hub:
             if rec is None:
                 rec = clusters[key] = self._new_cluster(key, nodes)
             elif rec.get("nodes") != nodes:
-                rec["nodes"], rec["nodes_since"] = nodes, self.world.now()
+                rec["nodes"] = nodes
             if key not in self._running:
                 self._serve(key, rec)
             self.world.changed()
@@ -1283,7 +1381,8 @@ class Hub:
         with self.world.lock:
             rec = self.world.data.get("kube", {}).get(key)
             if rec is not None and rec.get("nodes") != nodes:
-                rec["nodes"], rec["nodes_since"] = nodes, self.world.now()
+                rec["nodes"] = nodes
+                self.sim(key, rec)  # node records follow the pools at once
                 self.world.changed()
 
     def stop_cluster(self, key: str) -> None:
@@ -1311,6 +1410,11 @@ class Hub:
         for key in list(self._running):
             self._shutdown(key)
         self._stop_models(lambda _: True)
+        if self._reads is not None:
+            self._reads.shutdown(wait=True, cancel_futures=True)
+            self._reads = None
+        for ip in list(self._held):
+            self._unhold(ip)
         with _CLAIMED_LOCK:
             for ip in [ip for ip, hub in _CLAIMED_LB_IPS.items() if hub == id(self)]:
                 del _CLAIMED_LB_IPS[ip]
@@ -1349,12 +1453,15 @@ class Hub:
             "ca_cert": ca.cert_pem.bytes().decode(),
             "ca_key": ca.private_key_pem.bytes().decode(),
             "nodes": nodes,
-            "nodes_since": now,
             "rv": 1,
             "next_ip": 10,
             "next_node_port": 30000,
-            "objects": {"namespaces": namespaces},
-            "rollouts": {},
+            "objects": {
+                "namespaces": namespaces,
+                "serviceaccounts": {
+                    f"{ns}/default": _default_service_account(key, ns, stamp) for ns in namespaces
+                },
+            },
             "lbs": {},
         }
 
@@ -1428,11 +1535,15 @@ class Hub:
         return 30000 + (n - 30000) % 2768
 
     def after_write(self, key: str, rec: dict[str, Any], kind: Kind, oid: str, obj: dict[str, Any]) -> None:
-        """Controllers that react at once: the Deployment controller notes the new template, the
-        service controller starts (or releases) a load balancer."""
+        """Controllers that react at once: a new namespace gets its default ServiceAccount, the service
+        controller starts (or releases) a load balancer."""
         now = self.world.now()
-        if kind.kind == "Deployment":
-            rec["rollouts"][oid] = kubesim.observe(rec["rollouts"].get(oid), obj, now)
+        if kind.kind == "Namespace":
+            # The ServiceAccount controller gives every namespace its "default" ServiceAccount.
+            accounts = rec["objects"].setdefault("serviceaccounts", {})
+            accounts.setdefault(
+                f"{oid}/default", _default_service_account(str(uuid.uuid4()), oid, kubesim.rfc3339(now))
+            )
         elif kind.kind == "Service":
             lbs = rec["lbs"]
             if obj["spec"].get("type") == "LoadBalancer" and oid not in lbs:
@@ -1450,8 +1561,11 @@ class Hub:
 
         A Service's load balancer stays until the service controller releases it (next tick)."""
         rec["objects"].get(kind.plural, {}).pop(oid, None)
-        if kind.kind == "Deployment":
-            rec["rollouts"].pop(oid, None)
+        if kind.kind == "Deployment":  # the garbage collector takes its ReplicaSets and their pods
+            for rsid in [i for i, rs in rec.get("replicasets", {}).items() if rs["deployment"] == oid]:
+                del rec["replicasets"][rsid]
+                for pid in [i for i, p in rec.get("pods", {}).items() if p["rs"] == rsid]:
+                    del rec["pods"][pid]
         elif kind.kind == "Namespace":
             for plural in _STORED:
                 if plural != "namespaces":
@@ -1473,97 +1587,167 @@ class Hub:
                     ip = f"127.0.{x}.{y}"
                     if ip in used or _CLAIMED_LB_IPS.get(ip, id(self)) != id(self):
                         continue
-                    if not _port_free(ip, TF_SERVING_REST_PORT):
+                    if not self._hold(ip):
                         continue
                     _CLAIMED_LB_IPS[ip] = id(self)
                     return ip
         raise kube_error(503, "ServiceUnavailable", "no load balancer addresses left")
 
     # ---- controllers ----------------------------------------------------------------------------------
-    def cluster_view(self, key: str, rec: dict[str, Any]) -> ClusterView:
-        """Nodes, pods and events as the controllers see them now (pure: no writes)."""
-        now, rollout_s = self.world.now(), self.world.knobs.rollout_s
-        view = ClusterView(
-            nodes=kubesim.node_objects(key, rec.get("nodes") or [], rec.get("nodes_since", now))
+    def sim(self, key: str, rec: dict[str, Any]) -> kubecontrol.ClusterSim:
+        """The controllers of cluster ``key`` now (call under world.lock)."""
+        project = key.split("/")[1]
+        try:
+            number = str(self.world.project(project)["number"])
+        except EmulatorError:
+            number = "0"
+        api = ClusterApi(self, key)
+
+        def resized(pool: str, count: int) -> None:
+            from . import gke
+
+            gke.autoscaled(self.world, key, pool, count)
+
+        return kubecontrol.ClusterSim(
+            key, rec, self.world.now(), self.world.knobs, number, api.bump_version, resized
         )
-        deployments = sorted(
-            rec["objects"].get("deployments", {}).items(),
-            key=lambda kv: (kv[1]["metadata"].get("creationTimestamp", ""), kv[0]),
+
+    def _kubelet_env(self, sim: kubecontrol.ClusterSim) -> kubelet.Env:
+        knobs = self.world.knobs
+
+        def configmap(ns: str, name: str, key: str) -> str | None:
+            cm = sim.objects("configmaps").get(f"{ns}/{name}")
+            if cm is None:
+                return None
+            value = (cm.get("data") or {}).get(key)
+            return None if value is None else str(value)
+
+        return kubelet.Env(
+            rollout_s=knobs.rollout_s,
+            kubelet_scale=knobs.kubelet_scale,
+            tfserving_scale=knobs.tfserving_scale,
+            model_load_s=knobs.model_load_s,
+            predict_s_per_step=knobs.predict_s_per_step,
+            image_size=0,
+            record=sim.record,
+            configmap=configmap,
         )
-        records = {oid: kubesim.observe(rec["rollouts"].get(oid), d, now) for oid, d in deployments}
-        placements = kubesim.schedule(
-            view.nodes,
-            [
-                (oid, len(records[oid]["starts"]), (d["spec"].get("template") or {}).get("spec") or {})
-                for oid, d in deployments
-            ],
-        )
-        for oid, d in deployments:
-            placement = placements[oid]
-            pods = kubesim.pod_states(d, records[oid], placement, now, rollout_s)
-            view.pods += [kubesim.pod_object(d, p, placement.reason, now) for p in pods]
-            view.events += kubesim.deployment_events(d, records[oid])
-            for p in pods:
-                view.events += kubesim.pod_events(d, p, placement.reason, rollout_s)
-        for oid, lb in rec.get("lbs", {}).items():
-            svc = rec["objects"].get("services", {}).get(oid)
-            if svc is not None:
-                view.events += kubesim.service_events(svc, lb, self.world.knobs.lb_s, now)
-        return view
 
     def tick(self) -> None:
-        """Advance every running cluster's controllers; then start/stop TF Serving stand-ins."""
+        """Advance every running cluster's controllers; read models; start/stop TF Serving stand-ins."""
         desired: dict[str, _ModelSpec] = {}
+        backends: dict[str, tfserving.Servable] = {}
+        jobs: list[_ReadJob] = []
         with self.world.lock:
-            changed = False
             for key, rec in self.world.data.get("kube", {}).items():
                 if key not in self._running:
                     continue
-                changed |= self._reconcile(key, rec)
-                desired.update(self._desired_models(key, rec))
-            if changed:
+                sim = self.sim(key, rec)
+                sim.step(self._kubelet_env(sim))
+                api = ClusterApi(self, key)
+                self._reconcile_services(key, rec, sim.now, api)
+                self._reconcile_hpas(rec, api)
+                jobs += self._read_jobs(key, rec, sim.now)
+                for mkey, (spec, servable) in self._desired_models(key, rec, sim).items():
+                    desired[mkey], backends[mkey] = spec, servable
+            # Pods change on every tick (probes, logs): persist at most once a second.
+            if self.world.now() - self._saved_at >= 1.0:
+                self._saved_at = self.world.now()
                 self.world.changed()
+        self._backends = backends
+        for job in jobs:
+            self._submit(job)
         self._sync_models(desired)
+        self._release_unused_ips()
 
-    def _reconcile(self, key: str, rec: dict[str, Any]) -> bool:
-        now = self.world.now()
-        api = ClusterApi(self, key)
-        changed = self._reconcile_deployments(key, rec, now, api)
-        changed |= self._reconcile_services(key, rec, now, api)
-        changed |= self._reconcile_hpas(rec, api)
-        return changed
+    # ---- load balancer addresses ---------------------------------------------------------------------
+    def _hold(self, ip: str) -> bool:
+        """Bind ``ip:8501`` without listening; False if something else has it."""
+        with self._held_lock:
+            if ip in self._held:
+                return True
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind((ip, TF_SERVING_REST_PORT))
+            except OSError:
+                sock.close()
+                return False
+            self._held[ip] = sock
+            return True
 
-    def _reconcile_deployments(self, key: str, rec: dict[str, Any], now: float, api: ClusterApi) -> bool:
-        changed = False
-        deployments = rec["objects"].get("deployments", {})
-        view_nodes = kubesim.node_objects(key, rec.get("nodes") or [], rec.get("nodes_since", now))
-        order = sorted(
-            deployments.items(), key=lambda kv: (kv[1]["metadata"].get("creationTimestamp", ""), kv[0])
-        )
-        for oid, d in order:
-            rec["rollouts"][oid] = kubesim.observe(rec["rollouts"].get(oid), d, now)
-        placements = kubesim.schedule(
-            view_nodes,
-            [
-                (
-                    oid,
-                    len(rec["rollouts"][oid]["starts"]),
-                    (d["spec"].get("template") or {}).get("spec") or {},
+    def _unhold(self, ip: str) -> None:
+        with self._held_lock:
+            sock = self._held.pop(ip, None)
+        if sock is not None:
+            sock.close()
+
+    def _release_unused_ips(self) -> None:
+        with self.world.lock:
+            used = {
+                lb.get("ip")
+                for rec in self.world.data.get("kube", {}).values()
+                for lb in rec.get("lbs", {}).values()
+            }
+        with self._models_lock:
+            serving = {spec.host for spec, _ in self._models.values()}
+        for ip in list(self._held):
+            if ip not in used:
+                self._unhold(ip)
+        for ip in used - serving - set(self._held):
+            if ip:
+                self._hold(ip)  # its stand-in stopped: keep the address
+
+    # ---- TF Serving processes read their models (outside world.lock) --------------------------------
+    def _read_jobs(self, key: str, rec: dict[str, Any], now: float) -> list[_ReadJob]:
+        jobs = []
+        for pid, pod in rec.get("pods", {}).items():
+            for cname, c in pod["containers"].items():
+                proc = c.get("proc")
+                if proc is None or not tfprocess.due(proc, now) or (key, pid, cname) in self._reading:
+                    continue
+                attempt = tfprocess.wants_attempt(proc, now)
+                ident = pod.get("identity") or {}
+                token, _ = self.world.mint_token(
+                    str(ident.get("member", "")), 3600, ident.get("scopes") or None
                 )
-                for oid, d in order
-            ],
-        )
-        for oid, d in order:
-            record = rec["rollouts"][oid]
-            pods = kubesim.pod_states(d, record, placements[oid], now, self.world.knobs.rollout_s)
-            status = kubesim.deployment_status(d, record, pods, now)
-            rec["rollouts"][oid] = kubesim.rollout_done(record, pods)
-            if status != d.get("status"):
-                d["status"] = status
-                d["metadata"]["resourceVersion"] = api.bump_version()
-                changed = True
-        return changed
+                jobs.append(
+                    _ReadJob(
+                        key,
+                        pid,
+                        cname,
+                        (c["started"], c["restarts"]),
+                        proc["base"],
+                        None if not proc["versions"] else frozenset(attempt),
+                        token,
+                    )
+                )
+        return jobs
 
+    def _submit(self, job: _ReadJob) -> None:
+        if self._reads is None:
+            self._reads = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="tfserving-read")
+        self._reading.add((job.key, job.pod, job.container))
+        self._reads.submit(self._read, job)
+
+    def _read(self, job: _ReadJob) -> None:
+        try:
+            reader = tfprocess.GcsReader(self.storage_address, job.token) if self.storage_address else None
+            attempt = None if job.attempt is None else set(job.attempt)
+            listing = tfprocess.read_model_dir(reader, job.base, attempt)
+            if job.attempt is not None and attempt is not None and not attempt:
+                listing.pb.clear()  # nothing due: the poll only looks for new versions
+            with self.world.lock:
+                pod = self.world.data.get("kube", {}).get(job.key, {}).get("pods", {}).get(job.pod)
+                c = (pod or {}).get("containers", {}).get(job.container)
+                if c is None or c.get("proc") is None or (c["started"], c["restarts"]) != job.incarnation:
+                    return
+                tfprocess.apply_read(c["proc"], listing, self.world.now())
+        except Exception:
+            traceback.print_exc()
+        finally:
+            self._reading.discard((job.key, job.pod, job.container))
+
+    # ---- load balancers -----------------------------------------------------------------------------
     def _reconcile_services(self, key: str, rec: dict[str, Any], now: float, api: ClusterApi) -> bool:
         """The service controller: a LoadBalancer Service gets its load balancer (a forwarding rule
         in the project's Compute Engine, ``compute.allocate_lb``) after ``lb_s``; deleting the Service
@@ -1637,12 +1821,14 @@ class Hub:
                 changed = True
         return changed
 
-    # ---- TF Serving stand-ins -------------------------------------------------------------------------
-    def _desired_models(self, key: str, rec: dict[str, Any]) -> dict[str, _ModelSpec]:
-        """A ModelServer for each LoadBalancer Service with an IP that selects a tensorflow/serving Deployment."""
-        out: dict[str, _ModelSpec] = {}
-        objects = rec["objects"]
-        for oid, svc in objects.get("services", {}).items():
+    def _desired_models(
+        self, key: str, rec: dict[str, Any], sim: kubecontrol.ClusterSim
+    ) -> dict[str, tuple[_ModelSpec, tfserving.Servable]]:
+        """A stand-in for each LoadBalancer Service with an IP and a ready TF Serving pod behind it,
+        answering from the newest ready pod's process (no ready pod: nothing listens, as kube-proxy
+        rejects connections to a Service without endpoints)."""
+        out = {}
+        for oid, svc in rec["objects"].get("services", {}).items():
             ingress = (svc.get("status", {}).get("loadBalancer") or {}).get("ingress") or []
             if (
                 svc["spec"].get("type") != "LoadBalancer"
@@ -1651,25 +1837,26 @@ class Hub:
             ):
                 continue
             ns = svc["metadata"].get("namespace", "default")
-            for did, d in sorted(objects.get("deployments", {}).items()):
-                template = d["spec"].get("template") or {}
-                labels = (template.get("metadata") or {}).get("labels") or {}
-                if not did.startswith(f"{ns}/") or not _selects(svc["spec"].get("selector"), labels):
-                    continue
-                container = next(
-                    (
-                        c
-                        for c in (template.get("spec") or {}).get("containers") or []
-                        if kubesim.is_tf_serving(str(c.get("image", "")))
-                    ),
-                    None,
-                )
-                port = _serving_port(svc, container) if container else None
-                if container is not None and port is not None:
-                    model = _model_name(container, objects.get("configmaps", {}), ns)
-                    out[f"{key}|{oid}"] = _ModelSpec(ingress[0]["ip"], port, model, did)
+            for pod in sim.ready_pods(ns, svc["spec"].get("selector")):
+                served = self._served_by(pod, svc)
+                if served is not None:
+                    port, proc = served
+                    spec = _ModelSpec(ingress[0]["ip"], port, f"{key}|{oid}")
+                    out[spec.service] = (spec, tfprocess.servable(proc, self.world.knobs.predict_s_per_step))
                     break
         return out
+
+    @staticmethod
+    def _served_by(pod: dict[str, Any], svc: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """(Service port, TF Serving process) when the Service's port reaches the pod's REST port."""
+        for c in pod["spec"].get("containers") or []:
+            proc = pod["containers"].get(c.get("name"), {}).get("proc")
+            if proc is None or not proc.get("rest_port"):
+                continue
+            port = _serving_port(svc, c, int(proc["rest_port"]))
+            if port is not None and tfprocess.listens(proc, int(proc["rest_port"])):
+                return port, proc
+        return None
 
     def _sync_models(self, desired: dict[str, _ModelSpec]) -> None:
         """Start and stop stand-ins outside world.lock (they run their own HTTP servers)."""
@@ -1681,12 +1868,10 @@ class Hub:
                     or self.world.now() - self._failed_models.get(spec, -1e9) < MODEL_RETRY_S
                 ):
                     continue
-            factory = self.model_server_factory or _default_model_server()
-            if factory is None:
-                return
-            cluster = mkey.split("|", 1)[0]
             try:
-                server = factory(spec.host, spec.port, spec.model, self._readiness(cluster, spec.deployment))
+                if spec.port == TF_SERVING_REST_PORT:
+                    self._unhold(spec.host)
+                server = tfserving.ModelServer(spec.host, spec.port, self._backend(mkey), world=self.world)
                 server.start()
             except Exception:
                 traceback.print_exc()
@@ -1695,6 +1880,11 @@ class Hub:
                 continue
             with self._models_lock:
                 self._models[mkey] = (spec, server)
+
+    def _backend(self, mkey: str) -> Callable[[], tfserving.Servable | None]:
+        # Read without world.lock: called from the stand-in's request threads, it must never wait on
+        # a lock a thread stopping that very server may hold; the dict is replaced whole each tick.
+        return lambda: self._backends.get(mkey)
 
     def _stop_models(self, which: Callable[[str], bool]) -> None:
         with self._models_lock:
@@ -1707,70 +1897,26 @@ class Hub:
             except Exception:
                 traceback.print_exc()
 
-    def _readiness(self, key: str, deployment: str) -> Callable[[], bool]:
-        def is_ready() -> bool:
-            # Read without world.lock: called from the model server's request threads, it must never
-            # wait on a lock a thread stopping that very server may hold; a dict read is atomic.
-            try:
-                d = self.world.data["kube"][key]["objects"]["deployments"][deployment]
-                conditions = d.get("status", {}).get("conditions") or []
-            except (KeyError, TypeError):
-                return False
-            return any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
 
-        return is_ready
-
-
-def _port_free(ip: str, port: int) -> bool:
-    """Whether nothing listens on ``ip:port`` (e.g. ``_port_free("127.0.1.1", 8501)``)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((ip, port))
-        except OSError:
-            return False
-    return True
+def _default_service_account(seed: str, ns: str, stamp: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": "default",
+            "namespace": ns,
+            "uid": kubesim.stable_uid(seed, "serviceaccount", ns, "default"),
+            "resourceVersion": "1",
+            "creationTimestamp": stamp,
+        },
+    }
 
 
-def _default_model_server() -> Callable[..., Any] | None:
-    try:
-        from .tfserving import ModelServer  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return None
-    return ModelServer  # type: ignore[no-any-return, unused-ignore]
-
-
-def _serving_port(svc: dict[str, Any], container: dict[str, Any] | None) -> int | None:
-    """The Service port whose target is TF Serving's REST port (8501), by number or by port name."""
-    named = {p.get("name"): p.get("containerPort") for p in (container or {}).get("ports") or []}
+def _serving_port(svc: dict[str, Any], container: dict[str, Any], rest_port: int) -> int | None:
+    """The Service port whose target is the container's REST port, by number or by port name."""
+    named = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
     for p in svc["spec"].get("ports") or []:
         target = p.get("targetPort", p.get("port"))
-        if target == TF_SERVING_REST_PORT or (
-            isinstance(target, str) and named.get(target) == TF_SERVING_REST_PORT
-        ):
+        if target == rest_port or (isinstance(target, str) and named.get(target) == rest_port):
             return int(p["port"])
     return None
-
-
-def _model_name(container: dict[str, Any], configmaps: dict[str, Any], ns: str) -> str:
-    """``--model_name=X`` in args/command, else the MODEL_NAME env (value or ConfigMap), else "model"."""
-    argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
-    for i, a in enumerate(argv):
-        if a.startswith("--model_name="):
-            return a.split("=", 1)[1]
-        if a == "--model_name" and i + 1 < len(argv):
-            return argv[i + 1]
-    for env in container.get("env") or []:
-        if env.get("name") != "MODEL_NAME":
-            continue
-        if "value" in env:
-            return str(env["value"])
-        ref = (env.get("valueFrom") or {}).get("configMapKeyRef") or {}
-        data = (configmaps.get(f"{ns}/{ref.get('name')}") or {}).get("data") or {}
-        if ref.get("key") in data:
-            return str(data[ref["key"]])
-    for source in container.get("envFrom") or []:
-        ref = source.get("configMapRef") or {}
-        data = (configmaps.get(f"{ns}/{ref.get('name')}") or {}).get("data") or {}
-        if "MODEL_NAME" in data:
-            return str(data["MODEL_NAME"])
-    return "model"
