@@ -13,7 +13,9 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from sdcluster.clients import ClientFactory, emulator_credentials
+from sdcluster.gcp.clients import ClientFactory, emulator_credentials
+
+from ..helpers import factory
 
 KEY = "projects/demo-proj/locations/us-central1-c/clusters/sd-cluster"
 OWNER = "user:demo@example.com"
@@ -137,7 +139,7 @@ VIEWER = "roles/storage.objectViewer"
 
 def model_bucket(emu: Any) -> Any:
     """The (new) model bucket, owned by the project owner."""
-    client = emu.factory(OWNER).storage("demo-proj")
+    client = factory(emu, OWNER).storage("demo-proj")
     return client.lookup_bucket(BUCKET) or client.create_bucket(BUCKET, location="us-central1")
 
 

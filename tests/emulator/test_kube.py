@@ -11,7 +11,6 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from sdcluster.emulator import Emulator
-from sdcluster.gcp.clients import ClientFactory, emulator_credentials
 
 from .kube_helpers import (
     APPLY,

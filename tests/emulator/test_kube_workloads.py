@@ -12,6 +12,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from ..helpers import factory
 from .kube_helpers import (
     APPLY,
     KEY,
@@ -431,7 +432,7 @@ def _token_client(emu: Any, token: str) -> k8s.ApiClient:
 def test_gke_names_a_service_account_by_email_only_with_the_userinfo_email_scope(make_emu: Any) -> None:
     emu = make_emu()
     start(emu)
-    admin = emu.factory().iam_admin()
+    admin = factory(emu).iam_admin()
     sa = admin.create_service_account(name="projects/demo-proj", account_id="deployer", service_account={})
     policy = emu.world.policy("projects/demo-proj")
     emu.world.set_policy(
