@@ -480,7 +480,9 @@ def status(ctx: typer.Context, json_: Annotated[bool, Flag("--json", help="JSON 
     else:
         say("\nCluster: not created")
     if d:
-        say(f"Deployment: {d['ready']} ready")
+        model = d.get("model") or "unknown"
+        waiting = " (waiting for a model: sdcluster upload-model DIR)" if model == "none" else ""
+        say(f"Deployment: {d['ready']} ready, model: {model}{waiting}")
     if st["outputs"].get("endpoint"):
         say(f"Endpoint: {st['outputs']['endpoint']}")
     if st.get("cost"):
