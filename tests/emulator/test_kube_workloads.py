@@ -49,6 +49,11 @@ LB = {
 
 
 def start(emu: Any, *pools: dict[str, Any]) -> k8s.ApiClient:
+    """A cluster started on the hub directly (as GKE's CreateCluster does once its operation ends)."""
+    if any(p.get("workload_metadata") == "GKE_METADATA" for p in pools):
+        emu.world.add_workload_pool(
+            "demo-proj.svc.id.goog"
+        )  # what GKE's cluster with Workload Identity makes
     endpoint, ca_pem = emu.world.kube.start_cluster(KEY, list(pools) or [POOL])
     return api_client(emu, endpoint, ca_pem)
 

@@ -322,6 +322,10 @@ def test_a_workload_identity_principal_reads_only_where_it_is_granted(emu: Any) 
 
     policy = bucket.get_iam_policy(requested_policy_version=3)
     policy.bindings.append({"role": "roles/storage.objectViewer", "members": {serving}})
+    # GKE's pool exists only once the project has a cluster with Workload Identity.
+    with pytest.raises(gexc.BadRequest, match=rf"Identity Pool does not exist \({PROJECT}\.svc\.id\.goog\)"):
+        bucket.set_iam_policy(policy)
+    emu.world.add_workload_pool(f"{PROJECT}.svc.id.goog")  # what creating such a cluster does
     bucket.set_iam_policy(policy)
     listed = _list_as(emu, "wi-bucket", serving)
     assert listed.status_code == 200 and [o["name"] for o in listed.json()["items"]] == ["m/1/saved_model.pb"]

@@ -577,6 +577,25 @@ class World:
             f"Permission denied on resource project {project_id_or_number} (or it may not exist).",
         )
 
+    # ---- Workload Identity pools -------------------------------------------------------------------
+    def add_workload_pool(self, pool: str) -> None:
+        """Record GKE's pool ``PROJECT.svc.id.goog``: it comes into being with the project's first
+        cluster that has Workload Identity, and stays."""
+        with self.lock:
+            p = self.project(pool.removesuffix(".svc.id.goog"))
+            if pool not in p.setdefault("workload_pools", []):
+                p["workload_pools"].append(pool)
+                self.changed()
+
+    def has_workload_pool(self, number: str, pool: str) -> bool:
+        """Whether ``projects/NUMBER/locations/global/workloadIdentityPools/POOL`` exists."""
+        with self.lock:
+            try:
+                p = self.project(number)
+            except EmulatorError:
+                return False
+            return p["number"] == number and pool in p.get("workload_pools", [])
+
     _SERVICE_TITLES = {
         "container.googleapis.com": "Kubernetes Engine API",
         "iam.googleapis.com": "Identity and Access Management (IAM) API",

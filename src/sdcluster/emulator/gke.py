@@ -1118,6 +1118,10 @@ def finish_operation(world: World, name: str) -> None:
                 rec["status"], rec["status_message"] = "ERROR", error
             elif op["type"] == "CREATE_CLUSTER":
                 rec["endpoint"], rec["ca_pem"] = endpoint, ca_pem
+                # The project's Workload Identity pool exists once a cluster that uses it does.
+                wi = str((rec["cluster"].get("workload_identity_config") or {}).get("workload_pool") or "")
+                if wi:
+                    world.add_workload_pool(wi)
         op.update(status="DONE", end=world.now(), error=error)
         world.changed()
 

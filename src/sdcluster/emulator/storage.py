@@ -40,6 +40,7 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -132,11 +133,11 @@ _PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
 # IAM principal identifiers (cloud.google.com/iam/docs/principal-identifiers): a Workload Identity
 # principal names the pool by project NUMBER; a principalSet of a GKE pool by namespace.
 _PRINCIPAL = re.compile(
-    r"^principal://(?:goog/subject/[^/]+|iam\.googleapis\.com/projects/\d+/locations/global/"
-    r"workloadIdentityPools/[^/]+/subject/.+)$"
+    r"^principal://(?:goog/subject/[^/]+|iam\.googleapis\.com/projects/(?P<number>\d+)/locations/global/"
+    r"workloadIdentityPools/(?P<pool>[^/]+)/subject/.+)$"
 )
 _PRINCIPAL_SET = re.compile(
-    r"^principalSet://iam\.googleapis\.com/projects/\d+/locations/global/workloadIdentityPools/"
+    r"^principalSet://iam\.googleapis\.com/projects/(?P<number>\d+)/locations/global/workloadIdentityPools/"
     r"(?P<pool>[^/]+)/(?:namespace/(?P<ns>[^/]+)|\*|group/.+|attribute\..+)$"
 )
 
@@ -398,7 +399,12 @@ def _policy_response(policy: dict[str, Any]) -> dict[str, Any]:
     return {k: policy[k] for k in ("kind", "resourceId", "version", "etag", "bindings")}
 
 
-def _validate_binding(binding: dict[str, Any], public_access_prevented: bool) -> dict[str, Any]:
+def _validate_binding(
+    binding: dict[str, Any], public_access_prevented: bool, pool_exists: Callable[[str, str], bool]
+) -> dict[str, Any]:
+    """The binding as stored, or GCS's error. ``pool_exists(number, pool)``: a principal of a
+    Workload Identity pool that does not exist (GKE's ``PROJECT.svc.id.goog`` before the project's
+    first cluster with Workload Identity) is refused, as IAM refuses it."""
     role = str(binding.get("role") or "")
     if not (role in _BUCKET_ROLES or role.startswith("roles/storage.") or "/roles/" in role):
         raise gcs_error(400, f"Role {role} is not supported for this resource.", "invalid")
@@ -419,6 +425,15 @@ def _validate_binding(binding: dict[str, Any], public_access_prevented: bool) ->
             or (m.startswith("principalSet:") and not _PRINCIPAL_SET.match(m))
         ):
             raise gcs_error(400, f"Invalid argument: member '{m}' is not valid.", "invalid")
+        else:
+            named = _PRINCIPAL.match(m) or _PRINCIPAL_SET.match(m)
+            if named and named["pool"] and not pool_exists(named["number"], named["pool"]):
+                raise gcs_error(
+                    400,
+                    f"Identity Pool does not exist ({named['pool']}). Please check that you specified a "
+                    "valid resource name as returned in the `name` attribute in the configuration API.",
+                    "invalid",
+                )
     out: dict[str, Any] = {"role": role, "members": members}
     if binding.get("condition"):
         out["condition"] = binding["condition"]
@@ -437,7 +452,8 @@ def set_bucket_iam(call: Call) -> Reply:
     if body.get("etag") and body["etag"] != current["etag"]:
         raise gcs_error(412, "Precondition Failed", "conditionNotMet")
     prevented = call.bucket["iamConfiguration"].get("publicAccessPrevention") == "enforced"
-    bindings = [_validate_binding(b, prevented) for b in body.get("bindings") or []]
+    pool_exists = call.gate.world.has_workload_pool
+    bindings = [_validate_binding(b, prevented, pool_exists) for b in body.get("bindings") or []]
     policy = {
         **current,
         "version": int(body.get("version") or 1),

@@ -114,8 +114,12 @@ class GcpStack(Stack[GcpContext]):
             bucket = Bucket(
                 cfg, (svc("storage.googleapis.com"),), delete=self.delete_bucket, force=self.force_bucket
             )
+            # After the cluster: GKE creates the project's Workload Identity pool with its first
+            # cluster that uses it, and IAM refuses a principal of a pool that does not exist yet
+            # (400 "Identity Pool does not exist (PROJECT.svc.id.goog)", e.g.
+            # terraform-google-modules/terraform-google-kubernetes-engine#916).
             reader = KsaBucketMember(
-                cfg, BUCKET_READER, cfg.serving.namespace, KSA, (bucket.address, *iam_deps)
+                cfg, BUCKET_READER, cfg.serving.namespace, KSA, (bucket.address, cluster.address, *iam_deps)
             )
             out += [bucket, reader]
             model_deps = (reader.address,)
