@@ -62,12 +62,20 @@ from typing import Any
 from . import kubecontrol, kubelet, kubesim, tfprocess, tfserving
 from .core import EmulatorError, World
 from .kubeerrors import kube_error
-from .kubehttp import ApiHTTPServer, Router, Running, handler_class
+from .kubehttp import ApiHTTPServer, Running, handler_class
 from .kubekinds import BY_PLURAL, LB_FINALIZER, PROTECTED_NAMESPACES, STORED, Kind
-from .kubestore import ClusterApi
+from .kuberoutes import Router
+from .kubestore import ClusterApi, WriteOptions
+from .kubewatch import Journal
 
 TF_SERVING_REST_PORT = 8501
 MODEL_RETRY_S = 2.0  # a TF Serving stand-in that failed to start (address busy) is retried after this
+ROOT_CA = "kube-root-ca.crt"
+ROOT_CA_DESCRIPTION = (
+    "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as "
+    "the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of "
+    "Kubernetes clusters."
+)
 # Load balancer IPs are loopback addresses shared by every emulator on the machine (each serves its
 # TF Serving stand-in on <ip>:8501): an IP is claimed process-wide by the Hub that allocated it, and
 # one whose port 8501 is already bound (another process's emulator) is skipped.
@@ -122,6 +130,9 @@ class Hub:
         self._held: dict[str, socket.socket] = {}
         self._held_lock = threading.Lock()
         self._saved_at = 0.0
+        # Per cluster: the change journal watches read, and the event that ends its open streams.
+        self._journals: dict[str, Journal] = {}
+        self._stopping: dict[str, threading.Event] = {}
 
     # ---- lifecycle (called by the GKE service and the emulator) -----------------------------------
     def start_cluster(self, key: str, nodes: list[dict[str, Any]]) -> tuple[str, str]:
@@ -152,6 +163,7 @@ class Hub:
             if self.world.data.get("kube", {}).pop(key, None) is not None:
                 self.world.changed()
         self._shutdown(key)
+        self._journals.pop(key, None)
         self._stop_models(lambda mkey: mkey.startswith(f"{key}|"))
 
     def resume(self) -> None:
@@ -233,7 +245,8 @@ class Hub:
         leaf = ca.issue_cert("127.0.0.1", common_name="kubernetes")
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         leaf.configure_cert(ctx)
-        handler = handler_class(Router(ClusterApi(self, key)))
+        stopping = self._stopping[key] = threading.Event()
+        handler = handler_class(Router(ClusterApi(self, key), stopping))
         old_port = int(rec["endpoint"].rsplit(":", 1)[1]) if rec.get("endpoint") else 0
         try:  # keep the endpoint a client already has, when the port is still free
             server = ApiHTTPServer(("127.0.0.1", old_port), handler)
@@ -247,9 +260,17 @@ class Hub:
 
     def _shutdown(self, key: str) -> None:
         running = self._running.pop(key, None)
+        self._stopping.pop(key, threading.Event()).set()  # open watches and followed logs end
         if running is not None:
             running.server.shutdown()
             running.server.server_close()
+
+    def journal(self, key: str) -> Journal:
+        """The change journal of cluster ``key`` (call under world.lock)."""
+        journal = self._journals.get(key)
+        if journal is None:
+            journal = self._journals[key] = Journal()
+        return journal
 
     # ---- write hooks (called by ClusterApi under world.lock) ------------------------------------------
     def server_fields(
@@ -408,6 +429,10 @@ class Hub:
                 api = ClusterApi(self, key)
                 self._reconcile_services(key, rec, sim.now, api)
                 self._reconcile_hpas(rec, api)
+                self._publish_root_ca(rec, api)
+                journal = self._journals.get(key)
+                if journal is not None and journal.watched:
+                    journal.sync(api)
                 jobs += self._read_jobs(key, rec, sim.now)
                 for mkey, (spec, servable) in self._desired_models(key, rec, sim).items():
                     desired[mkey], backends[mkey] = spec, servable
@@ -562,6 +587,32 @@ class Hub:
         if lb.get("uid"):
             project, location = key.split("/")[1], key.split("/")[3]
             compute.release_lb(self.world, project, gke.ZONES.get(location, location), key, lb["uid"])
+
+    @staticmethod
+    def _publish_root_ca(rec: dict[str, Any], api: ClusterApi) -> None:
+        """The root CA publisher keeps a ``kube-root-ca.crt`` ConfigMap with the cluster's CA in
+        every namespace, and puts it back when it is deleted or changed."""
+        configmaps = BY_PLURAL["configmaps"]
+        stored = rec["objects"].setdefault("configmaps", {})
+        for ns in rec["objects"].get("namespaces", {}):
+            cm = stored.get(f"{ns}/{ROOT_CA}")
+            if cm is not None and (cm.get("data") or {}) == {"ca.crt": rec["ca_cert"]}:
+                continue
+            body: dict[str, Any] = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": ROOT_CA,
+                    "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION},
+                },
+                "data": {"ca.crt": rec["ca_cert"]},
+            }
+            opts = WriteOptions(manager="kube-controller-manager")
+            if cm is None:
+                api.create(configmaps, ns, body, opts)
+            else:
+                body["metadata"]["resourceVersion"] = cm["metadata"]["resourceVersion"]
+                api.replace(configmaps, ns, ROOT_CA, body, opts)
 
     def _reconcile_hpas(self, rec: dict[str, Any], api: ClusterApi) -> bool:
         changed = False

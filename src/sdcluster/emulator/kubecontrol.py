@@ -38,6 +38,16 @@ from . import kubelet, kubesim
 from .core import Knobs
 
 WORKLOAD_NAMESPACES_EXCLUDED = ("kube-system",)
+REVISION = "deployment.kubernetes.io/revision"
+# Annotations the Deployment controller does not copy to its ReplicaSets (copyDeploymentAnnotationsToReplicaSet).
+_NOT_COPIED = (
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION,
+    "deployment.kubernetes.io/revision-history",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+)
 
 
 def _oid(ns: str, name: str) -> str:
@@ -212,6 +222,8 @@ class ClusterSim:
         rss = self._replicasets_of(oid)
         new = next((rs for rs in rss if rs["hash"] == h), None)
         top = max((rs["revision"] for rs in rss), default=0)
+        if spec.get("paused") and new is None and rss:
+            return  # a paused Deployment rolls no new template out (kubectl rollout pause)
         if new is None:
             name = f"{meta['name']}-{h}"
             new = {
@@ -241,6 +253,7 @@ class ClusterSim:
             rss = [*rss, new]
         elif new["revision"] < top:
             new["revision"] = top + 1  # a rollback makes the old template the newest revision
+        self._annotate(d, new)
         olds = [rs for rs in rss if rs is not new]
         desired = int(spec.get("replicas", 1))
         if (spec.get("strategy") or {}).get("type") == "Recreate":
@@ -251,6 +264,16 @@ class ClusterSim:
             return
         if not self._reconcile_new(d, new, rss, desired):
             self._reconcile_old(d, new, olds, rss, desired)
+
+    def _annotate(self, d: dict[str, Any], new: dict[str, Any]) -> None:
+        """The new ReplicaSet takes the Deployment's annotations (its change-cause among them) and the
+        Deployment records the revision it runs (``deployment.kubernetes.io/revision``)."""
+        meta = d["metadata"]
+        annotations = meta.get("annotations") or {}
+        new["annotations"] = {k: v for k, v in annotations.items() if k not in _NOT_COPIED}
+        if annotations.get(REVISION) != str(new["revision"]):
+            meta["annotations"] = {**annotations, REVISION: str(new["revision"])}
+            meta["resourceVersion"] = self.bump()
 
     def _reconcile_new(
         self, d: dict[str, Any], new: dict[str, Any], rss: list[dict[str, Any]], desired: int
@@ -343,13 +366,17 @@ class ClusterSim:
         }
         rs_name = new["name"] if new else meta["name"]
         current = kubesim.get_condition(conditions, "Progressing")
+        conditions, paused = _paused_conditions(spec, current, conditions, self.now)
+        current = kubesim.get_condition(conditions, "Progressing")
         complete = (
             updated == desired
             and pods == desired
             and available >= desired - max_unavailable
             and status["observedGeneration"] >= meta.get("generation", 1)
         )
-        settled = pods == updated and current is not None and current["reason"] == "NewReplicaSetAvailable"
+        settled = paused or (
+            pods == updated and current is not None and current["reason"] == "NewReplicaSetAvailable"
+        )
         if not settled:
             old_updated = int(old_status.get("updatedReplicas", 0) or 0)
             old_old = int(old_status.get("replicas", 0) or 0) - old_updated
@@ -433,6 +460,8 @@ class ClusterSim:
                     f'pods "{rs["name"]}-" is forbidden: error looking up service account '
                     f'{rs["namespace"]}/{sa}: serviceaccount "{sa}" not found'
                 )
+                if rs.get("failure") != message:
+                    rs["failure_since"] = self.now
                 rs["failure"] = message
                 self.record(
                     involved,
@@ -744,7 +773,7 @@ class ClusterSim:
                         "status": "True",
                         "reason": "FailedCreate",
                         "message": rs["failure"],
-                        "lastTransitionTime": kubesim.rfc3339(self.now),
+                        "lastTransitionTime": kubesim.rfc3339(rs.get("failure_since") or self.now),
                     }
                 ]
             out.append(
@@ -760,6 +789,7 @@ class ClusterSim:
                         "creationTimestamp": kubesim.rfc3339(rs["created"]),
                         "labels": dict(template["metadata"]["labels"]),
                         "annotations": {
+                            **rs.get("annotations", {}),
                             "deployment.kubernetes.io/desired-replicas": str(d["spec"].get("replicas", 1)),
                             "deployment.kubernetes.io/max-replicas": str(
                                 int(d["spec"].get("replicas", 1)) + kubesim.fenceposts(d["spec"])[0]
@@ -795,6 +825,27 @@ class ClusterSim:
             and kubelet.ready(p)
         ]
         return sorted(out, key=lambda p: -p["created"])
+
+
+def _paused_conditions(
+    spec: dict[str, Any], current: dict[str, Any] | None, conditions: list[dict[str, Any]], now: float
+) -> tuple[list[dict[str, Any]], bool]:
+    """checkPausedConditions: a paused Deployment's Progressing condition is Unknown/DeploymentPaused
+    (a reported ProgressDeadlineExceeded stays), and Unknown/DeploymentResumed once it is resumed."""
+    reason = (current or {}).get("reason")
+    if reason == "ProgressDeadlineExceeded":
+        return conditions, bool(spec.get("paused"))
+    if spec.get("paused"):
+        if reason != "DeploymentPaused":
+            conditions = kubesim.set_condition(
+                conditions, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused", now
+            )
+        return conditions, True
+    if reason == "DeploymentPaused":
+        conditions = kubesim.set_condition(
+            conditions, "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed", now
+        )
+    return conditions, False
 
 
 def _created(kv: tuple[str, dict[str, Any]]) -> tuple[str, str]:

@@ -1,9 +1,15 @@
-"""The HTTPS server of one cluster's apiserver: routing, authentication and authorization (GKE's:
-IAM permissions), and the answers as JSON or text."""
+"""The HTTPS server of one cluster's apiserver: TLS, keep-alive HTTP/1.1, and the replies of
+``kuberoutes.Router`` written as JSON, text or a chunked stream (watches, followed logs), with
+``Warning`` headers; a bug answers 500 in the apiserver's ``Status`` form.
+
+Example::
+
+    handler = handler_class(Router(api, stopping))
+"""
 
 from __future__ import annotations
 
-import json
+import select
 import ssl
 import threading
 import traceback
@@ -15,149 +21,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import grpc
 
-from .core import EmulatorError, Identity
-from .kubediscovery import discovery, version
-from .kubeerrors import KubeError, details, kube_error
-from .kubekinds import BY_PATH, PATH, Kind
-from .kubestore import ClusterApi, dry_run, manager_from_agent, parse_json
-
-USERINFO_EMAIL = "https://www.googleapis.com/auth/userinfo.email"
-
-
-class Router:
-    """Routes one cluster's requests to its ``ClusterApi``."""
-
-    def __init__(self, api: ClusterApi) -> None:
-        self.api = api
-        self.world = api.world
-        self.project = api.project
-
-    @property
-    def rec(self) -> dict[str, Any]:
-        return self.api.rec
-
-    # ---- entry point ------------------------------------------------------------------------------
-    def handle(
-        self, verb: str, path: str, query: dict[str, str], headers: Any, body: bytes
-    ) -> tuple[int, Any]:
-        """Answer one request: (HTTP status, JSON-able body or text)."""
-        mutating = verb in ("POST", "PUT", "PATCH", "DELETE")
-        path = path.rstrip("/") or "/"  # the client asks for "/version/"
-        with self.world.call("k8s", verb, path, mutating) as info:
-            if path in ("/healthz", "/livez", "/readyz"):
-                return 200, "ok"
-            if path == "/version":
-                return 200, version()
-            identity = self.world.identify(headers.get("Authorization"))
-            user = self.kube_user(identity)
-            info.caller = user if user.startswith(("user:", "serviceAccount:")) else f"serviceAccount:{user}"
-            listing = discovery(path, self.rec["endpoint"])
-            if listing is not None:
-                return 200, listing
-            return self._resource(verb, path, query, headers, body, identity.member, user)
-
-    def kube_user(self, identity: Identity) -> str:
-        """The member as GKE names it in Kubernetes: a service account's email only when its token
-        carries the userinfo.email scope, else the account's numeric unique ID (IAM still decides)."""
-        member = identity.member
-        if (
-            not member.startswith("serviceAccount:")
-            or identity.scopes is None
-            or USERINFO_EMAIL in identity.scopes
-        ):
-            return member
-        from .iam import _accounts
-
-        with self.world.lock:
-            sa = _accounts(self.world).get(member.split(":", 1)[1])
-        return str(sa["unique_id"]) if sa else member
-
-    def _resource(
-        self, verb: str, path: str, query: dict[str, str], headers: Any, body: bytes, caller: str, user: str
-    ) -> tuple[int, Any]:
-        m = PATH.match(path)
-        kind = (
-            BY_PATH.get(
-                ("", "v1", m["plural"]) if m and m["core"] else (m["group"], m["version"], m["plural"])
-            )
-            if m
-            else None
-        )
-        if m is None or kind is None or (m["ns"] and not kind.namespaced):
-            raise kube_error(404, "NotFound", "the server could not find the requested resource")
-        ns, name = m["ns"] or "", m["name"] or ""
-        if query.get("watch") in ("true", "1"):
-            raise kube_error(
-                405, "MethodNotAllowed", "watch is not supported by the emulator; poll with list"
-            )
-        k8s_verb = {
-            "GET": "get" if name else "list",
-            "POST": "create",
-            "PUT": "update",
-            "PATCH": "patch",
-            "DELETE": "delete",
-        }[verb]
-        if verb == "DELETE" and not name:
-            k8s_verb = "deletecollection"
-        if m["sub"] == "log":
-            if kind.plural != "pods" or verb != "GET":
-                raise kube_error(404, "NotFound", "the server could not find the requested resource")
-            self._authorize(caller, user, kind, "getLogs", ns, name, "pods/log")
-            with self.world.lock:
-                return 200, self.api.pod_log(ns, name, query)
-        self._authorize(caller, user, kind, k8s_verb, ns, name)
-        if verb == "DELETE" and kind.plural == "pods" and name:
-            with self.world.lock:
-                return 200, self.api.delete_pod(ns, name)
-        if verb != "GET" and not kind.writable:
-            raise kube_error(
-                405,
-                "MethodNotAllowed",
-                f"the server does not allow this method on the requested resource ({kind.resource})",
-            )
-        dry = dry_run(query)
-        manager = query.get("fieldManager") or manager_from_agent(headers.get("User-Agent", ""))
-        with self.world.lock:
-            if verb == "GET":
-                return 200, self.api.get(kind, ns, name) if name else self.api.list_objects(kind, ns, query)
-            if verb == "POST" and not name:
-                return 201, self.api.create(kind, ns, parse_json(body), manager, dry)
-            if not name:
-                raise kube_error(
-                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-                )
-            if verb == "PUT":
-                return 200, self.api.replace(kind, ns, name, parse_json(body), manager, dry)
-            if verb == "PATCH":
-                return self.api.patch(
-                    kind, ns, name, headers.get("Content-Type", ""), body, query, manager, dry
-                )
-            if verb == "DELETE":
-                return 200, self.api.delete(kind, ns, name, parse_json(body) if body.strip() else {}, dry)
-        raise kube_error(
-            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-        )
-
-    def _authorize(
-        self, caller: str, user: str, kind: Kind, verb: str, ns: str, name: str, resource: str | None = None
-    ) -> None:
-        """GKE authorizes through IAM: ``container.<resource>.<verb>`` on the project."""
-        iam_verb = {"patch": "update", "deletecollection": "delete"}.get(verb, verb)
-        permission = f"container.{kind.iam}.{iam_verb}"
-        if self.world.has_permission(caller, permission, self.project):
-            return
-        user = user.split(":", 1)[-1]
-        shown_verb = "get" if verb == "getLogs" else verb
-        subject = f'{kind.resource} "{name}"' if name else kind.resource
-        scope = f'in the namespace "{ns}"' if kind.namespaced and ns else "at the cluster scope"
-        raise kube_error(
-            403,
-            "Forbidden",
-            f'{subject} is forbidden: User "{user}" cannot {shown_verb} resource "{resource or kind.plural}" in API '
-            f'group "{kind.group}" {scope}: requires one of ["{permission}"] permission(s).',
-            details(kind, name),
-        )
-
+from .core import EmulatorError
+from .kubeerrors import KubeError, kube_error
+from .kuberoutes import Router
+from .kubewire import Reply, Request
 
 # --------------------------------------------------------------------------------------------------
 # The HTTPS server of one cluster
@@ -212,29 +79,77 @@ def handler_class(router: Router) -> type[BaseHTTPRequestHandler]:
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            request = Request(verb, url.path, query, self.headers, body)
             try:
-                status, payload = router.handle(verb, url.path, query, self.headers, body)
+                reply = router.handle(request, self._alive)
             except KubeError as e:
-                status, payload = e.status, e.body()
+                reply = Reply(e.status, e.body())
             except EmulatorError as e:  # authentication, injected faults
-                status, payload = _status_of(e)
+                reply = Reply(*_status_of(e))
             except Exception as e:  # a bug here must still answer like an apiserver would
                 traceback.print_exc()
-                status, payload = (
-                    500,
-                    kube_error(500, "InternalError", f"Internal error occurred: {e}").body(),
-                )
-            self._send(status, payload)
+                reply = Reply(500, kube_error(500, "InternalError", f"Internal error occurred: {e}").body())
+            reply.warnings = reply.warnings or request.warnings
+            if reply.stream is not None:
+                self._stream(reply)
+            else:
+                self._send(reply)
 
-        def _send(self, status: int, payload: Any) -> None:
-            text = isinstance(payload, str)
-            data = payload.encode() if text else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json")
-            self.send_header("Content-Length", str(len(data)))
+        def _head(self, reply: Reply, content_type: str) -> None:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", content_type)
             self.send_header("Audit-Id", str(uuid.uuid4()))
+            for w in reply.warnings:  # RFC 7234 warnings, as the apiserver sends them
+                self.send_header("Warning", f'299 - "{w.replace(chr(34), chr(39))}"')
+
+        def _send(self, reply: Reply) -> None:
+            data, content_type = reply.encoded()
+            self._head(reply, content_type)
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def _stream(self, reply: Reply) -> None:
+            """Chunked transfer of a watch or a followed log; the connection closes after it."""
+            assert reply.stream is not None
+            self._head(reply, reply.content_type or "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.flush()
+            self.close_connection = True
+            try:
+                for chunk in reply.stream:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            except (OSError, ssl.SSLError):
+                pass  # the client went away
+            except KubeError as e:  # e.g. the cluster went away mid-stream: end it with the error
+                error = Reply(e.status, e.body()).encoded()[0]
+                self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(error), error))
+            finally:
+                close = getattr(reply.stream, "close", None)
+                if close is not None:
+                    close()
+
+        def _alive(self) -> bool:
+            """False once the client has closed its side (an idle stream finds out by reading)."""
+            sock = self.connection
+            try:
+                readable, _, _ = select.select([sock], [], [], 0)
+                if not readable:
+                    return True
+                sock.settimeout(0.05)
+                try:
+                    return bool(sock.recv(1))
+                finally:
+                    sock.settimeout(300)
+            except (ssl.SSLWantReadError, TimeoutError):
+                return True
+            except (OSError, ValueError):
+                return False
 
     return Handler
 

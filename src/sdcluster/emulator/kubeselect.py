@@ -35,18 +35,33 @@ def _label_requirement(req: str) -> Callable[[dict[str, str]], bool]:
     raise bad_request(f"unable to parse requirement: found '{req}', expected: identifier")
 
 
-def field_matcher(selector: str) -> Callable[[dict[str, Any]], bool]:
-    """A predicate over objects for ``involvedObject.name=x``, ``status.phase!=Running``..."""
-    checks = [_field_requirement(req.strip()) for req in _split_requirements(selector)]
+def field_matcher(selector: str, allowed: tuple[str, ...]) -> Callable[[dict[str, Any]], bool]:
+    """A predicate over objects for ``involvedObject.name=x``, ``status.phase!=Running``...; a field
+    outside ``allowed`` (the kind's selectable fields) is 400, as upstream's field label conversion."""
+    checks = [_field_requirement(req.strip(), allowed) for req in _split_requirements(selector)]
     return lambda obj: all(c(obj) for c in checks)
 
 
-def _field_requirement(req: str) -> Callable[[dict[str, Any]], bool]:
+def _field_requirement(req: str, allowed: tuple[str, ...]) -> Callable[[dict[str, Any]], bool]:
     m = re.fullmatch(r"([\w.]+)\s*(==|=|!=)\s*(.*)", req)
     if not m:
         raise bad_request(f"invalid field selector: '{req}'")
     path, op, value = m.groups()
-    return lambda obj: (_dotted_get(obj, path) == value.strip()) != (op == "!=")
+    if path not in allowed:
+        raise bad_request(f"field label not supported: {path}")
+    value = value.strip()
+    return lambda obj: (value in _field_values(obj, path)) != (op == "!=")
+
+
+def _field_values(obj: dict[str, Any], path: str) -> list[str]:
+    """The values a field selector compares with (several for ``status.podIPs``)."""
+    if path == "source":  # an event's source is its component
+        return [str((obj.get("source") or {}).get("component", ""))]
+    if path == "status.podIPs":
+        return [str(p.get("ip", "")) for p in (obj.get("status") or {}).get("podIPs") or []] or [""]
+    if path in ("spec.hostNetwork", "spec.unschedulable"):
+        return [str(bool(_dotted_get(obj, path) == "True")).lower()]
+    return [_dotted_get(obj, path)]
 
 
 def _dotted_get(obj: Any, path: str) -> str:
@@ -54,7 +69,3 @@ def _dotted_get(obj: Any, path: str) -> str:
     for part in path.split("."):
         cur = cur.get(part) if isinstance(cur, dict) else None
     return "" if cur is None else str(cur)
-
-
-def _selects(selector: dict[str, Any] | None, labels: dict[str, Any]) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in (selector or {}).items())

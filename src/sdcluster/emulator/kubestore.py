@@ -1,34 +1,68 @@
 """The object store of one cluster's apiserver and its verbs (get, list, create, replace, patch,
-server-side apply, delete), on ``world.data["kube"][key]`` under ``world.lock``."""
+server-side apply, delete, deletecollection), on ``world.data["kube"][key]`` under ``world.lock``.
+
+Reads go through the cluster's change journal (``kubewatch.Journal``), so that a list, a get and a
+watch agree on every object's ``resourceVersion``, including the objects the controllers keep (pods,
+ReplicaSets, events, nodes, EndpointSlices). Writes run one pipeline (``_commit``): unknown fields as
+``fieldValidation`` says, the schema, the semantic checks, defaults, ownership, version.
+
+Example (under ``world.lock``)::
+
+    api = ClusterApi(hub, key)
+    api.create(BY_PLURAL["configmaps"], "default", body, WriteOptions(manager="kubectl"))
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import kubemerge, kubesim
+from . import kubemerge, kubeschema, kubesim
 from .core import World
-from .kubeerrors import Invalid, bad_request, conflict_modified, details, invalid, kube_error, not_found
+from .kubeerrors import (
+    Invalid,
+    bad_request,
+    conflict_modified,
+    details,
+    invalid,
+    kube_error,
+    not_found,
+)
 from .kubekinds import BY_PLURAL, LB_FINALIZER, PROTECTED_NAMESPACES, Kind
 from .kubeselect import field_matcher, label_matcher
 from .kubevalidate import apply_defaults, semantic_errors, validate_schema
+from .kubewire import parse_json, parse_yaml
 
 if TYPE_CHECKING:
     from .kube import Hub
+    from .kubewatch import Journal
 
-# --------------------------------------------------------------------------------------------------
-# One cluster's API (operations on world.data["kube"][key], all under world.lock)
+VALIDATION = ("Ignore", "Warn", "Strict")
 
 
 def _now_str(world: World) -> str:
     return kubesim.rfc3339(world.now())
 
 
+@dataclass
+class WriteOptions:
+    """How a write is made: by whom (``fieldManager``), for real or not, and what unknown fields do."""
+
+    manager: str = "unknown"
+    dry: bool = False
+    validation: str = "Warn"  # upstream's default when fieldValidation is not given
+    warnings: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # keys the JSON body gave twice
+
+
 class ClusterApi:
-    """The apiserver of cluster ``key``: routing, authorization and the object store."""
+    """The object store of cluster ``key`` and its verbs."""
 
     def __init__(self, hub: Hub, key: str) -> None:
         self.hub = hub
@@ -43,12 +77,16 @@ class ClusterApi:
             raise kube_error(503, "ServiceUnavailable", "the cluster is being deleted")
         return rec  # type: ignore[no-any-return]
 
+    @property
+    def journal(self) -> Journal:
+        return self.hub.journal(self.key)
+
     # ---- store helpers ------------------------------------------------------------------------------
     def _objects(self, kind: Kind) -> dict[str, dict[str, Any]]:
         return self.rec["objects"].setdefault(kind.plural, {})  # type: ignore[no-any-return]
 
     @staticmethod
-    def _id(kind: Kind, ns: str, name: str) -> str:
+    def oid(kind: Kind, ns: str, name: str) -> str:
         return f"{ns}/{name}" if kind.namespaced else name
 
     def bump_version(self) -> str:
@@ -60,98 +98,78 @@ class ClusterApi:
         if kind.namespaced and ns not in self._objects(BY_PLURAL["namespaces"]):
             raise not_found(BY_PLURAL["namespaces"], ns)
 
+    def current(self, kind: Kind) -> list[dict[str, Any]]:
+        """Every object of ``kind`` as it is now (stored, or kept by the controllers), with its
+        apiVersion and kind; the journal stamps the versions of what the controllers keep."""
+        if kind.writable:
+            return list(self._objects(kind).values())
+        if kind.plural == "endpointslices":
+            from . import kubeslices
+
+            return kubeslices.endpoint_slices(self.rec)
+        sim = self.hub.sim(self.key, self.rec)
+        return {
+            "nodes": sim.node_objects,
+            "pods": sim.pod_objects,
+            "replicasets": sim.replicaset_objects,
+            "events": sim.event_objects,
+        }[kind.plural]()
+
     # ---- reads --------------------------------------------------------------------------------------
     def get(self, kind: Kind, ns: str, name: str) -> dict[str, Any]:
-        if kind.writable:
-            obj = self._objects(kind).get(self._id(kind, ns, name))
-        else:
-            obj = next((o for o in self._synthesized(kind, ns) if o["metadata"]["name"] == name), None)
+        obj = self.journal.objects(self, kind).get(self.oid(kind, ns, name))
         if obj is None:
             raise not_found(kind, name)
         return copy.deepcopy(obj)
 
+    def select(self, kind: Kind, ns: str, query: dict[str, str]) -> list[dict[str, Any]]:
+        """The objects of ``kind`` in ``ns`` (all namespaces when empty) that the label and field
+        selectors of ``query`` match, in key order."""
+        items = [
+            o
+            for o in self.journal.objects(self, kind).values()
+            if not ns or o["metadata"].get("namespace") == ns
+        ]
+        return sorted(filter(matcher(kind, query), items), key=_key)
+
     def list_objects(self, kind: Kind, ns: str, query: dict[str, str]) -> dict[str, Any]:
-        if kind.writable:
-            items = [
-                o for o in self._objects(kind).values() if not ns or o["metadata"].get("namespace") == ns
-            ]
-        else:
-            items = self._synthesized(kind, ns)
-        if query.get("labelSelector"):
-            match = label_matcher(query["labelSelector"])
-            items = [o for o in items if match(o["metadata"].get("labels") or {})]
-        if query.get("fieldSelector"):
-            fmatch = field_matcher(query["fieldSelector"])
-            items = [o for o in items if fmatch(o)]
-        items = sorted(items, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+        """A list, paged by ``limit`` and ``continue`` (the token names the last key served)."""
+        items = self.select(kind, ns, query)
+        meta: dict[str, Any] = {"resourceVersion": str(self.rec.get("rv", 1))}
+        token = query.get("continue", "")
+        if token:
+            start = _continue_start(token)
+            items = [o for o in items if "/".join(_key(o)) > start]
+        limit = int(query["limit"]) if query.get("limit", "").isdigit() else 0
+        if limit and len(items) > limit:
+            last = "/".join(_key(items[limit - 1]))
+            meta["continue"] = _continue_token(int(meta["resourceVersion"]), last)
+            meta["remainingItemCount"] = len(items) - limit
+            items = items[:limit]
         out = []
         for o in items:
             o = copy.deepcopy(o)
             o.pop("apiVersion", None)  # list items carry no kind/apiVersion, as upstream
             o.pop("kind", None)
             out.append(o)
-        return {
-            "kind": f"{kind.kind}List",
-            "apiVersion": kind.api_version,
-            "metadata": {"resourceVersion": str(self.rec.get("rv", 1))},
-            "items": out,
-        }
+        return {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": meta, "items": out}
 
-    def _synthesized(self, kind: Kind, ns: str) -> list[dict[str, Any]]:
-        """Objects the controllers keep (nodes, pods, ReplicaSets, events), as the API shows them."""
-        sim = self.hub.sim(self.key, self.rec)
-        items = {
-            "nodes": sim.node_objects,
-            "pods": sim.pod_objects,
-            "replicasets": sim.replicaset_objects,
-            "events": sim.event_objects,
-        }[kind.plural]()
-        return [o for o in items if not ns or o["metadata"].get("namespace") == ns]
-
-    def pod_log(self, ns: str, name: str, query: dict[str, str]) -> str:
-        """``GET pods/NAME/log``: the container's log as text (``container``, ``previous``, ``tailLines``)."""
-        from . import kubelet
-
-        pod = self.rec.get("pods", {}).get(f"{ns}/{name}")
-        pods = BY_PLURAL["pods"]
-        if pod is None:
-            raise not_found(pods, name)
-        names = list(pod["containers"]) or [c.get("name") for c in pod["spec"].get("containers") or []]
-        container = query.get("container") or (names[0] if len(names) == 1 else "")
-        if not container:
-            raise bad_request(
-                f"a container name must be specified for pod {name}, choose one of: [{' '.join(map(str, names))}]"
-            )
-        if container not in names:
-            raise bad_request(f"container {container} is not valid for pod {name}")
-        previous = query.get("previous", "").lower() in ("true", "1")
-        lines = kubelet.logs(pod, container, previous) if pod["containers"] else None
-        if lines is None or (previous and not pod["containers"][container]["restarts"]):
-            if previous:
-                raise bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
-            raise bad_request(
-                f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
-            )
-        if query.get("tailLines", "").isdigit():
-            lines = lines[-int(query["tailLines"]) :] if int(query["tailLines"]) else []
-        return "".join(f"{line}\n" for line in lines)
-
-    def delete_pod(self, ns: str, name: str) -> dict[str, Any]:
+    def delete_pod(self, ns: str, name: str, dry: bool) -> dict[str, Any]:
         """Delete a pod (its ReplicaSet makes a new one): a restart by hand."""
-        pod = self.rec.get("pods", {}).get(f"{ns}/{name}")
-        if pod is None:
-            raise not_found(BY_PLURAL["pods"], name)
-        from . import kubelet
-
-        obj = kubelet.pod_object(pod, self.world.now())
+        pods = BY_PLURAL["pods"]
+        obj = self.get(pods, ns, name)
+        if dry:
+            return obj
         del self.rec["pods"][f"{ns}/{name}"]
         self.bump_version()
+        self.journal.sync(self, [pods])
         self.world.changed()
         return obj
 
     # ---- writes -------------------------------------------------------------------------------------
-    def create(self, kind: Kind, ns: str, body: Any, manager: str, dry: bool) -> dict[str, Any]:
+    def create(self, kind: Kind, ns: str, body: Any, opts: WriteOptions) -> dict[str, Any]:
         obj = self._checked_body(kind, ns, "", body)
+        self._unknown_fields(kind, obj, opts)
         name = obj["metadata"].get("name")
         if not name:
             raise invalid(
@@ -168,7 +186,7 @@ class ClusterApi:
         if obj["metadata"].get("resourceVersion"):
             raise bad_request("resourceVersion should not be set on objects to be created")
         self._require_namespace(kind, ns)
-        existing = self._objects(kind).get(self._id(kind, ns, name))
+        existing = self._objects(kind).get(self.oid(kind, ns, name))
         if existing is not None:
             being_deleted = (
                 "object is being deleted: " if existing["metadata"].get("deletionTimestamp") else ""
@@ -181,12 +199,19 @@ class ClusterApi:
             )
         now = _now_str(self.world)
         return self._commit(
-            kind, ns, name, None, obj, dry, lambda new: kubemerge.update_ownership(None, new, manager, now)
+            kind,
+            ns,
+            name,
+            None,
+            obj,
+            opts,
+            lambda new: kubemerge.update_ownership(None, new, opts.manager, now),
         )
 
-    def replace(self, kind: Kind, ns: str, name: str, body: Any, manager: str, dry: bool) -> dict[str, Any]:
+    def replace(self, kind: Kind, ns: str, name: str, body: Any, opts: WriteOptions) -> dict[str, Any]:
         obj = self._checked_body(kind, ns, name, body)
-        old = self._objects(kind).get(self._id(kind, ns, name))
+        self._unknown_fields(kind, obj, opts)
+        old = self._objects(kind).get(self.oid(kind, ns, name))
         if old is None:
             raise not_found(kind, name)
         rv = obj["metadata"].get("resourceVersion")
@@ -194,7 +219,13 @@ class ClusterApi:
             raise conflict_modified(kind, name)
         now = _now_str(self.world)
         return self._commit(
-            kind, ns, name, old, obj, dry, lambda new: kubemerge.update_ownership(old, new, manager, now)
+            kind,
+            ns,
+            name,
+            old,
+            obj,
+            opts,
+            lambda new: kubemerge.update_ownership(old, new, opts.manager, now),
         )
 
     def patch(
@@ -205,13 +236,11 @@ class ClusterApi:
         content_type: str,
         body: bytes,
         query: dict[str, str],
-        manager: str,
-        dry: bool,
+        opts: WriteOptions,
     ) -> tuple[int, dict[str, Any]]:
-        ctype = content_type.split(";")[0].strip().lower()
         force = query.get("force", "").lower() in ("true", "1")
-        if ctype == "application/apply-patch+yaml":
-            return self.apply(kind, ns, name, body, query.get("fieldManager", ""), force, dry)
+        if content_type == "application/apply-patch+yaml":
+            return self.apply(kind, ns, name, body, query.get("fieldManager", ""), force, opts)
         if force:
             raise invalid(
                 kind,
@@ -222,33 +251,57 @@ class ClusterApi:
                     )
                 ],
             )
-        old = self._objects(kind).get(self._id(kind, ns, name))
+        old = self._objects(kind).get(self.oid(kind, ns, name))
         if old is None:
             raise not_found(kind, name)
-        patch = parse_json(body)
-        try:
-            if ctype == "application/merge-patch+json":
-                merged = kubemerge.merge_patch(old, patch)
-            elif ctype == "application/strategic-merge-patch+json":
-                merged = kubemerge.strategic_merge(old, patch)
-            elif ctype == "application/json-patch+json":
-                merged = kubemerge.json_patch(old, patch)
-            else:
-                raise kube_error(
-                    415,
-                    "UnsupportedMediaType",
-                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json",
-                )
-        except kubemerge.MergeError as e:
-            raise invalid(kind, name, [Invalid(e.field, e.message)]) from None
+        merged = self.patched(kind, name, old, content_type, body)
         obj = self._checked_body(kind, ns, name, merged)
+        unknown = kubeschema.unknown_fields(obj)
+        if unknown and opts.validation == "Strict":
+            text = "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown)
+            raise kube_error(
+                422,
+                "Invalid",
+                f' "" is invalid: patch: Invalid value: "{body.decode(errors="replace")}": {text}',
+                {
+                    "causes": [
+                        {"reason": "FieldValueInvalid", "message": f"Invalid value: {text}", "field": "patch"}
+                    ]
+                },
+            )
+        self._unknown_fields(kind, obj, opts)
         now = _now_str(self.world)
         return 200, self._commit(
-            kind, ns, name, old, obj, dry, lambda new: kubemerge.update_ownership(old, new, manager, now)
+            kind,
+            ns,
+            name,
+            old,
+            obj,
+            opts,
+            lambda new: kubemerge.update_ownership(old, new, opts.manager, now),
+        )
+
+    @staticmethod
+    def patched(kind: Kind, name: str, old: dict[str, Any], content_type: str, body: bytes) -> Any:
+        """``old`` with a JSON, merge or strategic merge patch applied."""
+        patch = parse_json(body)
+        try:
+            if content_type == "application/merge-patch+json":
+                return kubemerge.merge_patch(old, patch)
+            if content_type == "application/strategic-merge-patch+json":
+                return kubemerge.strategic_merge(old, patch)
+            if content_type == "application/json-patch+json":
+                return kubemerge.json_patch(old, patch)
+        except kubemerge.MergeError as e:
+            raise invalid(kind, name, [Invalid(e.field, e.message)]) from None
+        raise kube_error(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json",
         )
 
     def apply(
-        self, kind: Kind, ns: str, name: str, body: bytes, manager: str, force: bool, dry: bool
+        self, kind: Kind, ns: str, name: str, body: bytes, manager: str, force: bool, opts: WriteOptions
     ) -> tuple[int, dict[str, Any]]:
         """Server-side apply: create when missing, else merge with conflict detection."""
         if not manager:
@@ -274,7 +327,15 @@ class ClusterApi:
                 "error decoding YAML: Object 'Kind' is missing or 'apiVersion' is missing in the applied configuration"
             )
         applied = self._checked_body(kind, ns, name, raw)
-        old = self._objects(kind).get(self._id(kind, ns, name))
+        unknown = kubeschema.unknown_fields(applied)
+        if unknown:
+            # Structured merge types the applied configuration against the schema whatever
+            # fieldValidation says; upstream answers this with a 500 (kubernetes/kubernetes#139253).
+            where = f"{ns}/{name}; {kind.group}/{kind.version}, Kind={kind.kind}"
+            errors = [f".{u}: field not declared in schema" for u in unknown]
+            text = errors[0] if len(errors) == 1 else "errors:\n" + "\n".join(f"  {e}" for e in errors)
+            raise kube_error(500, "", f"failed to create typed patch object ({where}): {text}")
+        old = self._objects(kind).get(self.oid(kind, ns, name))
         if old is None:
             self._require_namespace(kind, ns)
         rv = applied["metadata"].get("resourceVersion")
@@ -294,16 +355,17 @@ class ClusterApi:
             raise kube_error(409, "Conflict", str(e), {**details(kind, name), "causes": causes}) from None
         except kubemerge.MergeError as e:
             raise invalid(kind, name, [Invalid(e.field, e.message)]) from None
-        result = self._commit(kind, ns, name, old, merged, dry, None)
+        result = self._commit(kind, ns, name, old, merged, opts, None)
         return (201 if old is None else 200), result
 
-    def delete(self, kind: Kind, ns: str, name: str, options: Any, dry: bool) -> dict[str, Any]:
+    def delete(self, kind: Kind, ns: str, name: str, options: dict[str, Any], dry: bool) -> dict[str, Any]:
+        """Delete one object; ``options`` is the DeleteOptions (preconditions, propagationPolicy)."""
         objects = self._objects(kind)
-        oid = self._id(kind, ns, name)
+        oid = self.oid(kind, ns, name)
         obj = objects.get(oid)
         if obj is None:
             raise not_found(kind, name)
-        pre = (options or {}).get("preconditions") or {}
+        pre = options.get("preconditions") or {}
         if pre.get("uid") and pre["uid"] != obj["metadata"]["uid"]:
             raise kube_error(
                 409,
@@ -336,10 +398,12 @@ class ClusterApi:
                 self.rec["lbs"].setdefault(oid, {"ip": "", "since": self.world.now()})["deleting"] = (
                     self.world.now()
                 )
+                self.journal.sync(self, [kind])
                 self.world.changed()
             return copy.deepcopy(obj)
         self.hub.forget(self.rec, kind, oid)
         self.bump_version()
+        self.journal.sync(self, [kind])
         self.world.changed()
         return {
             "kind": "Status",
@@ -347,6 +411,23 @@ class ClusterApi:
             "metadata": {},
             "status": "Success",
             "details": {**details(kind, name), "uid": obj["metadata"]["uid"]},
+        }
+
+    def delete_collection(
+        self, kind: Kind, ns: str, query: dict[str, str], options: dict[str, Any], dry: bool
+    ) -> dict[str, Any]:
+        """``DELETE`` on a collection: every selected object, answered as the list of what went."""
+        gone = []
+        for o in self.select(kind, ns, query):
+            if o["metadata"].get("namespace", "") == "kube-system" and not ns:
+                continue
+            self.delete(kind, o["metadata"].get("namespace", ""), o["metadata"]["name"], options, dry)
+            gone.append({k: v for k, v in o.items() if k not in ("apiVersion", "kind")})
+        return {
+            "kind": f"{kind.kind}List",
+            "apiVersion": kind.api_version,
+            "metadata": {"resourceVersion": str(self.rec.get("rv", 1))},
+            "items": gone,
         }
 
     # ---- the write pipeline -------------------------------------------------------------------------
@@ -386,6 +467,23 @@ class ClusterApi:
         obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
         return obj
 
+    @staticmethod
+    def _unknown_fields(kind: Kind, obj: dict[str, Any], opts: WriteOptions) -> None:
+        """``fieldValidation``: Strict refuses unknown and duplicate fields (400), Warn drops them with
+        a warning each, Ignore drops them silently."""
+        problems = [f'unknown field "{u}"' for u in kubeschema.unknown_fields(obj)]
+        problems += [f'duplicate field "{d}"' for d in opts.duplicates]
+        if not problems:
+            return
+        if opts.validation == "Strict":
+            raise bad_request(
+                f'{kind.kind} in version "{kind.version}" cannot be handled as a {kind.kind}: strict decoding error: '
+                + ", ".join(problems)
+            )
+        if opts.validation == "Warn":
+            opts.warnings += problems
+        kubeschema.drop_unknown(obj)
+
     def _commit(
         self,
         kind: Kind,
@@ -393,7 +491,7 @@ class ClusterApi:
         name: str,
         old: dict[str, Any] | None,
         new: dict[str, Any],
-        dry: bool,
+        opts: WriteOptions,
         ownership: Callable[[dict[str, Any]], None] | None,
     ) -> dict[str, Any]:
         """Validate, default, record ownership, version and store ``new`` (``old``: the stored one)."""
@@ -419,12 +517,15 @@ class ClusterApi:
         if old and "status" in old:
             new["status"] = copy.deepcopy(old["status"])
         drop_nulls(new)  # a JSON null means "not set", as upstream decodes it
+        if kind.kind == "Secret":
+            _merge_string_data(new)
         validate_schema(kind, new)
         errs = semantic_errors(kind, new, old)
         if errs:
             raise invalid(kind, name, errs)
         apply_defaults(kind, new)
-        self.hub.server_fields(self.rec, kind, self._id(kind, ns, name), new, old)
+        kubeschema.drop_empty(new)  # Go's omitempty: annotations: {} is not kept
+        self.hub.server_fields(self.rec, kind, self.oid(kind, ns, name), new, old)
         if ownership is not None:
             ownership(new)
         if old is not None and kubemerge.without_times(new) == kubemerge.without_times(old):
@@ -436,13 +537,62 @@ class ClusterApi:
                 meta["generation"] = 1
         elif kind.generation and _spec_of(new) != _spec_of(old):
             meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
-        if dry:
+        if opts.dry:
             return copy.deepcopy(new)
         meta["resourceVersion"] = self.bump_version()
-        self._objects(kind)[self._id(kind, ns, name)] = new
-        self.hub.after_write(self.key, self.rec, kind, self._id(kind, ns, name), new)
+        self._objects(kind)[self.oid(kind, ns, name)] = new
+        self.hub.after_write(self.key, self.rec, kind, self.oid(kind, ns, name), new)
+        self.journal.sync(self, [kind])
         self.world.changed()
         return copy.deepcopy(new)
+
+
+def matcher(kind: Kind, query: dict[str, str]) -> Callable[[dict[str, Any]], bool]:
+    """The label and field selectors of a list or watch; a field the kind cannot select by is 400."""
+    labels = label_matcher(query["labelSelector"]) if query.get("labelSelector") else None
+    fields = (
+        field_matcher(query["fieldSelector"], ("metadata.name", "metadata.namespace", *kind.fields))
+        if query.get("fieldSelector")
+        else None
+    )
+    return lambda o: (
+        (labels is None or labels(o["metadata"].get("labels") or {})) and (fields is None or fields(o))
+    )
+
+
+def _key(o: dict[str, Any]) -> tuple[str, str]:
+    return o["metadata"].get("namespace", ""), o["metadata"]["name"]
+
+
+def _continue_token(rv: int, start: str) -> str:
+    return base64.urlsafe_b64encode(
+        json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": start}).encode()
+    ).decode()
+
+
+def _continue_start(token: str) -> str:
+    try:
+        return str(json.loads(base64.urlsafe_b64decode(token.encode()))["start"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise bad_request(f"continue key is not valid: {token}") from None
+
+
+def _merge_string_data(secret: dict[str, Any]) -> None:
+    """``stringData`` is write-only: its values join ``data`` base64-encoded (upstream's conversion);
+    ``data`` values must be base64."""
+    string_data = secret.pop("stringData", None) or {}
+    data = secret.setdefault("data", {})
+    for key, value in data.items():
+        try:
+            base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_request(
+                f'Secret in version "v1" cannot be handled as a Secret: illegal base64 data in data[{key}]'
+            ) from None
+    for key, value in string_data.items():
+        data[key] = base64.b64encode(str(value).encode()).decode()
+    if not data:
+        del secret["data"]
 
 
 def drop_nulls(value: Any) -> None:
@@ -460,32 +610,25 @@ def _spec_of(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
 
-def dry_run(query: dict[str, str]) -> bool:
-    value = query.get("dryRun", "")
-    if value and value != "All":
-        raise bad_request(f'dryRun: Unsupported value: "{value}": supported values: "All"')
-    return value == "All"
+def dry_run(values: Any) -> bool:
+    """``dryRun`` (the query's string or DeleteOptions' list): only All is supported."""
+    items = [values] if isinstance(values, str) else list(values or [])
+    for value in items:
+        if value and value != "All":
+            raise bad_request(f'dryRun: Unsupported value: "{value}": supported values: "All"')
+    return "All" in items
+
+
+def field_validation(query: dict[str, str]) -> str:
+    value = query.get("fieldValidation", "") or "Warn"
+    if value not in VALIDATION:
+        raise bad_request(
+            f"fieldValidation: Unsupported value: {json.dumps(value)}: supported values: "
+            '"Ignore", "Strict", "Warn"'
+        )
+    return value
 
 
 def manager_from_agent(agent: str) -> str:
     """Upstream's default field manager: the User-Agent up to its first "/"."""
     return agent.split("/", 1)[0][:128] or "unknown"
-
-
-def parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body or b"null")
-    except ValueError as e:
-        raise bad_request(f"error decoding JSON: {e}") from None
-
-
-def parse_yaml(body: bytes) -> Any:
-    import yaml
-
-    try:
-        data = yaml.safe_load(body or b"")
-    except yaml.YAMLError as e:
-        raise bad_request(f"error decoding YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise bad_request("error decoding YAML: the applied configuration must be an object")
-    return data

@@ -163,6 +163,18 @@ def _pod_spec_errors(pod: dict[str, Any], at: str) -> list[Invalid]:
     if not containers:
         return [Invalid(f"{at}.containers", "Required value", "FieldValueRequired")]
     errs, seen = [], set()
+    for field in ("serviceAccountName", "serviceAccount"):
+        sa = pod.get(field)
+        if sa and (not _DNS1123_SUBDOMAIN.match(str(sa)) or len(str(sa)) > 253):
+            errs.append(
+                Invalid(
+                    f"{at}.{field}",
+                    f'Invalid value: "{sa}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric '
+                    "characters, '-' or '.', and must start and end with an alphanumeric character (e.g. "
+                    "'example.com', regex used for validation is "
+                    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+                )
+            )
     for i, c in enumerate(containers):
         where = f"{at}.containers[{i}]"
         if c["name"] in seen:
@@ -268,6 +280,8 @@ def apply_defaults(kind: Kind, obj: dict[str, Any]) -> None:
         obj["status"] = {"phase": "Active"}
     elif kind.kind == "HorizontalPodAutoscaler":
         obj["spec"].setdefault("minReplicas", 1)
+    elif kind.kind == "Secret":
+        obj.setdefault("type", "Opaque")
 
 
 def _default_pod_spec(pod: dict[str, Any]) -> None:
@@ -285,3 +299,17 @@ def _default_pod_spec(pod: dict[str, Any]) -> None:
         c.setdefault("resources", {})
         for p in c.get("ports") or []:
             p.setdefault("protocol", "TCP")
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            if isinstance(c.get(probe), dict):
+                _default_probe(c[probe])
+
+
+def _default_probe(probe: dict[str, Any]) -> None:
+    """SetDefaults_Probe and SetDefaults_HTTPGetAction (pkg/apis/core/v1/defaults.go)."""
+    probe.setdefault("timeoutSeconds", 1)
+    probe.setdefault("periodSeconds", 10)
+    probe.setdefault("successThreshold", 1)
+    probe.setdefault("failureThreshold", 3)
+    if isinstance(probe.get("httpGet"), dict):
+        probe["httpGet"].setdefault("path", "/")
+        probe["httpGet"].setdefault("scheme", "HTTP")
