@@ -431,8 +431,8 @@ class Hub:
                 self._reconcile_hpas(rec, api)
                 self._publish_root_ca(rec, api)
                 journal = self._journals.get(key)
-                if journal is not None and journal.watched:
-                    journal.sync(api)
+                if journal is not None:
+                    journal.sync(api, journal.watched())
                 jobs += self._read_jobs(key, rec, sim.now)
                 for mkey, (spec, servable) in self._desired_models(key, rec, sim).items():
                     desired[mkey], backends[mkey] = spec, servable

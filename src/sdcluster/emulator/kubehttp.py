@@ -99,8 +99,11 @@ def handler_class(router: Router) -> type[BaseHTTPRequestHandler]:
             self.send_response(reply.status)
             self.send_header("Content-Type", content_type)
             self.send_header("Audit-Id", str(uuid.uuid4()))
-            for w in reply.warnings:  # RFC 7234 warnings, as the apiserver sends them
-                self.send_header("Warning", f'299 - "{w.replace(chr(34), chr(39))}"')
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            for w in reply.warnings:  # RFC 7234 warnings (299, a quoted-string), as the apiserver sends them
+                quoted = w.replace("\\", "\\\\").replace('"', '\\"')
+                self.send_header("Warning", f'299 - "{quoted}"')
 
         def _send(self, reply: Reply) -> None:
             data, content_type = reply.encoded()

@@ -94,7 +94,9 @@ class Router:
         doc = kubeopenapi.v3_document(req.path.removeprefix("/openapi/v3/"))
         if doc is None:
             raise kube_error(404, "NotFound", NO_ROUTE)
-        return Reply(200, doc)
+        # A document named by its hash never changes: clients keep it (kube-openapi's handler does so).
+        cache = "public, immutable" if req.query.get("hash") else "no-cache, private"
+        return Reply(200, doc, headers={"Cache-Control": cache})
 
     # ---- resources ----------------------------------------------------------------------------------
     def _resource(self, req: Request, alive: Callable[[], bool]) -> Reply:

@@ -170,6 +170,7 @@ def access_review(api: ClusterApi, member: str, review: Any) -> dict[str, Any]:
         raise bad_request("the body of the request must be a SelfSubjectAccessReview object")
     spec = review["spec"]
     attrs = spec.get("resourceAttributes")
+    status: dict[str, Any]
     if attrs:
         kind = next(
             (
@@ -182,11 +183,14 @@ def access_review(api: ClusterApi, member: str, review: Any) -> dict[str, Any]:
             None,
         )
         if kind is None:
-            status = {"allowed": False, "reason": "no such resource on this cluster"}
+            status = {"allowed": False}
         else:
             needed = permission(kind, str(attrs.get("verb", "")), str(attrs.get("subresource", "")))
             allowed = api.world.has_permission(member, needed, api.project)
-            status = {"allowed": allowed, "reason": f"{'granted' if allowed else 'requires'} {needed} (IAM)"}
+            # A denial has no reason (an authorizer without an opinion); kubectl prints a bare "no".
+            status = (
+                {"allowed": True, "reason": f"allowed by IAM: {needed}"} if allowed else {"allowed": False}
+            )
     elif spec.get("nonResourceAttributes"):
         path = str(spec["nonResourceAttributes"].get("path", ""))
         allowed = spec["nonResourceAttributes"].get("verb") == "get" and (

@@ -66,17 +66,22 @@ class Journal:
         self.events: deque[Event] = deque()
         self.changed = threading.Condition()
         self.generation = 0
-        self.watchers = 0
-        self.watched_at = 0.0
+        self.watchers: dict[str, int] = {}  # plural -> open watches
+        self.watched_at: dict[str, float] = {}  # plural -> when its last watch ended
 
-    @property
-    def watched(self) -> bool:
-        return self.watchers > 0 or time.monotonic() - self.watched_at < WATCHED_RECENTLY_S
+    def watched(self) -> list[Kind]:
+        """The kinds someone watches, or watched a moment ago (a client between two watches)."""
+        now = time.monotonic()
+        return [
+            k
+            for k in KINDS
+            if self.watchers.get(k.plural) or now - self.watched_at.get(k.plural, -1e9) < WATCHED_RECENTLY_S
+        ]
 
-    def sync(self, api: ClusterApi, kinds: list[Kind] | None = None) -> None:
-        """Record what changed in ``kinds`` (default: every listed kind). Call under world.lock."""
+    def sync(self, api: ClusterApi, kinds: list[Kind]) -> None:
+        """Record what changed in ``kinds``. Call under world.lock."""
         appended = False
-        for kind in kinds if kinds is not None else [k for k in KINDS if k.listed]:
+        for kind in kinds:
             appended |= self._sync_kind(api, kind)
         if appended:
             self._notify()
@@ -89,7 +94,8 @@ class Journal:
             self.floor[kind.plural] = self.last[kind.plural] = int(api.rec.get("rv", 1))
         changes: list[tuple[int, str, dict[str, Any], dict[str, Any] | None]] = []
         for oid, obj in current.items():
-            fp = _fingerprint(obj)
+            # A stored object changes only with a new resourceVersion; what controllers keep, by content.
+            fp = str(obj["metadata"].get("resourceVersion")) if kind.writable else _fingerprint(obj)
             before = seen.get(oid)
             if before is not None and before[0] == fp:
                 continue
@@ -179,7 +185,7 @@ def watch_stream(
             cursor = int(spec.rv) if spec.rv.isdigit() else list_rv
             start = [pair for e in journal.since(spec.kind, cursor) if (pair := _filtered(e, in_scope))]
             cursor = max([cursor, *(int(o["metadata"]["resourceVersion"]) for _, o in start)])
-        journal.watchers += 1
+        journal.watchers[spec.kind.plural] = journal.watchers.get(spec.kind.plural, 0) + 1
     try:
         for etype, obj in start:
             yield spec.encode(etype, obj)
@@ -207,8 +213,8 @@ def watch_stream(
                     journal.changed.wait(0.25)
     finally:
         with world.lock:
-            journal.watchers -= 1
-            journal.watched_at = time.monotonic()
+            journal.watchers[spec.kind.plural] -= 1
+            journal.watched_at[spec.kind.plural] = time.monotonic()
 
 
 def _scope(spec: WatchSpec) -> Callable[[dict[str, Any]], bool]:

@@ -48,6 +48,7 @@ class Reply:
     content_type: str = ""
     stream: Iterator[bytes] | None = None  # chunks of a watch or a followed log
     warnings: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, bytes):
