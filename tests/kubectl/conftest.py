@@ -33,12 +33,12 @@ PROJECT = "demo-proj"
 OWNER = "user:demo@example.com"
 DEPLOYMENT = "stable-diffusion"
 KNOBS: dict[str, Any] = {
-    "operation_s": 0.3,
-    "rollout_s": 0.3,
-    "lb_s": 0.2,
-    "kubelet_scale": 0.05,
-    "tfserving_scale": 0.1,
-    "model_load_s": 0.3,
+    "operation_s": 0.1,
+    "rollout_s": 0.1,
+    "lb_s": 0.1,
+    "kubelet_scale": 0.02,
+    "tfserving_scale": 0.05,
+    "model_load_s": 0.1,
 }
 
 

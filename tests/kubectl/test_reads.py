@@ -20,7 +20,7 @@ def _rows(text: str) -> list[list[str]]:
 
 
 def test_get_prints_the_servers_columns_for_short_names_and_all(kubectl: Kubectl) -> None:
-    wait_until(lambda: kubectl("get", "deploy", DEPLOYMENT, "-o", "jsonpath={.status.readyReplicas}") == "1")
+    # upload-model returned once TF Serving served the model: the pod is ready.
     wide = _rows(kubectl("get", "deploy,svc,po", "-o", "wide"))
     assert wide[0] == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]
     assert wide[1][:4] == [f"deployment.apps/{DEPLOYMENT}", "1/1", "1", "1"]
@@ -66,15 +66,15 @@ def test_describe_shows_the_deployments_replicasets_the_services_endpoints_and_p
     assert re.search(r"OldReplicaSets:\s+<none>", deploy)
     assert re.search(rf"Normal\s+ScalingReplicaSet\s+.*Scaled up replica set {new_rs[1]} from 0 to 1", deploy)
 
-    pod_ip = kubectl("get", "pods", "-l", "app=stable-diffusion", "-o", "jsonpath={.items[0].status.podIP}")
-    service = kubectl("describe", "svc", DEPLOYMENT)
-    assert re.search(rf"Endpoints:\s+{re.escape(pod_ip)}:8501\n", service), service
-    assert re.search(r"LoadBalancer Ingress:\s+127\.0\.\d+\.\d+ \(VIP\)", service)
-
     pod = kubectl("describe", "pod", "-l", "app=stable-diffusion")
     assert re.search(r"Status:\s+Running", pod) and re.search(r"Ready\s+True", pod)
     for reason in ("Scheduled", "Pulling", "Pulled", "Created", "Started"):
         assert re.search(rf"Normal\s+{reason}\s", pod), (reason, pod)
+    pod_ip = re.search(r"^IP:\s+(\S+)$", pod, re.M)
+    assert pod_ip, pod
+    service = kubectl("describe", "svc", DEPLOYMENT)
+    assert re.search(rf"Endpoints:\s+{re.escape(pod_ip[1])}:8501\n", service), service
+    assert re.search(r"LoadBalancer Ingress:\s+127\.0\.\d+\.\d+ \(VIP\)", service)
 
 
 def test_logs_of_the_deployment_and_follow_sees_a_new_version_load(kubectl: Kubectl) -> None:

@@ -153,26 +153,25 @@ def test_rollout_restart_status_history_undo_pause_and_resume(kubectl: Kubectl) 
     assert kubectl("rollout", "restart", target).strip() == f"deployment.apps/{DEPLOYMENT} restarted"
     status = kubectl("rollout", "status", target, "--timeout=60s")
     assert status.strip().endswith(f'deployment "{DEPLOYMENT}" successfully rolled out')
-    history = kubectl("rollout", "history", target)
-    assert re.search(r"^2\s+restart for issue 17$", history, re.M), history
-
     assert kubectl("rollout", "undo", target).strip() == f"deployment.apps/{DEPLOYMENT} rolled back"
     kubectl("rollout", "status", target, "--timeout=60s")
-    revisions = [
-        line.split()[0] for line in kubectl("rollout", "history", target).splitlines()[2:] if line.strip()
-    ]
-    assert revisions == ["2", "3"]  # revision 1's template came back as 3
+    history = kubectl("rollout", "history", target).splitlines()[2:]
+    # revision 1's template came back as 3; revision 2 keeps the cause it was made for
+    assert [line.split()[0] for line in history if line.strip()] == ["2", "3"]
+    assert re.fullmatch(r"2\s+restart for issue 17", history[0]), history
 
     assert kubectl("rollout", "pause", target).strip() == f"deployment.apps/{DEPLOYMENT} paused"
     kubectl("set", "env", target, "PAUSED_CHANGE=1")
-    reasons = kubectl("get", target, "-o", "jsonpath={.status.conditions[?(@.type=='Progressing')].reason}")
-    assert reasons == "DeploymentPaused"
-    assert [
-        line.split()[0] for line in kubectl("rollout", "history", target).splitlines()[2:] if line.strip()
-    ] == [
-        "2",
-        "3",
-    ]
+    items = kubectl.json("get", "deploy,rs")["items"]
+    deployment = next(o for o in items if o["kind"] == "Deployment" and o["metadata"]["name"] == DEPLOYMENT)
+    progressing = [c for c in deployment["status"]["conditions"] if c["type"] == "Progressing"]
+    assert (progressing[0]["status"], progressing[0]["reason"]) == ("Unknown", "DeploymentPaused")
+    revisions = {
+        o["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+        for o in items
+        if o["kind"] == "ReplicaSet" and o["metadata"]["name"].startswith(f"{DEPLOYMENT}-")
+    }
+    assert revisions == {"2", "3"}  # the change waits: no new ReplicaSet while paused
     assert kubectl("rollout", "resume", target).strip() == f"deployment.apps/{DEPLOYMENT} resumed"
     kubectl("rollout", "status", target, "--timeout=60s")
     assert re.search(r"PAUSED_CHANGE:\s+1\n", kubectl("rollout", "history", target, "--revision=4"))
