@@ -387,10 +387,12 @@ class ClusterApi:
                 f'namespaces "{name}" is forbidden: this namespace may not be deleted',
                 details(kind, name),
             )
-        if dry:
-            return copy.deepcopy(obj)
         if LB_FINALIZER in (obj["metadata"].get("finalizers") or []):
             # GKE keeps the Service until its load balancer is released (the finalizer goes then).
+            if dry:  # the answer a real delete would give, nothing done
+                marked = copy.deepcopy(obj)
+                marked["metadata"].setdefault("deletionTimestamp", _now_str(self.world))
+                return marked
             if not obj["metadata"].get("deletionTimestamp"):
                 obj["metadata"]["deletionTimestamp"] = _now_str(self.world)
                 obj["metadata"]["deletionGracePeriodSeconds"] = 0
@@ -401,10 +403,11 @@ class ClusterApi:
                 self.journal.sync(self, [kind])
                 self.world.changed()
             return copy.deepcopy(obj)
-        self.hub.forget(self.rec, kind, oid)
-        self.bump_version()
-        self.journal.sync(self, [kind])
-        self.world.changed()
+        if not dry:
+            self.hub.forget(self.rec, kind, oid)
+            self.bump_version()
+            self.journal.sync(self, [kind])
+            self.world.changed()
         return {
             "kind": "Status",
             "apiVersion": "v1",
