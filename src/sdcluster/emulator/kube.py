@@ -6,12 +6,14 @@ by a per-cluster CA made with trustme. What the API does:
 
 - **identity and permission** like GKE: bearer tokens name the caller (``World.authenticate``); IAM
   permissions on the project (``container.deployments.create``...) decide (401 / 403 ``Status``);
-- **resources**: namespaces, configmaps, serviceaccounts, services, apps/v1 deployments,
-  autoscaling/v2 horizontalpodautoscalers; read-only replicasets, pods (deletable: a restart by
-  hand), ``pods/log``, events and nodes kept by the controllers (``kubecontrol``); verbs get, list
-  (``labelSelector``, ``fieldSelector``), create, replace, delete, and patch: server-side apply
+- **resources**: namespaces, configmaps, secrets, serviceaccounts, services, apps/v1 deployments
+  (and ``deployments/scale``), autoscaling/v2 horizontalpodautoscalers; read-only replicasets,
+  pods (deletable: a restart by hand), ``pods/log`` (``follow``), events, nodes and EndpointSlices
+  kept by the controllers; ``SelfSubjectAccessReview``; verbs get, list (selectors, ``limit`` and
+  ``continue``), watch, create, replace, delete, deletecollection, and patch: server-side apply
   (``application/apply-patch+yaml``, ``fieldManager``, ``force``), merge, strategic merge and JSON
-  patch, with ``metadata.managedFields`` kept as upstream does (``kubemerge``);
+  patch, with ``metadata.managedFields`` kept as upstream does (``kubemerge``); discovery, OpenAPI
+  and Tables as kubectl reads them;
 - **identity** of service accounts as GKE sees them: by email only with the ``userinfo.email`` scope
   on the token, else by their numeric unique ID;
 - **validation** of every write against the upstream OpenAPI schemas (kubernetes-validate, strict,
@@ -28,10 +30,15 @@ by a per-cluster CA made with trustme. What the API does:
   (``tfserving.ModelServer``) on its IP and port, answering from that pod's process.
 
 The apiserver is split by concern: ``kubekinds`` (the resource kinds), ``kubehttp`` (the HTTPS
-server, routing, authorization), ``kubestore`` (the object store and its verbs), ``kubevalidate``
-(schemas, semantic checks, defaults), ``kubeselect`` (selectors), ``kubediscovery`` (discovery),
-``kubeerrors`` (``Status`` bodies); this module keeps the ``Hub``: the clusters' servers, the
-controllers' tick, load balancers and TF Serving stand-ins.
+server), ``kuberoutes`` (routing, IAM authorization, content negotiation), ``kubewire`` (requests,
+replies, bodies), ``kubestore`` (the object store and its verbs), ``kubesub`` (subresources and
+access reviews), ``kubewatch`` (the change journal, watches and followed logs), ``kubevalidate``
+and ``kubeschema`` (schemas, unknown fields, semantic checks, defaults), ``kubeselect``
+(selectors), ``kubediscovery`` and ``kubeopenapi`` (discovery, OpenAPI v2/v3), ``kubetables``
+(server-side Tables), ``kubeproto`` (the one protobuf body read), ``kubeslices`` (EndpointSlices),
+``kubeerrors`` (``Status`` bodies); the controllers are ``kubecontrol``, ``kuberevisions`` and
+``kubelet``. This module keeps the ``Hub``: the clusters' servers, the controllers' tick, the
+root CA publisher, load balancers and TF Serving stand-ins.
 
 State lives in ``world.data["kube"][key]``: ``endpoint`` (current ``127.0.0.1:PORT``; the port may
 change after a restart from a state file, so read it from there or from ``Hub.endpoint_of(key)``),

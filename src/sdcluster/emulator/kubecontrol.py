@@ -34,20 +34,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import kubelet, kubesim
+from . import kubelet, kuberevisions, kubesim
 from .core import Knobs
 
 WORKLOAD_NAMESPACES_EXCLUDED = ("kube-system",)
-REVISION = "deployment.kubernetes.io/revision"
-# Annotations the Deployment controller does not copy to its ReplicaSets (copyDeploymentAnnotationsToReplicaSet).
-_NOT_COPIED = (
-    "kubectl.kubernetes.io/last-applied-configuration",
-    REVISION,
-    "deployment.kubernetes.io/revision-history",
-    "deployment.kubernetes.io/desired-replicas",
-    "deployment.kubernetes.io/max-replicas",
-    "deprecated.deployment.rollback.to",
-)
 
 
 def _oid(ns: str, name: str) -> str:
@@ -253,7 +243,7 @@ class ClusterSim:
             rss = [*rss, new]
         elif new["revision"] < top:
             new["revision"] = top + 1  # a rollback makes the old template the newest revision
-        self._annotate(d, new)
+        kuberevisions.annotate(d, new, self.bump)
         olds = [rs for rs in rss if rs is not new]
         desired = int(spec.get("replicas", 1))
         if (spec.get("strategy") or {}).get("type") == "Recreate":
@@ -264,16 +254,6 @@ class ClusterSim:
             return
         if not self._reconcile_new(d, new, rss, desired):
             self._reconcile_old(d, new, olds, rss, desired)
-
-    def _annotate(self, d: dict[str, Any], new: dict[str, Any]) -> None:
-        """The new ReplicaSet takes the Deployment's annotations (its change-cause among them) and the
-        Deployment records the revision it runs (``deployment.kubernetes.io/revision``)."""
-        meta = d["metadata"]
-        annotations = meta.get("annotations") or {}
-        new["annotations"] = {k: v for k, v in annotations.items() if k not in _NOT_COPIED}
-        if annotations.get(REVISION) != str(new["revision"]):
-            meta["annotations"] = {**annotations, REVISION: str(new["revision"])}
-            meta["resourceVersion"] = self.bump()
 
     def _reconcile_new(
         self, d: dict[str, Any], new: dict[str, Any], rss: list[dict[str, Any]], desired: int
@@ -366,7 +346,7 @@ class ClusterSim:
         }
         rs_name = new["name"] if new else meta["name"]
         current = kubesim.get_condition(conditions, "Progressing")
-        conditions, paused = _paused_conditions(spec, current, conditions, self.now)
+        conditions, paused = kuberevisions.paused_conditions(spec, current, conditions, self.now)
         current = kubesim.get_condition(conditions, "Progressing")
         complete = (
             updated == desired
@@ -825,27 +805,6 @@ class ClusterSim:
             and kubelet.ready(p)
         ]
         return sorted(out, key=lambda p: -p["created"])
-
-
-def _paused_conditions(
-    spec: dict[str, Any], current: dict[str, Any] | None, conditions: list[dict[str, Any]], now: float
-) -> tuple[list[dict[str, Any]], bool]:
-    """checkPausedConditions: a paused Deployment's Progressing condition is Unknown/DeploymentPaused
-    (a reported ProgressDeadlineExceeded stays), and Unknown/DeploymentResumed once it is resumed."""
-    reason = (current or {}).get("reason")
-    if reason == "ProgressDeadlineExceeded":
-        return conditions, bool(spec.get("paused"))
-    if spec.get("paused"):
-        if reason != "DeploymentPaused":
-            conditions = kubesim.set_condition(
-                conditions, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused", now
-            )
-        return conditions, True
-    if reason == "DeploymentPaused":
-        conditions = kubesim.set_condition(
-            conditions, "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed", now
-        )
-    return conditions, False
 
 
 def _created(kv: tuple[str, dict[str, Any]]) -> tuple[str, str]:
