@@ -5,7 +5,9 @@ reads it from ``CLOUDSDK_AUTH_ACCESS_TOKEN_FILE`` (``emulator:<member>``), as
 
 Each module shares one emulator and one cluster that ``sdcluster apply`` made and ``upload-model``
 gave a model (so TF Serving runs and its pod is ready); every kubectl call costs a gcloud start (the
-plugin caches nothing for a token without an expiry), so tests are few and each asserts a lot. The
+plugin caches nothing for a token without an expiry), so tests are few and each asserts a lot.
+gcloud is configured by what ``sdcluster emulator env`` prints (tests/gcloud/conftest.py), with a
+token file per member. The
 kubectl binary comes from ``kubectl_binary.py``; it, gcloud and the plugin missing fail the suite,
 never skip it.
 """
@@ -27,6 +29,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from ..gcloud.conftest import env_from_cli
 from .kubectl_binary import KubectlUnavailable, ensure_kubectl
 
 PROJECT = "demo-proj"
@@ -75,6 +78,7 @@ class Kubectl:
     kubeconfig: Path
     emu: Any
     workdir: Path
+    env: dict[str, str]  # what `sdcluster emulator env` exports (the token file aside)
     tokens: dict[str, Path] = field(default_factory=dict)
 
     def environ(self, member: str = OWNER, **extra: str) -> dict[str, str]:
@@ -87,7 +91,7 @@ class Kubectl:
             "PATH": os.environ.get("PATH", ""),
             "HOME": str(self.home),
             "CLOUDSDK_CONFIG": str(self.home / "gcloud"),
-            "CLOUDSDK_CORE_PROJECT": PROJECT,
+            **self.env,
             "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE": str(token),
             "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
             "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
@@ -214,7 +218,9 @@ def start_cluster(binary: Path, workdir: Path) -> Iterator[Kubectl]:
         _cli(emu, workdir, "kubeconfig", "--out", str(kubeconfig))
         home = workdir / "home"
         home.mkdir()
-        yield Kubectl(binary, home, kubeconfig, emu, workdir)
+        env = env_from_cli(emu.address)
+        assert env["CLOUDSDK_CORE_PROJECT"] == PROJECT
+        yield Kubectl(binary, home, kubeconfig, emu, workdir, env)
 
 
 @pytest.fixture(scope="module")
