@@ -47,6 +47,7 @@ VOLATILE = frozenset(
         "lockedTime",
         "endpoint",
         "ca_pem",
+        "ca.crt",  # the cluster CA again, as the root CA publisher copies it into kube-root-ca.crt
         "ip",  # load balancer IPs are allocated machine-wide, so two emulators get different ones
         "instance_group_urls",
         "cluster_ipv4_cidr",  # GKE picks a free pod range at random

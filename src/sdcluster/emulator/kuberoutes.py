@@ -178,11 +178,11 @@ class Router:
                 ),
             )
 
-    def _options(self, req: Request, dry: bool | None = None) -> WriteOptions:
+    def _options(self, req: Request) -> WriteOptions:
         manager = req.query.get("fieldManager") or manager_from_agent(req.headers.get("User-Agent", ""))
         return WriteOptions(
             manager=manager,
-            dry=dry_run(req.query.get("dryRun", "")) if dry is None else dry,
+            dry=dry_run(req.query.get("dryRun", "")),
             validation=field_validation(req.query),
             warnings=req.warnings,
         )

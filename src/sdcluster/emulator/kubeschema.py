@@ -55,19 +55,10 @@ def resolve(schema: Schema) -> Schema:
     return schema
 
 
-def _types(schema: Schema) -> set[str]:
-    t = schema.get("type")
-    return set(t) if isinstance(t, list) else {t} if t else set()
-
-
 def is_map(schema: Schema) -> bool:
     """A Go map (free keys with one value type), as opposed to a struct."""
     schema = resolve(schema)
     return isinstance(schema.get("additionalProperties"), dict) and "properties" not in schema
-
-
-def is_struct(schema: Schema) -> bool:
-    return "properties" in resolve(schema)
 
 
 # ---- unknown fields (fieldValidation) --------------------------------------------------------------
