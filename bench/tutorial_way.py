@@ -14,7 +14,8 @@ tutorial reaches it:
    wait; CreateNodePool ``sd-node-pool``, wait (``remove_default_node_pool = true``);
 5. the bucket, and ``roles/storage.objectViewer`` for ``gke-node`` on it;
 6. the Kubernetes objects, **created** (not server-side applied) with the kubernetes client, all at
-   once, then a wait for the rollout and the load balancer.
+   once, then a wait for the pods to start and the load balancer (the bucket has no model yet, as in
+   sdcluster's apply: TF Serving becomes ready only once one is uploaded).
 
 Every wait is polled every ``poll_s`` (0.1 s by default), which is generous to the tutorial: its only
 avoidable delay left is the fixed sleep and the default-pool detour, which is what we measure.
@@ -92,6 +93,7 @@ def _manifests(cfg: Any) -> list[dict[str, Any]]:
 
     deployment = serving.deployment_manifest(cfg)
     deployment["spec"]["template"]["spec"].pop("nodeSelector", None)
+    deployment["spec"]["template"]["spec"].pop("serviceAccountName", None)  # the namespace's default KSA
     return [serving.configmap_manifest(cfg), deployment, serving.service_manifest(cfg)]
 
 
@@ -198,11 +200,17 @@ def run_tutorial(
     name = deployment["metadata"]["name"]
 
     def serving() -> bool:
-        d = apps.read_namespaced_deployment_status(name, ns).status
+        pods = core.list_namespaced_pod(ns, label_selector=f"app={name}").items
+        started = [
+            p
+            for p in pods
+            if p.status.container_statuses and all(c.state.running for c in p.status.container_statuses)
+        ]
         s = core.read_namespaced_service_status(name, ns).status
-        ready = (d.ready_replicas or 0) >= deployment["spec"]["replicas"]
-        return ready and bool(s.load_balancer and s.load_balancer.ingress)
+        return len(started) >= deployment["spec"]["replicas"] and bool(
+            s.load_balancer and s.load_balancer.ingress
+        )
 
-    _wait("rollout and load balancer", serving, poll_s)
-    stage("wait rollout + load balancer")
+    _wait("pods started and load balancer", serving, poll_s)
+    stage("wait pods + load balancer")
     return stages

@@ -20,6 +20,10 @@ def make_emu() -> Iterator[Callable[..., Any]]:
         knobs.setdefault("operation_s", 0.2)
         knobs.setdefault("rollout_s", 0.2)
         knobs.setdefault("lb_s", 0.2)
+        knobs.setdefault("kubelet_scale", 0.01)  # a 10 s probe period is 0.1 s
+        knobs.setdefault("tfserving_scale", 0.01)  # TF Serving polls every 10 ms, retries after 0.6 s
+        knobs.setdefault("model_load_s", 0.1)
+        knobs.setdefault("autoscale_s", 0.2)
         emu = Emulator(**knobs).start()
         started.append(emu)
         return emu

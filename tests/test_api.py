@@ -21,6 +21,7 @@ EXPECTED = {
     "plan",
     "save_plan",
     "status",
+    "upload_model",
 }
 
 

@@ -290,7 +290,8 @@ def test_validate_is_offline_and_names_what_it_checked(clean_env: Path) -> None:
         "Configuration sdcluster.toml: valid (project demo-proj, cluster sd-cluster in us-central1-c"
         in r.output
     )
-    assert "Kubernetes objects: 3 valid against the Kubernetes 1.37 schemas" in r.output
+    assert "Kubernetes objects: 4 valid against the Kubernetes 1.37 schemas" in r.output
+    assert "ServiceAccount tf-serving" in r.output  # the identity TF Serving reads the bucket as
     Path("sdcluster.toml").write_text(
         'project = "demo-proj"\nuser = "user:a@b.com"\n[serving]\nmemory = "12"\n'
     )

@@ -18,20 +18,19 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
-    for step in (
-        "init",
-        "plan",
-        "apply --auto-approve",
-        "status",
-        "upload-model",
-        "generate",
-        "destroy --auto-approve",
-    ):
-        assert f"$ sdcluster {step}" in text
-    # A new project: the plan reads what it can, apply enables the five APIs first.
+    order = [
+        text.index(f"$ sdcluster {step}")
+        for step in ("init", "apply --auto-approve", "upload-model", "generate", "destroy --auto-approve")
+    ]
+    assert order == sorted(order)
+    # A new project: apply's plan reads what it can, apply enables the five APIs first.
     assert "the container.googleapis.com API is not enabled yet; apply enables it first" in text
-    assert "Apply complete! Resources: 19 added" in text
-    assert "TF Serving will load version 1" in text
+    assert "Apply complete! Resources: 20 added" in text
+    # apply on an empty model path finishes and says what to do; upload-model waits until served.
+    note = text.index("Note: Deployment stable-diffusion is waiting for a model")
+    assert text.index("Apply complete!") < note < text.index("$ sdcluster upload-model")
+    assert "upload one: sdcluster upload-model ./stable_diffusion_model" in text[note:]
+    assert "TF Serving serves version 1 of stable-diffusion at http://" in text
     assert "Destroy complete!" in text and "Kept: storage.bucket.demo-proj-bucket" in text
     images = sorted((workdir / "images").glob("*.png"))
     assert len(images) == 1 and "synthetic" in text

@@ -20,7 +20,7 @@ from PIL import Image
 
 import sdcluster.generate as gen
 from sdcluster.config import Config
-from sdcluster.emulator.tfserving import ModelServer, synthetic_images
+from sdcluster.emulator.tfserving import ModelServer, Servable, VersionStatus, synthetic_images
 from sdcluster.errors import InvalidRequest, NotFound, SdclusterError, UsageError, WaitTimeout
 from sdcluster.generate import END_OF_TEXT, START_OF_TEXT, generate, model_endpoint, save_images, tokenize
 
@@ -116,19 +116,29 @@ def test_model_endpoint_accepts_a_url_or_an_ip() -> None:
 
 
 class Served:
-    def __init__(self, server: ModelServer, ready: threading.Event) -> None:
-        self.server, self.ready = server, ready
-        self.url = f"http://{server.address}/v1/models/{MODEL}"
+    """The TF Serving stand-in answering as one process; ``loading()`` and ``loaded()`` set its state."""
+
+    def __init__(self) -> None:
+        self.servable = Servable.loaded(MODEL)
+        self.server = ModelServer(HOST, 0, lambda: self.servable, image_size=SIZE)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.address}/v1/models/{MODEL}"
+
+    def loading(self) -> None:  # a version TF Serving knows but has not loaded yet
+        self.servable = Servable(MODEL, {1: VersionStatus("LOADING")})
+
+    def loaded(self) -> None:
+        self.servable = Servable.loaded(MODEL)
 
 
 @pytest.fixture
 def served() -> Iterator[Served]:
-    ready = threading.Event()
-    ready.set()
-    server = ModelServer(HOST, 0, MODEL, ready.is_set, image_size=SIZE)
-    server.start()
-    yield Served(server, ready)
-    server.stop()
+    s = Served()
+    s.server.start()
+    yield s
+    s.server.stop()
 
 
 def test_generate_returns_the_images_the_model_made_for_these_tokens(served: Served, tmp_path: Path) -> None:
@@ -161,8 +171,8 @@ def test_generate_from_the_config_and_the_state_endpoint(served: Served) -> None
 
 
 def test_generate_waits_while_the_model_loads(served: Served) -> None:
-    served.ready.clear()
-    timer = threading.Timer(1.0, served.ready.set)
+    served.loading()
+    timer = threading.Timer(1.0, served.loaded)
     timer.start()
     messages: list[str] = []
     try:
@@ -175,7 +185,7 @@ def test_generate_waits_while_the_model_loads(served: Served) -> None:
 
 
 def test_a_model_that_never_loads_times_out_naming_what_it_waited_for(served: Served) -> None:
-    served.ready.clear()
+    served.loading()
     with pytest.raises(WaitTimeout, match=f"waiting for the model at {served.url} to load") as err:
         generate(served.url, "a cat", load_timeout_s=0.5)
     assert "sdcluster status" in err.value.hint
@@ -199,6 +209,19 @@ def test_nothing_listening_is_a_clear_error_quickly() -> None:
         generate(f"http://{HOST}:{port}/v1/models/{MODEL}", "a cat", connect_timeout_s=2, load_timeout_s=30)
     assert "sdcluster status" in err.value.hint
     assert time.monotonic() - start < 10
+
+
+def test_tf_servings_own_504_is_said_as_its_rest_timeout_with_the_options(served: Served) -> None:
+    cfg = Config.build(project="demo-proj", user="user:me@example.com", serving={"rest_api_timeout_ms": 50})
+    served.servable = Servable.loaded(MODEL, rest_timeout_ms=50, predict_s_per_step=0.02)
+    start = time.monotonic()
+    with pytest.raises(WaitTimeout, match=r"longer than TF Serving's REST timeout \(50 ms") as err:
+        generate(cfg, "a cat", endpoint=served.url, steps=5, load_timeout_s=30)
+    assert time.monotonic() - start < 10  # not retried as if the model were loading
+    assert "not still loading" in str(err.value)
+    assert all(
+        option in err.value.hint for option in ("--steps", "--batch-size 1", "GPU", "rest_api_timeout_ms")
+    )
 
 
 def test_tf_servings_400_is_an_invalid_request_with_its_message(served: Served) -> None:

@@ -32,9 +32,9 @@ def test_readme_notebook_session_runs(
     exec(compile(notebook_block(), "README.md#in-a-notebook", "exec"), namespace)
     plan, state = namespace["plan"], namespace["state"]
     html = plan._repr_html_()
-    # A new project: the five APIs sdcluster enables, then its 14 resources.
-    assert html.startswith("<div>") and "Plan: 19 to add" in html
-    assert "Plan: 19 to add" in str(plan)
+    # A new project: the five APIs sdcluster enables, then its 15 resources.
+    assert html.startswith("<div>") and "Plan: 20 to add" in html
+    assert "Plan: 20 to add" in str(plan)
     assert state.outputs["endpoint"].endswith("/v1/models/stable-diffusion")
     # destroy ran last: the service accounts are gone from the state and from the project.
     assert '"iam.service_account' not in (tmp_path / ".sdcluster" / "state.json").read_text()

@@ -1,7 +1,8 @@
 """``upload_model`` against the emulator's Cloud Storage, through the official google-cloud-storage client.
 
 Each test builds a SavedModel-shaped directory (saved_model.pb, a variables index and several data
-shards, assets) and checks what a user would see in the bucket and in the result.
+shards, assets) and checks what a user would see in the bucket and in the result: files go to a
+staging area, then the version is published by server-side copies, saved_model.pb last.
 """
 
 from __future__ import annotations
@@ -74,14 +75,16 @@ def test_upload_sends_every_file_in_parallel_to_version_1(setup: Any, tmp_path: 
 
     assert result.version == 1
     assert result.destination == f"{BASE}/1/"
-    assert result.message == f"TF Serving will load version 1 from {BASE}/1/"
+    assert result.message == f"published version 1 at {BASE}/1/"
     assert objects(factory, "stable_diffusion_model/1/") == sizes
+    assert objects(factory, "stable_diffusion_model/_staging/") == {}  # cleaned up after publishing
     assert sorted(result.uploaded) == sorted(sizes) and result.skipped == ()
     assert result.bytes_sent == sum(sizes.values())
     assert uploads(emu) == len(sizes)
     assert result.workers > 1  # several upload threads each carried files
-    # Progress: starts by checking, ends with everything done.
+    # Progress: starts by checking, publishes, ends with everything done.
     assert events[0].phase == "checking" and events[-1].phase == "done"
+    assert [e.phase for e in events].index("publishing") > [e.phase for e in events].index("uploading")
     assert events[-1].bytes_done == events[-1].bytes_total == sum(sizes.values())
     done = [e.bytes_done for e in events]
     assert done == sorted(done)  # never goes backwards
@@ -95,15 +98,18 @@ def test_a_rerun_skips_every_file_and_sends_nothing(setup: Any, tmp_path: Path) 
 
     again = upload_model(cfg, tmp_path / "model", factory=factory)
 
-    assert again.version == 1  # the highest version in the bucket is reused
+    assert again.version == 1  # the highest version in the bucket holds this very model
+    assert not again.published and "already holds this model" in again.message
     assert again.uploaded == () and sorted(again.skipped) == sorted(sizes)
     assert again.bytes_sent == 0
     assert len(emu.log.mutating()) == writes  # zero mutating calls
 
 
-def test_only_a_changed_file_is_uploaded_again(setup: Any, tmp_path: Path) -> None:
+def test_a_changed_model_is_the_next_version_and_only_its_changed_file_is_sent(
+    setup: Any, tmp_path: Path
+) -> None:
     emu, cfg, factory = setup
-    make_saved_model(tmp_path / "model")
+    sizes = make_saved_model(tmp_path / "model")
     upload_model(cfg, tmp_path / "model", factory=factory)
     shard = tmp_path / "model" / "variables" / f"variables.data-00001-of-{SHARDS:05d}"
     # Same size, different bytes: only the checksum tells them apart.
@@ -112,11 +118,36 @@ def test_only_a_changed_file_is_uploaded_again(setup: Any, tmp_path: Path) -> No
 
     result = upload_model(cfg, tmp_path / "model", factory=factory)
 
+    # TF Serving does not reload a version it has loaded: the new model is version 2, its other
+    # files copied from version 1 inside the bucket.
+    assert (result.version, result.serving_version) == (2, 2)
     assert result.uploaded == (f"variables/variables.data-00001-of-{SHARDS:05d}",)
     assert result.bytes_sent == shard.stat().st_size
     assert uploads(emu) == before + 1
-    blob = factory.storage(PROJECT).bucket(BUCKET).get_blob(f"stable_diffusion_model/1/{result.uploaded[0]}")
+    assert objects(factory, "stable_diffusion_model/2/") == sizes
+    blob = factory.storage(PROJECT).bucket(BUCKET).get_blob(f"stable_diffusion_model/2/{result.uploaded[0]}")
     assert blob.crc32c == crc32c_b64(shard)
+    with pytest.raises(UsageError, match="version 1 already holds another model") as err:
+        upload_model(cfg, tmp_path / "model", version=1, factory=factory)
+    assert "--version 3" in err.value.hint
+
+
+def test_an_interrupted_upload_resumes_from_its_staging_area(setup: Any, tmp_path: Path) -> None:
+    _emu, cfg, factory = setup
+    sizes = make_saved_model(tmp_path / "model")
+    bucket = factory.storage(PROJECT).bucket(BUCKET)
+    done = ["variables/variables.data-00000-of-00004", "variables/variables.data-00001-of-00004"]
+    for name in done:  # what a first run sent before it was stopped
+        bucket.blob(f"stable_diffusion_model/_staging/1/{name}").upload_from_filename(
+            tmp_path / "model" / name
+        )
+
+    result = upload_model(cfg, tmp_path / "model", factory=factory)
+
+    assert result.version == 1 and set(result.skipped) == set(done)
+    assert result.bytes_sent == sum(sizes.values()) - sum(sizes[n] for n in done)
+    assert objects(factory, "stable_diffusion_model/1/") == sizes
+    assert objects(factory, "stable_diffusion_model/_staging/") == {}
 
 
 def test_an_explicit_version_goes_to_its_directory_and_the_highest_is_reused(

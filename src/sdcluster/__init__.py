@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import api as _api
 from ._version import __version__
-from .api import Workspace, load_plan, plan, save_plan, status
+from .api import Workspace, load_plan, plan, save_plan, status, upload_model
 from .engine import Change, Listener, Plan
 from .errors import SdclusterError
 from .state import State
@@ -60,6 +60,7 @@ __all__ = [
     "plan",
     "save_plan",
     "status",
+    "upload_model",
 ]
 
 

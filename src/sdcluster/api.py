@@ -32,8 +32,11 @@ from .errors import (
 from .state import Backend, LocalBackend, ResourceState, State, atomic_write
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .config import Config
     from .gcp.clients import ClientFactory
+    from .gcp.upload import UploadProgress, UploadResult
 
 
 @dataclass
@@ -322,6 +325,43 @@ def running_elsewhere(backend: Backend) -> list[str]:
         f"another sdcluster run holds the state lock: {holder.describe()}; this shows the state it "
         "saved last, and what it is changing may still move"
     ]
+
+
+def upload_model(
+    target: Config | Workspace,
+    directory: str | Path,
+    *,
+    version: int | None = None,
+    progress: Callable[[UploadProgress], None] | None = None,
+    say: Callable[[str], None] | None = None,
+    wait: bool = True,
+    state: str | Backend | None = None,
+    emulator: str | None = None,
+) -> UploadResult:
+    """Publish the SavedModel in ``directory`` as a model version (``gcp.upload``), then, when the
+    serving endpoint exists and ``wait``, return once TF Serving serves it (``say`` gets progress).
+
+    Example: ``upload_model(cfg, "stable_diffusion_model/").message`` ->
+    ``'published version 1 at gs://p-bucket/stable_diffusion_model/1/; TF Serving serves version 1 of ...'``.
+    """
+    import dataclasses
+
+    from .gcp.resources.serving import wait_for_version
+    from .gcp.stack import GcpStack
+    from .gcp.upload import upload_model as upload
+
+    ws = _workspace(target, state=state, emulator=emulator)
+    if not isinstance(ws.stack, GcpStack):
+        raise UsageError("upload_model needs the Google Cloud stack")
+    result = upload(ws.config, directory, version=version, factory=ws.stack.factory, progress=progress)
+    current = ws.backend.read() if wait else None
+    url = (current.outputs.get("endpoint") if current else None) or None
+    if url is None:
+        return result
+    served = wait_for_version(
+        ws.stack.context(None), str(url), result.serving_version, say or (lambda _m: None)
+    )
+    return dataclasses.replace(result, served=served)
 
 
 def save_plan(p: Plan, path: str | Path) -> Path:

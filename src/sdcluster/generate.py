@@ -7,9 +7,11 @@ CLIP's BPE (``instant-clip-tokenizer``), exactly as Keras-CV does: start-of-text
 end-of-text, padded to 77 with end-of-text.
 
 The endpoint is TF Serving's REST URL of the model, ``http://<ip>:8501/v1/models/<name>`` (what
-``sdcluster apply`` stores as the ``endpoint`` output). While the model is still loading TF Serving
-answers 404 ``Servable not found`` (or 503 behind the load balancer); ``generate`` keeps retrying
-until ``load_timeout_s``. Generation on CPU takes minutes: ``timeout_s`` bounds one request.
+``sdcluster apply`` stores as the ``endpoint`` output). While a version is still loading TF Serving
+answers 404 ``Servable not found`` (or the load balancer 503); ``generate`` keeps retrying until
+``load_timeout_s``. Generation on CPU takes minutes: ``timeout_s`` bounds one request on our side,
+and TF Serving's own ``--rest_api_timeout_in_ms`` (``serving.rest_api_timeout_ms``) on its side: a
+request over it is TF Serving's 504, reported as such (with what to change), never as "loading".
 
 Example::
 
@@ -201,6 +203,7 @@ def generate(
             ],
         }
     ).encode()
+    rest_timeout_ms = None if isinstance(target, str) else target.serving.rest_api_timeout_ms
     session = _session()
     say = progress or (lambda _message: None)
     announce = True  # say "generating" on the first attempt and on the first one after a wait
@@ -211,7 +214,7 @@ def generate(
             announce = False
             say(f"generating {batch_size} image(s) with {steps} steps at {url}")
         try:
-            return _predict(session, url, body, (connect_timeout_s, timeout_s))
+            return _predict(session, url, body, (connect_timeout_s, timeout_s), rest_timeout_ms)
         except TransientError as e:
             announce = True
             say(f"{e}; retrying")
@@ -242,7 +245,13 @@ def _session() -> requests.Session:
     return requests.Session()
 
 
-def _predict(session: requests.Session, url: str, body: bytes, timeout: tuple[float, float]) -> list[Any]:
+def _predict(
+    session: requests.Session,
+    url: str,
+    body: bytes,
+    timeout: tuple[float, float],
+    rest_timeout_ms: int | None = None,
+) -> list[Any]:
     """One predict request: the predictions, or an sdcluster error (TransientError while loading)."""
     import requests
 
@@ -273,7 +282,24 @@ def _predict(session: requests.Session, url: str, body: bytes, timeout: tuple[fl
                 "(sdcluster upload-model DIR), and the serving pods (sdcluster status)"
             ),
         )
-    if r.status_code in (502, 503, 504):  # TF Serving or the load balancer: not ready yet
+    if r.status_code == 504 and _tf_serving_error(r):
+        # TF Serving's own deadline (--rest_api_timeout_in_ms) cut the session run: DEADLINE_EXCEEDED,
+        # answered 504 "Timed out waiting for notification". The model was loaded and computing.
+        limit = (
+            f"{rest_timeout_ms} ms, serving.rest_api_timeout_ms"
+            if rest_timeout_ms
+            else "its --rest_api_timeout_in_ms"
+        )
+        raise WaitTimeout(
+            f"the request took longer than TF Serving's REST timeout ({limit}), so TF Serving gave up on it "
+            f"(HTTP 504: {message}); the model is loaded, it is not still loading",
+            hint=(
+                "use fewer steps (--steps 10), one image per request (--batch-size 1), a GPU node pool "
+                "(cluster.accelerator_type, e.g. nvidia-tesla-t4), or a longer serving.rest_api_timeout_ms "
+                "(then sdcluster apply)"
+            ),
+        )
+    if r.status_code in (502, 503, 504):  # the load balancer: no serving backend yet
         raise TransientError(f"TF Serving is unavailable (HTTP {r.status_code}): {message}")
     if r.status_code == 400:
         raise InvalidRequest(
@@ -281,6 +307,15 @@ def _predict(session: requests.Session, url: str, body: bytes, timeout: tuple[fl
             hint="check --steps and --batch-size against the model (steps 1..1000, batch size 1..8)",
         )
     raise SdclusterError(f"TF Serving failed (HTTP {r.status_code}): {message}")
+
+
+def _tf_serving_error(r: requests.Response) -> bool:
+    """Whether the answer is TF Serving's own JSON error (``{"error": "..."}``), not a proxy's page."""
+    try:
+        doc = r.json()
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("error"), str)
 
 
 def _model_loading(session: requests.Session, url: str, timeout: float) -> bool:

@@ -6,13 +6,15 @@
   Catalog API's JSON shape, with their sources): the product's fallback when the Catalog API does not
   answer, and what the emulator's Catalog serves;
 - bearer tokens name the caller: ``emulator:<member>``, and tokens the emulator mints for a service
-  account carry their expiry: ``emulator:serviceAccount:<email>#<unix seconds>``. They are valid
-  only against the emulator.
+  account carry their expiry and OAuth scopes:
+  ``emulator:serviceAccount:<email>#<unix seconds>[#<scope>,<scope>...]`` (Google keeps a token's
+  scopes server-side; the emulator's services read them from the token). They are valid only
+  against the emulator.
 
 Example::
 
     token_for("user:me@example.com")             # 'emulator:user:me@example.com'
-    parse_token("emulator:user:me@example.com")  # ('user:me@example.com', None)
+    parse_token("emulator:user:me@example.com")  # ('user:me@example.com', None, None)
 """
 
 from __future__ import annotations
@@ -34,20 +36,26 @@ def price_snapshot() -> dict[str, Any]:
     return json.loads(text)  # type: ignore[no-any-return]
 
 
-def token_for(member: str, expiry: float | None = None) -> str:
-    """The bearer token that names ``member`` (with an expiry for minted tokens)."""
-    return f"{TOKEN_PREFIX}{member}" + (f"#{int(expiry)}" if expiry is not None else "")
+def token_for(member: str, expiry: float | None = None, scopes: list[str] | None = None) -> str:
+    """The bearer token that names ``member`` (with an expiry, and scopes, for minted tokens)."""
+    token = f"{TOKEN_PREFIX}{member}"
+    if expiry is not None:
+        token += f"#{int(expiry)}"
+        if scopes:
+            token += "#" + ",".join(scopes)
+    return token
 
 
-def parse_token(token: str) -> tuple[str, float | None] | None:
-    """(member, expiry or None) of an emulator token; None when it is not one."""
+def parse_token(token: str) -> tuple[str, float | None, tuple[str, ...] | None] | None:
+    """(member, expiry or None, scopes or None) of an emulator token; None when it is not one."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    member = token[len(TOKEN_PREFIX) :]
-    if "#" in member:
-        member, _, exp = member.rpartition("#")
-        try:
-            return member, float(exp)
-        except ValueError:
-            return None
-    return member, None
+    member, *rest = token[len(TOKEN_PREFIX) :].split("#")
+    if not rest:
+        return member, None, None
+    try:
+        expiry = float(rest[0])
+    except ValueError:
+        return None
+    scopes = tuple(s for s in rest[1].split(",") if s) if len(rest) > 1 else None
+    return member, expiry, scopes

@@ -531,3 +531,30 @@ def test_set_labels_needs_the_current_fingerprint(emu: Any) -> None:
                 "label_fingerprint": current.label_fingerprint,
             }
         )
+
+
+def test_workload_metadata_mode_follows_workload_identity(emu: Any) -> None:
+    make_sa(emu)
+    gke = client(emu)
+    number, pool_id = emu.world.project(PROJECT)["number"], f"{PROJECT}.svc.id.goog"
+    op = create(
+        gke,
+        initial_node_count=0,
+        node_pools=[pool_spec()],
+        workload_identity_config={"workload_pool": pool_id},
+    )
+    assert not emu.world.has_workload_pool(number, pool_id)  # not before the first such cluster exists
+    wait(gke, op)
+    assert emu.world.has_workload_pool(number, pool_id)
+    (pool,) = gke.get_cluster(name=cluster_name()).node_pools
+    assert pool.config.workload_metadata_config.mode == container_v1.WorkloadMetadataConfig.Mode.GKE_METADATA
+    (call,) = [c for c in hub(emu).calls if c[0] == "start"]
+    assert call[2][0]["workload_metadata"] == "GKE_METADATA"  # the nodes run the GKE metadata server
+
+    plain = create(gke, "plain", initial_node_count=0, node_pools=[pool_spec()])
+    wait(gke, plain)
+    (pool,) = gke.get_cluster(name=cluster_name("plain")).node_pools
+    assert pool.config.workload_metadata_config.mode == container_v1.WorkloadMetadataConfig.Mode.GCE_METADATA
+    wanted = pool_spec(workload_metadata_config={"mode": "GKE_METADATA"})
+    with pytest.raises(exceptions.InvalidArgument, match="Workload Identity must be enabled on the cluster"):
+        create(gke, "no-wi", initial_node_count=0, node_pools=[wanted])

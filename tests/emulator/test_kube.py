@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import json
-import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -15,38 +11,26 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from sdcluster.emulator import Emulator
-from sdcluster.gcp.clients import ClientFactory, emulator_credentials
 
-KEY = "projects/demo-proj/locations/us-central1-c/clusters/sd-cluster"
-OWNER = "user:demo@example.com"
-POOL = {
-    "name": "sd-node-pool",
-    "machine_type": "n2-standard-4",
-    "node_count": 1,
-    "cpus": 4,
-    "memory_mib": 16384,
-    "accelerators": 0,
-}
-APPLY = "application/apply-patch+yaml"
-
-
-def api_client(emu: Any, endpoint: str, ca_pem: str, member: str | None = OWNER) -> k8s.ApiClient:
-    """The client sdcluster itself builds (ClientFactory.kubernetes), or a token-less one."""
-    if member is not None:
-        factory = ClientFactory(user=member, emulator=emu.address)
-        ca_b64 = base64.b64encode(ca_pem.encode()).decode()
-        return factory.kubernetes(endpoint, ca_b64, emulator_credentials(member))
-    conf = k8s.Configuration()
-    conf.host = f"https://{endpoint}"
-    conf.ssl_ca_cert = _pem_file(ca_pem)
-    conf.verify_ssl = True
-    return k8s.ApiClient(conf)
-
-
-def _pem_file(pem: str) -> str:
-    with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as f:
-        f.write(pem)
-    return f.name
+from .kube_helpers import (
+    APPLY,
+    KEY,
+    MODEL,
+    OWNER,
+    POOL,
+    api_client,
+    apply_deployment,
+    available,
+    deployment,
+    get_json,
+    grant_reader,
+    managed,
+    node_account,
+    status_of,
+    tf_deployment,
+    upload_version,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -60,72 +44,6 @@ def cluster(emu: Any) -> tuple[Any, str, str]:
 def api(cluster: tuple[Any, str, str]) -> k8s.ApiClient:
     emu, endpoint, ca_pem = cluster
     return api_client(emu, endpoint, ca_pem)
-
-
-def deployment(
-    name: str = "tf-serving", image: str = "tensorflow/serving:2.11.0", cpu: str = "1", replicas: int = 1
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "serving",
-                            "image": image,
-                            "args": ["--model_name=stable-diffusion"],
-                            "ports": [{"containerPort": 8501}],
-                            "resources": {"requests": {"cpu": cpu, "memory": "2Gi"}},
-                        }
-                    ]
-                },
-            },
-        },
-    }
-
-
-def apply_deployment(
-    apps: k8s.AppsV1Api, body: dict[str, Any], manager: str = "sdcluster", force: bool = False
-) -> Any:
-    return apps.patch_namespaced_deployment(
-        body["metadata"]["name"], "default", body, field_manager=manager, force=force, _content_type=APPLY
-    )
-
-
-def status_of(e: ApiException) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(e.body)
-    assert body["kind"] == "Status" and body["status"] == "Failure"
-    return body
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
-
-
-def available(apps: k8s.AppsV1Api, name: str) -> bool:
-    d = apps.read_namespaced_deployment(name, "default")
-    conditions = {c.type: c.status for c in d.status.conditions or []}
-    return d.status.observed_generation == d.metadata.generation and conditions.get("Available") == "True"
-
-
-def managed(obj: Any, manager: str, operation: str) -> dict[str, Any] | None:
-    for entry in obj.metadata.managed_fields or []:
-        if entry.manager == manager and entry.operation == operation:
-            return entry.fields_v1  # type: ignore[no-any-return]
-    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,13 +189,12 @@ def test_strategic_merge_patch_merges_containers_by_name(api: k8s.ApiClient) -> 
     ("mutate", "field"),
     [
         (lambda d: d["spec"].update(replicas="x"), "spec.replicas"),
-        (lambda d: d["spec"].update(replicaz=1), "spec.replicaz"),
         (
             lambda d: d["spec"]["template"]["metadata"].update(labels={"app": "other"}),
             "spec.template.metadata.labels",
         ),
     ],
-    ids=["wrong-type", "unknown-field", "selector-mismatch"],
+    ids=["wrong-type", "selector-mismatch"],
 )
 def test_invalid_deployment_is_422_invalid(
     api: k8s.ApiClient, mutate: Callable[[dict[str, Any]], None], field: str
@@ -290,6 +207,22 @@ def test_invalid_deployment_is_422_invalid(
     assert err.value.status == 422 and status["reason"] == "Invalid"
     assert status["message"].startswith(f'Deployment.apps "tf-serving" is invalid: {field}')
     assert status["details"]["causes"][0]["field"] == field
+    with pytest.raises(ApiException):
+        k8s.AppsV1Api(api).read_namespaced_deployment("tf-serving", "default")
+
+
+def test_an_unknown_field_in_server_side_apply_is_upstreams_500(api: k8s.ApiClient) -> None:
+    # Structured merge types the applied configuration whatever fieldValidation says, and the
+    # apiserver answers its error as a plain 500 (kubernetes/kubernetes#139253).
+    body = deployment()
+    body["spec"]["replicaz"] = 1
+    with pytest.raises(ApiException) as err:
+        apply_deployment(k8s.AppsV1Api(api), body)
+    assert err.value.status == 500
+    assert status_of(err.value)["message"] == (
+        "failed to create typed patch object (default/tf-serving; apps/v1, Kind=Deployment): "
+        ".spec.replicaz: field not declared in schema"
+    )
     with pytest.raises(ApiException):
         k8s.AppsV1Api(api).read_namespaced_deployment("tf-serving", "default")
 
@@ -370,9 +303,14 @@ def test_unknown_image_fails_to_pull(api: k8s.ApiClient) -> None:
     assert {"Failed", "BackOff"} <= reasons
 
 
-def test_load_balancer_gets_ip_serves_the_model_and_is_deleted_gracefully(api: k8s.ApiClient) -> None:
+def test_load_balancer_gets_ip_serves_the_model_and_is_deleted_gracefully(
+    api: k8s.ApiClient, cluster: tuple[Any, str, str]
+) -> None:
+    emu = cluster[0]
+    upload_version(emu, 1)
+    grant_reader(emu, node_account(emu))  # the POOL has no GKE metadata server: pods are the node
     apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
-    apply_deployment(apps, deployment())
+    apply_deployment(apps, tf_deployment())
     svc = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -395,8 +333,8 @@ def test_load_balancer_gets_ip_serves_the_model_and_is_deleted_gracefully(api: k
     ip = wait_for(ingress_ip)
     assert ip.startswith("127.0.") and ip != "127.0.0.1"
     wait_for(lambda: available(apps, "tf-serving"))
-    # The TF Serving stand-in (tfserving.ModelServer) answers at the load balancer's address.
-    model = wait_for(lambda: _get_json(f"http://{ip}:8501/v1/models/stable-diffusion"))
+    # The TF Serving stand-in answers at the load balancer's address, from the ready pod's process.
+    model = wait_for(lambda: get_json(f"http://{ip}:8501/v1/models/{MODEL}"))
     assert model["model_version_status"][0]["state"] == "AVAILABLE"
 
     core.delete_namespaced_service("tf-serving", "default")
@@ -412,16 +350,7 @@ def test_load_balancer_gets_ip_serves_the_model_and_is_deleted_gracefully(api: k
         return False
 
     wait_for(gone)
-    wait_for(lambda: _get_json(f"http://{ip}:8501/v1/models/stable-diffusion") is None)
-
-
-def _get_json(url: str) -> Any:
-    """The JSON body at ``url``, or None when nothing listens there."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return json.loads(r.read())
-    except OSError:
-        return None
+    wait_for(lambda: get_json(f"http://{ip}:8501/v1/models/stable-diffusion") is None)
 
 
 def test_hpa_reports_replicas_of_its_deployment_and_discovery_lists_groups(api: k8s.ApiClient) -> None:

@@ -294,3 +294,69 @@ def test_buckets_objects_and_policies_survive_a_restart(tmp_path: Path) -> None:
         assert kept.blob("model/saved_model.pb").download_as_bytes() == b"weights"
         as_alice = factory(second, ALICE).storage(PROJECT).bucket("kept-bucket")
         assert as_alice.blob("model/saved_model.pb").download_as_bytes() == b"weights"
+
+
+# ---- who a workload is: Workload Identity principals and OAuth scopes -------------------------------
+
+
+def _list_as(emu: Any, bucket: str, member: str, scopes: list[str] | None = None) -> requests.Response:
+    """List the bucket over the JSON API with a token the emulator minted for ``member``."""
+    token, _ = emu.world.mint_token(member, 600, scopes)
+    return requests.get(
+        f"http://{emu.storage_address}/storage/v1/b/{bucket}/o",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+
+
+def test_a_workload_identity_principal_reads_only_where_it_is_granted(emu: Any) -> None:
+    bucket = new_bucket(emu, "wi-bucket")
+    bucket.blob("m/1/saved_model.pb").upload_from_string(b"pb")
+    number = emu.world.project(PROJECT)["number"]
+    pool = f"projects/{number}/locations/global/workloadIdentityPools/{PROJECT}.svc.id.goog"
+    serving = f"principal://iam.googleapis.com/{pool}/subject/ns/default/sa/tf-serving"
+    other = f"principal://iam.googleapis.com/{pool}/subject/ns/default/sa/default"
+    denied = _list_as(emu, "wi-bucket", serving)
+    assert denied.status_code == 403
+    assert "does not have storage.objects.list access" in denied.json()["error"]["message"]
+
+    policy = bucket.get_iam_policy(requested_policy_version=3)
+    policy.bindings.append({"role": "roles/storage.objectViewer", "members": {serving}})
+    # GKE's pool exists only once the project has a cluster with Workload Identity.
+    with pytest.raises(gexc.BadRequest, match=rf"Identity Pool does not exist \({PROJECT}\.svc\.id\.goog\)"):
+        bucket.set_iam_policy(policy)
+    emu.world.add_workload_pool(f"{PROJECT}.svc.id.goog")  # what creating such a cluster does
+    bucket.set_iam_policy(policy)
+    listed = _list_as(emu, "wi-bucket", serving)
+    assert listed.status_code == 200 and [o["name"] for o in listed.json()["items"]] == ["m/1/saved_model.pb"]
+    assert _list_as(emu, "wi-bucket", other).status_code == 403  # another KSA is another principal
+
+    # A principalSet grants every KSA of a namespace.
+    policy = bucket.get_iam_policy(requested_policy_version=3)
+    policy.bindings.append(
+        {
+            "role": "roles/storage.objectViewer",
+            "members": {f"principalSet://iam.googleapis.com/{pool}/namespace/default"},
+        }
+    )
+    bucket.set_iam_policy(policy)
+    assert _list_as(emu, "wi-bucket", other).status_code == 200
+
+
+def test_a_malformed_principal_is_refused_in_a_bucket_policy(emu: Any) -> None:
+    bucket = new_bucket(emu, "wi-bad-bucket")
+    policy = bucket.get_iam_policy(requested_policy_version=3)
+    bad = f"principal://iam.googleapis.com/projects/{PROJECT}/locations/global/workloadIdentityPools/x/subject/y"
+    policy.bindings.append({"role": "roles/storage.objectViewer", "members": {bad}})
+    with pytest.raises(gexc.BadRequest, match="is not valid"):
+        bucket.set_iam_policy(policy)  # the pool is named by project number, not id
+
+
+def test_a_token_without_a_storage_scope_is_refused_whatever_the_roles(emu: Any) -> None:
+    new_bucket(emu, "scoped-bucket")
+    logging_only = ["https://www.googleapis.com/auth/logging.write"]
+    refused = _list_as(emu, "scoped-bucket", OWNER, logging_only)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["message"] == "Provided scope(s) are not authorized"
+    read_only = ["https://www.googleapis.com/auth/devstorage.read_only"]
+    assert _list_as(emu, "scoped-bucket", OWNER, read_only).status_code == 200

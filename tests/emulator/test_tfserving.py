@@ -1,10 +1,8 @@
-"""The TF Serving stand-in, over real HTTP: status while loading, predict shapes, TF Serving's errors."""
+"""The TF Serving stand-in's REST API, over real HTTP: version status, predict shapes, TF Serving's errors."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +11,7 @@ import pytest
 import requests
 
 from sdcluster.emulator.core import Knobs, World
-from sdcluster.emulator.tfserving import IMAGE_SIZE_ENV, ModelServer, encode_uint8
+from sdcluster.emulator.tfserving import IMAGE_SIZE_ENV, ModelServer, Servable, VersionStatus, encode_uint8
 
 MODEL = "stable-diffusion"
 SIZE = 32
@@ -37,10 +35,17 @@ def instance(tokens: list[Any] | None = None, **overrides: Any) -> dict[str, Any
 
 
 class Served:
-    def __init__(self, server: ModelServer, ready: threading.Event, world: World) -> None:
-        self.server, self.ready, self.world = server, ready, world
+    """A stand-in answering from ``self.servable`` (tests swap it to change what the process serves)."""
+
+    def __init__(self, world: World) -> None:
+        self.servable = Servable.loaded(MODEL)
+        self.world = world
+        self.server = ModelServer("127.0.5.9", 0, lambda: self.servable, image_size=SIZE, world=world)
         self.http = requests.Session()
-        self.base = f"http://{server.address}/v1/models/{MODEL}"
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.server.address}/v1/models/{MODEL}"
 
     def predict(self, body: Any, path: str = ":predict") -> requests.Response:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -54,27 +59,39 @@ class Served:
 
 @pytest.fixture
 def served() -> Iterator[Served]:
-    ready = threading.Event()
-    world = World(Knobs())
-    server = ModelServer("127.0.5.9", 0, MODEL, ready.is_set, image_size=SIZE, world=world)
-    server.start()
-    ready.set()
-    yield Served(server, ready, world)
-    server.stop()
+    s = Served(World(Knobs()))
+    s.server.start()
+    yield s
+    s.server.stop()
 
 
-def test_status_says_loading_until_ready_but_predict_and_metadata_wait(served: Served) -> None:
-    served.ready.clear()
+def test_status_lists_every_version_newest_first_and_only_available_ones_serve(served: Served) -> None:
+    served.servable = Servable(
+        MODEL,
+        {
+            1: VersionStatus("AVAILABLE"),
+            2: VersionStatus("LOADING"),
+            3: VersionStatus("END", "NOT_FOUND", "Could not find SavedModel .pb or .pbtxt"),
+        },
+    )
     status = served.http.get(served.base, timeout=10)
-    # 200 even while loading: why an httpGet readiness probe on this path is not enough.
+    # 200 while version 2 loads: why an httpGet readiness probe on this path is not enough.
     assert status.status_code == 200
-    assert status.json()["model_version_status"][0]["state"] == "LOADING"
-    assert served.http.get(served.base + "/metadata", timeout=10).status_code == 404
-    early = served.predict({"instances": [instance()]})
+    assert [
+        (v["version"], v["state"], v["status"]["error_code"]) for v in status.json()["model_version_status"]
+    ] == [
+        ("3", "END", "NOT_FOUND"),
+        ("2", "LOADING", "OK"),
+        ("1", "AVAILABLE", "OK"),
+    ]
+    assert served.http.get(served.base + "/versions/2/metadata", timeout=10).status_code == 404
+    early = served.predict({"instances": [instance()]}, "/versions/2:predict")
     assert early.status_code == 404
-    assert early.json() == {"error": f"Servable not found for request: Latest({MODEL})"}
+    assert early.json() == {"error": f"Servable not found for request: Specific({MODEL}, 2)"}
+    meta = served.http.get(served.base + "/metadata", timeout=10).json()
+    assert meta["model_spec"]["version"] == "1"  # the latest AVAILABLE version serves
 
-    served.ready.set()
+    served.servable = Servable.loaded(MODEL)
     assert served.http.get(served.base, timeout=10).json() == {
         "model_version_status": [
             {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
@@ -208,7 +225,7 @@ def test_requests_are_logged_as_serving_calls(served: Served) -> None:
 
 def test_injected_faults_answer_503_or_429() -> None:
     server = ModelServer(
-        "127.0.5.9", 0, MODEL, lambda: True, image_size=SIZE, world=World(Knobs(fault_rate=1.0))
+        "127.0.5.9", 0, lambda: Servable.loaded(MODEL), image_size=SIZE, world=World(Knobs(fault_rate=1.0))
     )
     server.start()
     try:
@@ -221,29 +238,27 @@ def test_injected_faults_answer_503_or_429() -> None:
     assert "unavailable" in r.json()["error"] or "Rate limit" in r.json()["error"]
 
 
-def test_image_size_from_env_and_predict_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_image_size_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = lambda: Servable.loaded(MODEL)  # noqa: E731
     monkeypatch.setenv(IMAGE_SIZE_ENV, "8")
-    assert ModelServer("127.0.5.9", 0, MODEL, lambda: True).image_size == 8
-    assert ModelServer("127.0.5.9", 0, MODEL, lambda: True, image_size=16).image_size == 16
+    assert ModelServer("127.0.5.9", 0, loaded).image_size == 8
+    assert ModelServer("127.0.5.9", 0, loaded, image_size=16).image_size == 16
     monkeypatch.setenv(IMAGE_SIZE_ENV, "big")
     with pytest.raises(ValueError, match=IMAGE_SIZE_ENV):
-        ModelServer("127.0.5.9", 0, MODEL, lambda: True)
+        ModelServer("127.0.5.9", 0, loaded)
     monkeypatch.delenv(IMAGE_SIZE_ENV)
-    assert ModelServer("127.0.5.9", 0, MODEL, lambda: True).image_size == 512
+    assert ModelServer("127.0.5.9", 0, loaded).image_size == 512
 
-    server = ModelServer("127.0.5.9", 0, MODEL, lambda: True, image_size=4, predict_delay_s=0.3)
-    server.start()
-    try:
-        started = time.monotonic()
-        r = requests.post(
-            f"http://{server.address}/v1/models/{MODEL}:predict", json={"instances": [instance()]}
-        )
-        elapsed = time.monotonic() - started
-    finally:
-        server.stop()
-    assert r.status_code == 200
-    assert np.array(r.json()["predictions"]).shape == (1, 4, 4, 3)
-    assert elapsed >= 0.3
+
+def test_a_predict_longer_than_the_rest_timeout_is_tf_servings_504(served: Served) -> None:
+    # 25 steps x 1 image x 10 ms = 0.25 s of compute, against --rest_api_timeout_in_ms=100.
+    served.servable = Servable.loaded(MODEL, rest_timeout_ms=100, predict_s_per_step=0.01)
+    r = served.predict({"instances": [instance()]})
+    assert r.status_code == 504
+    assert r.json() == {"error": "Timed out waiting for notification"}
+    # Within the deadline the same compute answers.
+    served.servable = Servable.loaded(MODEL, rest_timeout_ms=1000, predict_s_per_step=0.01)
+    assert served.images(instance()).shape == (1, SIZE, SIZE, 3)
 
 
 @pytest.mark.parametrize("shape", [(3,), (2, 5), (2, 3, 4, 3), (2, 0, 3)])

@@ -15,6 +15,7 @@ from kubernetes import client as k8s
 import sdcluster
 from sdcluster.errors import ApplyError, RolloutStuck
 from sdcluster.gcp.resources import serving
+from sdcluster.ui.demo import make_demo_model
 
 from ..helpers import factory
 
@@ -35,9 +36,12 @@ def raw(resp: Any) -> dict[str, Any]:
     return json.loads(resp.data)  # type: ignore[no-any-return]
 
 
-def test_apply_creates_valid_objects_noop_replan_and_a_working_endpoint(setup: Any) -> None:
+def test_apply_creates_valid_objects_noop_replan_and_a_working_endpoint(setup: Any, tmp_path: Path) -> None:
     emu, ws = setup(serving={"batching": True, "autoscaling": True})
     state = sdcluster.apply(sdcluster.plan(ws))
+    assert state.resources["k8s.deployment.default/stable-diffusion"].attributes["model"] == "none"
+    published = sdcluster.upload_model(ws, make_demo_model(tmp_path / "model", shards=1, shard_bytes=1024))
+    assert published.served == f"version 1 of stable-diffusion at {state.outputs['endpoint']}"
     api = kube_api(emu)
     apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
     dep = raw(apps.read_namespaced_deployment("stable-diffusion", "default", _preload_content=False))
@@ -58,6 +62,7 @@ def test_apply_creates_valid_objects_noop_replan_and_a_working_endpoint(setup: A
     # Every object we send, and every object the server stores, passes the upstream schemas.
     for manifest in (
         serving.configmap_manifest(ws.config),
+        serving.service_account_manifest(ws.config),
         serving.deployment_manifest(ws.config),
         serving.service_manifest(ws.config),
         serving.hpa_manifest(ws.config),

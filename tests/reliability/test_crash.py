@@ -53,6 +53,8 @@ class Killer:
 
         def counting_add(entry: Any) -> None:
             add(entry)
+            if entry.caller.startswith("principal://"):
+                return  # TF Serving reading its model as its pod: the cluster's traffic, not the CLI's
             self._answered(mutated=entry.mutating and entry.code == "OK")
 
         log.add = counting_add

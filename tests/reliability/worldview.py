@@ -47,6 +47,7 @@ VOLATILE = frozenset(
         "lockedTime",
         "endpoint",
         "ca_pem",
+        "ca.crt",  # the cluster CA again, as the root CA publisher copies it into kube-root-ca.crt
         "ip",  # load balancer IPs are allocated machine-wide, so two emulators get different ones
         "instance_group_urls",
         "cluster_ipv4_cidr",  # GKE picks a free pod range at random
@@ -161,6 +162,9 @@ def world_addresses(view: dict[str, Any], project: str = PROJECT) -> set[str]:
         out.add(f"storage.bucket.{name}")
         for role, members in bucket["iam"].items():
             out |= {f"storage.bucket_member.{name}/{role}/{ours[m]}" for m in members if m in ours}
+            # A Kubernetes service account's Workload Identity principal: .../subject/ns/NS/sa/KSA
+            principals = (m.split("/subject/ns/", 1)[1].split("/sa/") for m in members if "/subject/ns/" in m)
+            out |= {f"storage.bucket_member.{name}/{role}/ksa.{ns}.{ksa}" for ns, ksa in principals}
     for objects in view["kube"].values():
         for kind_objects in objects.values():
             for oid, obj in kind_objects.items():

@@ -80,8 +80,18 @@ class Knobs:
     # answers 404 "Gaia id not found" for this long after the account's creation.
     token_propagation_s: float = 0.0
     operation_s: float = 0.5
-    rollout_s: float = 0.5
+    rollout_s: float = 0.5  # a scheduled pod's image pull and container start
     lb_s: float = 0.5
+    # Kubelet timings (probe initialDelaySeconds/periodSeconds, restart back-off) are multiplied
+    # by this: 0.05 turns a 10 s probe period into 0.5 s of wall time.
+    kubelet_scale: float = 0.05
+    # TF Serving's own intervals (file-system poll 1 s, load retry 60 s) are multiplied by this.
+    tfserving_scale: float = 0.05
+    model_load_s: float = 0.3  # how long the TF Serving stand-in takes to load one version
+    predict_s_per_step: float = 0.0  # synthetic compute time per diffusion step and image
+    autoscale_s: float = 1.0  # cluster autoscaler: unschedulable pod -> a new Ready node
+    scale_down_s: float = 60.0  # a node without workload pods for this long is removed
+    event_ttl_s: float = 3600.0  # kube-apiserver --event-ttl (1 h by default)
     seed: int = 0
     quotas: dict[str, float] = field(default_factory=_default_quotas)
     # The Cloud Billing Catalog answers (False: unreachable, every call UNAVAILABLE).
@@ -404,6 +414,14 @@ class LogEntry:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who a token names, and the OAuth scopes it was minted with (None: a user's token, any scope)."""
+
+    member: str
+    scopes: tuple[str, ...] | None = None
+
+
 @dataclass
 class CallInfo:
     caller: str = ""
@@ -490,7 +508,11 @@ class KubeHub(Protocol):
         """Start the Kubernetes API of cluster ``key`` (``projects/P/locations/Z/clusters/N``).
 
         ``nodes``: one dict per node pool: {"name", "machine_type", "node_count", "cpus",
-        "memory_mib", "accelerators": int}. Returns (endpoint "127.0.0.1:PORT", CA certificate PEM).
+        "memory_mib", "accelerators": int}, optionally "zones", "labels", "spot", "preemptible",
+        "accelerator_type", "workload_metadata" ("GKE_METADATA": pods get their KSA's identity),
+        "service_account", "oauth_scopes" (the node's identity otherwise), "autoscaling" ({"enabled",
+        "min_node_count", "max_node_count"} per zone), "instance_group".
+        Returns (endpoint "127.0.0.1:PORT", CA certificate PEM).
         """
         ...
 
@@ -557,6 +579,25 @@ class World:
             grpc.StatusCode.PERMISSION_DENIED,
             f"Permission denied on resource project {project_id_or_number} (or it may not exist).",
         )
+
+    # ---- Workload Identity pools -------------------------------------------------------------------
+    def add_workload_pool(self, pool: str) -> None:
+        """Record GKE's pool ``PROJECT.svc.id.goog``: it comes into being with the project's first
+        cluster that has Workload Identity, and stays."""
+        with self.lock:
+            p = self.project(pool.removesuffix(".svc.id.goog"))
+            if pool not in p.setdefault("workload_pools", []):
+                p["workload_pools"].append(pool)
+                self.changed()
+
+    def has_workload_pool(self, number: str, pool: str) -> bool:
+        """Whether ``projects/NUMBER/locations/global/workloadIdentityPools/POOL`` exists."""
+        with self.lock:
+            try:
+                p = self.project(number)
+            except EmulatorError:
+                return False
+            return p["number"] == number and pool in p.get("workload_pools", [])
 
     _SERVICE_TITLES = {
         "container.googleapis.com": "Kubernetes Engine API",
@@ -675,12 +716,24 @@ class World:
             raise denied(permission, resource)
 
     # ---- identity -------------------------------------------------------------------------------
-    def mint_token(self, member: str, lifetime_s: float) -> tuple[str, float]:
+    def mint_token(
+        self, member: str, lifetime_s: float, scopes: list[str] | None = None
+    ) -> tuple[str, float]:
+        """A token ``emulator:<member>#<expiry>[#<scope>,<scope>...]`` and its expiry.
+
+        The scopes travel in the token (Google keeps them server-side) so that services can check
+        them: Cloud Storage wants a storage or cloud-platform scope, GKE names a service account by
+        its email only when the token has the userinfo.email scope.
+        """
         expiry = self.now() + lifetime_s
-        return token_for(member, expiry), expiry
+        return token_for(member, expiry, scopes), expiry
 
     def authenticate(self, authorization: str | None) -> str:
         """Return the member a bearer token names; UNAUTHENTICATED otherwise."""
+        return self.identify(authorization).member
+
+    def identify(self, authorization: str | None) -> Identity:
+        """The member and OAuth scopes of a bearer token (scopes None: not recorded, i.e. any)."""
         if not authorization or not authorization.lower().startswith("bearer "):
             raise EmulatorError(
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -691,13 +744,13 @@ class World:
             raise EmulatorError(
                 grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication credentials."
             )
-        member, expiry = parsed
+        member, expiry, scopes = parsed
         if expiry is not None and expiry < self.now():
             raise EmulatorError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "Request had invalid authentication credentials (token expired).",
             )
-        return member
+        return Identity(member, scopes)
 
     # ---- faults and latency -----------------------------------------------------------------------
     def add_fault(self, rule: FaultRule) -> None:

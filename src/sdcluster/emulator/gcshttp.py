@@ -110,13 +110,29 @@ def as_gcs_error(e: EmulatorError) -> GcsError:
     return GcsError(e.code, message, status, reason)
 
 
+# OAuth scopes that reach the JSON API (cloud.google.com/storage/docs/oauth-scopes): all of them read,
+# the first three write.
+WRITE_SCOPES = frozenset(
+    "https://www.googleapis.com/auth/" + s
+    for s in ("cloud-platform", "devstorage.full_control", "devstorage.read_write")
+)
+READ_SCOPES = WRITE_SCOPES | frozenset(
+    "https://www.googleapis.com/auth/" + s for s in ("cloud-platform.read-only", "devstorage.read_only")
+)
+
+
 def permission_error(caller: str, permission: str, target: str) -> GcsError:
     """GCS's wording: "alice@x.com does not have storage.objects.get access to the Google Cloud
     Storage object. Permission 'storage.objects.get' denied on resource (or it may not exist)."."""
     what = {"project": "Google Cloud project", "bucket": "Google Cloud Storage bucket"}.get(
         target, "Google Cloud Storage object"
     )
-    who = caller.split(":", 1)[-1] if caller else "Anonymous caller"
+    # A principal:// member is named in full; users and service accounts by their email.
+    who = (
+        (caller if caller.startswith("principal") else caller.split(":", 1)[-1])
+        if caller
+        else "Anonymous caller"
+    )
     message = (
         f"{who} does not have {permission} access to the {what}. "
         f"Permission '{permission}' denied on resource (or it may not exist)."
@@ -158,6 +174,7 @@ class Call:
     target: str  # "project", "bucket", "object", "session": the words of permission errors
     project: str = ""
     bucket: dict[str, Any] | None = None
+    scopes: tuple[str, ...] | None = None  # the token's OAuth scopes (None: not recorded)
 
     @property
     def store(self) -> Store:
@@ -191,7 +208,12 @@ class Call:
     def require(
         self, permission: str, target: str | None = None, bucket: dict[str, Any] | None = None
     ) -> None:
-        """401/403 in GCS's words unless the caller holds ``permission`` on the (given) bucket."""
+        """401/403 in GCS's words unless the token's scopes and the caller's roles allow ``permission``
+        on the (given) bucket."""
+        if self.scopes is not None:
+            reads = permission.endswith((".get", ".list", ".getIamPolicy"))
+            if not set(self.scopes) & (READ_SCOPES if reads else WRITE_SCOPES):
+                raise gcs_error(403, "Provided scope(s) are not authorized", "forbidden")
         bucket = bucket if bucket is not None else self.bucket
         project = self.project
         if bucket is not None and bucket is not self.bucket:

@@ -387,6 +387,21 @@ def _check_node_service_account(world: World, caller: str, site: Site, name: str
         )
 
 
+def _check_workload_metadata(config: gke.NodeConfig, workload_pool: str, field: str) -> None:
+    """GKE_METADATA needs Workload Identity on the cluster, and is the default when it is on."""
+    mode = config.workload_metadata_config.mode
+    if mode == gke.WorkloadMetadataConfig.Mode.GKE_METADATA and not workload_pool:
+        raise invalid(
+            f'Invalid value for field "{field}.workload_metadata_config.mode": "GKE_METADATA". '
+            "Workload Identity must be enabled on the cluster to run the GKE Metadata Server on its nodes."
+        )
+    if mode == gke.WorkloadMetadataConfig.Mode.MODE_UNSPECIFIED:
+        modes = gke.WorkloadMetadataConfig.Mode
+        config.workload_metadata_config = gke.WorkloadMetadataConfig(
+            mode=modes.GKE_METADATA if workload_pool else modes.GCE_METADATA
+        )
+
+
 def _fill_config_defaults(config: gke.NodeConfig) -> None:
     """The defaults GKE applies (and then returns) when the caller leaves a field unset."""
     config.machine_type = config.machine_type or "e2-medium"
@@ -423,9 +438,12 @@ def _pool_zones(site: Site, pool: gke.NodePool) -> list[str]:
     return zones
 
 
-def prepare_pool(world: World, caller: str, site: Site, cluster: str, pool: gke.NodePool) -> dict[str, Any]:
+def prepare_pool(
+    world: World, caller: str, site: Site, cluster: str, pool: gke.NodePool, workload_pool: str = ""
+) -> dict[str, Any]:
     """Validate a new node pool and return its store record (status PROVISIONING, no nodes yet)."""
     _check_name("node_pool.name", pool.name)
+    _check_workload_metadata(pool.config, workload_pool, "node_pool.config")
     if pool.initial_node_count < 0:
         raise invalid(f'Invalid value for field "node_pool.initial_node_count": {pool.initial_node_count}.')
     zones = _pool_zones(site, pool)
@@ -618,9 +636,27 @@ def kube_nodes(rec: dict[str, Any]) -> list[dict[str, Any]]:
                 "preemptible": bool(cfg.get("preemptible")),
                 "zones": list(pool["pool"]["locations"]),
                 "labels": dict(cfg.get("labels") or {}),
+                "workload_metadata": str((cfg.get("workload_metadata_config") or {}).get("mode") or ""),
+                "service_account": str(cfg.get("service_account") or "default"),
+                "oauth_scopes": list(cfg.get("oauth_scopes") or []),
+                "autoscaling": dict(pool["pool"].get("autoscaling") or {}),
+                "instance_group": (pool["pool"].get("instance_group_urls") or [""])[0],
             }
         )
     return nodes
+
+
+def autoscaled(world: World, key: str, pool_name: str, nodes: int) -> None:
+    """The cluster autoscaler resized ``pool_name`` of cluster ``key`` to ``nodes`` in all (GKE keeps
+    the count per zone). Example (from the Kubernetes hub): ``autoscaled(world, key, "pool", 2)``."""
+    with world.lock:
+        rec = store(world)["clusters"].get(key)
+        pool = (rec or {}).get("pools", {}).get(pool_name)
+        if pool is None:
+            return
+        per_zone = nodes // max(len(pool["pool"]["locations"]), 1)
+        pool["current"] = pool["size"] = per_zone
+        world.changed()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -714,7 +750,8 @@ def create_cluster(world: World, request: gke.CreateClusterRequest, caller: str)
         key = Ref(ref.project, ref.location, cluster.name).key
         if key in store(world)["clusters"]:
             raise already_exists(f"Already exists: {key}.")
-        pools = [prepare_pool(world, caller, site, cluster.name, p) for p in specs]
+        workload_pool = cluster.workload_identity_config.workload_pool
+        pools = [prepare_pool(world, caller, site, cluster.name, p, workload_pool) for p in specs]
         check_quota(world, site, pools)
         rec = _new_cluster_record(world, site, cluster, pools)
         op = start_operation(world, site, "CREATE_CLUSTER", cluster.name)
@@ -860,7 +897,8 @@ def create_node_pool(world: World, request: gke.CreateNodePoolRequest, caller: s
         if name in rec["pools"]:
             raise already_exists(f"Already exists: {ref.key}/nodePools/{name}.")
         site = _cluster_site(world, rec)
-        pool = prepare_pool(world, caller, site, ref.cluster, request.node_pool)
+        workload_pool = str((rec["cluster"].get("workload_identity_config") or {}).get("workload_pool") or "")
+        pool = prepare_pool(world, caller, site, ref.cluster, request.node_pool, workload_pool)
         check_quota(world, site, [pool])
         rec["pools"][name] = pool
         return _begin_pool_operation(world, rec, site, "CREATE_NODE_POOL", name, "PROVISIONING")
@@ -926,7 +964,8 @@ def set_node_pool_autoscaling(
     with world.lock:
         rec, pool, site = _mutate_pool(world, ref, caller)
         autoscaling = _to_dict(request.autoscaling)
-        _resize(world, ref, site, pool, pool["requested"], autoscaling)
+        # New limits keep the pool's current size, clamped into them (it is not reset to the initial count).
+        _resize(world, ref, site, pool, pool["current"] or pool["requested"], autoscaling)
         pool["pool"]["autoscaling"] = autoscaling
         return _begin_pool_operation(world, rec, site, "UPDATE_CLUSTER", ref.pool, "RECONCILING")
 
@@ -962,6 +1001,8 @@ def update_node_pool(world: World, request: gke.UpdateNodePoolRequest, caller: s
         msg = _from_dict(gke.NodePool, pool["pool"])
         locations_before = list(msg.locations)
         _apply_node_pool_update(request, msg)
+        workload_pool = str((rec["cluster"].get("workload_identity_config") or {}).get("workload_pool") or "")
+        _check_workload_metadata(msg.config, workload_pool, "update")
         zones = _pool_zones(site, msg)
         _check_config(msg.config, zones)
         updated = {**pool, "pool": _to_dict(msg)}
@@ -1077,6 +1118,10 @@ def finish_operation(world: World, name: str) -> None:
                 rec["status"], rec["status_message"] = "ERROR", error
             elif op["type"] == "CREATE_CLUSTER":
                 rec["endpoint"], rec["ca_pem"] = endpoint, ca_pem
+                # The project's Workload Identity pool exists once a cluster that uses it does.
+                wi = str((rec["cluster"].get("workload_identity_config") or {}).get("workload_pool") or "")
+                if wi:
+                    world.add_workload_pool(wi)
         op.update(status="DONE", end=world.now(), error=error)
         world.changed()
 

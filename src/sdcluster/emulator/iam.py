@@ -471,7 +471,7 @@ def generate_access_token(
     sa = service_account(world, project, email)
     if sa is None or world.now() - sa["create_time"] < world.knobs.token_propagation_s:
         raise not_found(f"Not found; Gaia id not found for email {email}")
-    return world.mint_token(f"serviceAccount:{email}", lifetime)
+    return world.mint_token(f"serviceAccount:{email}", lifetime, scopes)
 
 
 def grpc_generate_access_token(

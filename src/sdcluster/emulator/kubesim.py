@@ -1,15 +1,12 @@
-"""What a GKE cluster's nodes and controllers make of the stored objects (pure functions of data + time).
+"""Pure helpers of an emulated GKE cluster: no state, no clock (callers pass ``now``).
 
-- nodes synthesized from the node pools, with GKE's allocatable (system reservations subtracted:
-  an n2-standard-4 offers 3920m CPU and about 13 GiB to pods);
-- a first-fit scheduler (Deployments in creation order) that says why a pod stays Pending, in the
-  scheduler's words (``0/1 nodes are available: 1 Insufficient cpu. ...``);
-- pods of a Deployment (``<deploy>-<template hash>-<5 chars>``), their image pulls and readiness
-  ``rollout_s`` after they were created, the Deployment status a controller would write, and the
-  events a user sees in ``kubectl describe``.
-
-Simplification, on purpose: only the pods of a Deployment's current template take part in
-scheduling; the pods of the previous template keep serving until the new ones are ready.
+- quantities and GKE's node allocatable (system reservations subtracted: an n2-standard-4 offers
+  3920m CPU and about 13 GiB to pods);
+- Node objects, and the system pods GKE runs on every node (kube-system DaemonSets and mirror pods,
+  the GKE metadata server on GKE_METADATA nodes), which take their share of that allocatable;
+- the scheduler's fit check and its words (``0/1 nodes are available: 1 Insufficient cpu. ...``);
+- the Deployment controller's arithmetic (maxSurge/maxUnavailable) and its condition bookkeeping;
+- Events as the API shows them.
 
 Example::
 
@@ -22,9 +19,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # Repositories the emulated nodes can pull (anything else fails with ErrImagePull, as a typo would).
@@ -129,83 +127,81 @@ def _tiered(amount: float, tiers: tuple[tuple[float, float], ...]) -> float:
 # Nodes
 
 
-def node_objects(key: str, pools: list[dict[str, Any]], since: float) -> list[dict[str, Any]]:
-    """The Node objects of cluster ``key`` (``projects/P/locations/Z/clusters/C``) for its pools."""
-    parts = key.split("/")
-    project, zone, cluster = parts[1], parts[3], parts[5]
-    nodes: list[dict[str, Any]] = []
-    for pool in pools:
-        pool_name = str(pool["name"])
-        group = _digest(key, pool_name).hex()[:8]
-        cpus, mem_mib = float(pool.get("cpus", 0)), float(pool.get("memory_mib", 0))
-        alloc_cpu, alloc_mem = gke_allocatable(cpus, mem_mib)
-        gpus = int(pool.get("accelerators", 0) or 0)
-        zones = list(pool.get("zones") or []) or [zone]
-        for i in range(int(pool.get("node_count", 0))):
-            name = f"gke-{cluster[:20]}-{pool_name[:16]}-{group}-{_suffix(4, key, pool_name, i)}"
-            node_zone = zones[i % len(zones)]
-            labels = {
-                **{str(k): str(v) for k, v in (pool.get("labels") or {}).items()},
-                "cloud.google.com/gke-nodepool": pool_name,
-                "cloud.google.com/machine-family": str(pool.get("machine_type", "")).split("-")[0],
-                "node.kubernetes.io/instance-type": str(pool.get("machine_type", "")),
-                "beta.kubernetes.io/instance-type": str(pool.get("machine_type", "")),
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "topology.kubernetes.io/zone": node_zone,
-                "topology.kubernetes.io/region": node_zone.rsplit("-", 1)[0]
-                if node_zone.count("-") > 1
-                else node_zone,
-            }
-            if pool.get("accelerator_type"):
-                labels["cloud.google.com/gke-accelerator"] = str(pool["accelerator_type"])
-            if pool.get("spot"):
-                labels["cloud.google.com/gke-spot"] = "true"
-            if pool.get("preemptible"):
-                labels["cloud.google.com/gke-preemptible"] = "true"
-            capacity = {
-                "cpu": _fmt_number(cpus),
-                "memory": f"{int(mem_mib * 1024)}Ki",
-                "pods": str(MAX_PODS_PER_NODE),
-                "ephemeral-storage": "98831908Ki",
-            }
-            allocatable = {
-                "cpu": f"{alloc_cpu}m",
-                "memory": f"{alloc_mem // 1024}Ki",
-                "pods": str(MAX_PODS_PER_NODE),
-                "ephemeral-storage": "47060071478",
-            }
-            if gpus:
-                capacity[GPU] = allocatable[GPU] = str(gpus)
-            nodes.append(_node(name, project, node_zone, labels, capacity, allocatable, since, len(nodes)))
-    return nodes
+def node_name(key: str, pool: str, index: int) -> str:
+    """GKE's node name: ``gke-<cluster>-<pool>-<group hash>-<4 chars>`` (stable per pool and index)."""
+    cluster = key.split("/")[5]
+    group = _digest(key, pool).hex()[:8]
+    return f"gke-{cluster[:20]}-{pool[:16]}-{group}-{_suffix(4, key, pool, index)}"
 
 
-def _fmt_number(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
+def node_labels(pool: dict[str, Any], name: str, zone: str) -> dict[str, str]:
+    """The labels GKE puts on a node of ``pool`` (what nodeSelectors match)."""
+    machine = str(pool.get("machine_type", ""))
+    labels = {
+        **{str(k): str(v) for k, v in (pool.get("labels") or {}).items()},
+        "cloud.google.com/gke-nodepool": str(pool["name"]),
+        "cloud.google.com/machine-family": machine.split("-")[0],
+        "node.kubernetes.io/instance-type": machine,
+        "beta.kubernetes.io/instance-type": machine,
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "topology.kubernetes.io/zone": zone,
+        "topology.kubernetes.io/region": zone.rsplit("-", 1)[0] if zone.count("-") > 1 else zone,
+    }
+    if pool.get("accelerator_type"):
+        labels["cloud.google.com/gke-accelerator"] = str(pool["accelerator_type"])
+    if pool.get("spot"):
+        labels["cloud.google.com/gke-spot"] = "true"
+    if pool.get("preemptible"):
+        labels["cloud.google.com/gke-preemptible"] = "true"
+    if gke_metadata(pool):
+        labels["iam.gke.io/gke-metadata-server-enabled"] = "true"
+    return labels
 
 
-def _node(
-    name: str,
-    project: str,
-    zone: str,
-    labels: dict[str, str],
-    capacity: dict[str, str],
-    allocatable: dict[str, str],
-    since: float,
-    index: int,
-) -> dict[str, Any]:
-    created = rfc3339(since)
+def gke_metadata(pool: dict[str, Any]) -> bool:
+    """Whether the pool's nodes run the GKE metadata server (Workload Identity for pods)."""
+    return pool.get("workload_metadata") == "GKE_METADATA"
+
+
+def node_resources(pool: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(capacity, allocatable) of one node of ``pool``."""
+    cpus, mem_mib = float(pool.get("cpus", 0)), float(pool.get("memory_mib", 0))
+    alloc_cpu, alloc_mem = gke_allocatable(cpus, mem_mib)
+    capacity = {
+        "cpu": _fmt_number(cpus),
+        "memory": f"{int(mem_mib * 1024)}Ki",
+        "pods": str(MAX_PODS_PER_NODE),
+        "ephemeral-storage": "98831908Ki",
+    }
+    allocatable = {
+        "cpu": f"{alloc_cpu}m",
+        "memory": f"{alloc_mem // 1024}Ki",
+        "pods": str(MAX_PODS_PER_NODE),
+        "ephemeral-storage": "47060071478",
+    }
+    gpus = int(pool.get("accelerators", 0) or 0)
+    if gpus:
+        capacity[GPU] = allocatable[GPU] = str(gpus)
+    return capacity, allocatable
+
+
+def node_object(key: str, node: dict[str, Any], pool: dict[str, Any]) -> dict[str, Any]:
+    """The Node object of ``node`` ({"name", "pool", "index", "zone", "created"}) in cluster ``key``."""
+    project = key.split("/")[1]
+    name, zone, index = node["name"], node["zone"], int(node["index"])
+    capacity, allocatable = node_resources(pool)
+    created = rfc3339(node["created"])
     return {
         "metadata": {
             "name": name,
             "uid": stable_uid("node", project, zone, name),
             "resourceVersion": "1",
             "creationTimestamp": created,
-            "labels": labels,
+            "labels": node_labels(pool, name, zone),
         },
-        "spec": {"podCIDR": f"10.4.{index}.0/24", "providerID": f"gce://{project}/{zone}/{name}"},
+        "spec": {"podCIDR": f"10.4.{index % 256}.0/24", "providerID": f"gce://{project}/{zone}/{name}"},
         "status": {
             "capacity": capacity,
             "allocatable": allocatable,
@@ -220,7 +216,7 @@ def _node(
                 }
             ],
             "addresses": [
-                {"type": "InternalIP", "address": f"10.128.0.{index + 2}"},
+                {"type": "InternalIP", "address": node_ip(index)},
                 {"type": "Hostname", "address": name},
             ],
             "nodeInfo": {
@@ -237,6 +233,182 @@ def _node(
             },
         },
     }
+
+
+def node_ip(index: int) -> str:
+    return f"10.128.{index // 250 % 256}.{index % 250 + 2}"
+
+
+def _fmt_number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# What GKE runs on every node: kube-system pods with resource requests (observed on GKE 1.29 nodes,
+# see docs/emulator-rules.md). They count against the node's allocatable like any pod.
+
+
+@dataclass(frozen=True)
+class SystemPod:
+    prefix: str  # kube-proxy is a mirror pod named after the node; the others are DaemonSet pods
+    cpu_m: int
+    memory_mi: int
+    mirror: bool = False
+    gke_metadata_only: bool = False
+
+
+SYSTEM_PODS = (
+    SystemPod("kube-proxy", 100, 0, mirror=True),
+    SystemPod("fluentbit-gke", 105, 230),
+    SystemPod("ip-masq-agent", 10, 16),
+    SystemPod("gke-metadata-server", 100, 100, gke_metadata_only=True),
+)
+
+
+def system_pods(pool: dict[str, Any]) -> list[SystemPod]:
+    """The system pods one node of ``pool`` runs."""
+    return [p for p in SYSTEM_PODS if gke_metadata(pool) or not p.gke_metadata_only]
+
+
+def system_pod_objects(key: str, node: dict[str, Any], pool: dict[str, Any]) -> list[dict[str, Any]]:
+    """The kube-system Pod objects of one node (what ``kubectl describe node`` lists)."""
+    out = []
+    for sp in system_pods(pool):
+        name = (
+            f"{sp.prefix}-{node['name']}"
+            if sp.mirror
+            else f"{sp.prefix}-{_suffix(5, key, node['name'], sp.prefix)}"
+        )
+        requests = {"cpu": f"{sp.cpu_m}m", **({"memory": f"{sp.memory_mi}Mi"} if sp.memory_mi else {})}
+        started = rfc3339(node["created"])
+        owner = (
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "name": node["name"],
+                "uid": stable_uid("node", key, node["name"]),
+            }
+            if sp.mirror
+            else {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "name": sp.prefix,
+                "uid": stable_uid("ds", key, sp.prefix),
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        )
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name,
+                    "namespace": "kube-system",
+                    "uid": stable_uid("pod", key, name),
+                    "resourceVersion": "1",
+                    "creationTimestamp": started,
+                    "labels": {"k8s-app": sp.prefix},
+                    "ownerReferences": [owner],
+                },
+                "spec": {
+                    "nodeName": node["name"],
+                    "priorityClassName": "system-node-critical",
+                    "containers": [
+                        {
+                            "name": sp.prefix,
+                            "image": f"gke.gcr.io/{sp.prefix}:gke",
+                            "resources": {"requests": requests},
+                        }
+                    ],
+                },
+                "status": {
+                    "phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started}],
+                    "hostIP": node_ip(int(node["index"])),
+                    "startTime": started,
+                    "qosClass": "Burstable",
+                },
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Scheduling: what is left on a node, whether a pod fits, and the scheduler's message when it does not
+
+
+@dataclass
+class Free:
+    """What a node has left for more pods."""
+
+    name: str
+    labels: dict[str, str]
+    cpu: float
+    memory: float
+    gpu: float
+    pods: int
+
+    def take(self, need: dict[str, float]) -> None:
+        self.cpu -= need["cpu"]
+        self.memory -= need["memory"]
+        self.gpu -= need[GPU]
+        self.pods -= 1
+
+
+def free_on(node_obj: dict[str, Any], pool: dict[str, Any]) -> Free:
+    """An empty node's room: allocatable minus the system pods GKE runs on it."""
+    alloc = node_obj["status"]["allocatable"]
+    free = Free(
+        node_obj["metadata"]["name"],
+        node_obj["metadata"]["labels"],
+        parse_quantity(alloc["cpu"]),
+        parse_quantity(alloc["memory"]),
+        parse_quantity(alloc.get(GPU, 0)),
+        MAX_PODS_PER_NODE,
+    )
+    for sp in system_pods(pool):
+        free.take({"cpu": sp.cpu_m / 1000, "memory": sp.memory_mi * 2.0**20, GPU: 0.0})
+    return free
+
+
+def misfits(node: Free, need: dict[str, float], selector: dict[str, Any]) -> list[str]:
+    """Why a pod does not fit on ``node`` (empty: it fits), in the scheduler's words."""
+    if not all(node.labels.get(k) == v for k, v in selector.items()):
+        return ["node(s) didn't match Pod's node affinity/selector"]
+    short = []
+    if need["cpu"] > node.cpu + 1e-9:
+        short.append("Insufficient cpu")
+    if need["memory"] > node.memory:
+        short.append("Insufficient memory")
+    if need[GPU] > node.gpu:
+        short.append(f"Insufficient {GPU}")
+    if node.pods < 1:
+        short.append("Too many pods")
+    return short
+
+
+def count_reasons(reasons: list[list[str]]) -> str:
+    """``[["Insufficient cpu"], ["Insufficient cpu"]]`` -> ``"2 Insufficient cpu"``."""
+    counts: dict[str, int] = {}
+    for rs in reasons:
+        for r in rs:
+            counts[r] = counts.get(r, 0) + 1
+    return ", ".join(sorted(f"{c} {r}" for r, c in counts.items()))
+
+
+def unschedulable_message(reasons: list[list[str]]) -> str:
+    """The scheduler's FailedScheduling message from each node's misfits."""
+    if not reasons:
+        return "no nodes available to schedule pods"
+    n = len(reasons)
+    if any(r.startswith(("Insufficient", "Too many")) for rs in reasons for r in rs):
+        preemption = (
+            f"preemption: 0/{n} nodes are available: {n} No preemption victims found for incoming pod."
+        )
+    else:
+        preemption = f"preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling."
+    return f"0/{n} nodes are available: {count_reasons(reasons)}. {preemption}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -284,349 +456,63 @@ def is_tf_serving(image: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
-# Scheduling
+# The Deployment controller's arithmetic and conditions (pkg/controller/deployment)
 
 
-@dataclass
-class Placement:
-    """Where each pod of one Deployment runs (None: Pending) and, if any is Pending, why."""
-
-    nodes: list[str | None] = field(default_factory=list)
-    reason: str = ""
-
-
-@dataclass
-class _Free:
-    name: str
-    labels: dict[str, str]
-    cpu: float
-    memory: float
-    gpu: float
-    pods: int
-
-
-def schedule(
-    nodes: list[dict[str, Any]], workloads: list[tuple[str, int, dict[str, Any]]]
-) -> dict[str, Placement]:
-    """First-fit placement of ``workloads`` = [(id, replicas, pod spec)] in order onto ``nodes``."""
-    free = [
-        _Free(
-            n["metadata"]["name"],
-            n["metadata"]["labels"],
-            parse_quantity(n["status"]["allocatable"]["cpu"]),
-            parse_quantity(n["status"]["allocatable"]["memory"]),
-            parse_quantity(n["status"]["allocatable"].get(GPU, 0)),
-            MAX_PODS_PER_NODE,
-        )
-        for n in nodes
-    ]
-    out: dict[str, Placement] = {}
-    for wid, replicas, pod_spec in workloads:
-        need = pod_requests(pod_spec)
-        selector = pod_spec.get("nodeSelector") or {}
-        placement = Placement()
-        for _ in range(replicas):
-            fit = next((f for f in free if _matches(f, selector) and not _short(f, need)), None)
-            if fit is None:
-                placement.nodes.append(None)
-                placement.reason = placement.reason or _unschedulable(free, selector, need)
-                continue
-            fit.cpu -= need["cpu"]
-            fit.memory -= need["memory"]
-            fit.gpu -= need[GPU]
-            fit.pods -= 1
-            placement.nodes.append(fit.name)
-        out[wid] = placement
-    return out
-
-
-def _matches(node: _Free, selector: dict[str, Any]) -> bool:
-    return all(node.labels.get(k) == v for k, v in selector.items())
-
-
-def _short(node: _Free, need: dict[str, float]) -> list[str]:
-    short = []
-    if need["cpu"] > node.cpu + 1e-9:
-        short.append("Insufficient cpu")
-    if need["memory"] > node.memory:
-        short.append("Insufficient memory")
-    if need[GPU] > node.gpu:
-        short.append(f"Insufficient {GPU}")
-    if node.pods < 1:
-        short.append("Too many pods")
-    return short
-
-
-def _unschedulable(free: list[_Free], selector: dict[str, Any], need: dict[str, float]) -> str:
-    """The scheduler's FailedScheduling message, e.g. ``0/1 nodes are available: 1 Insufficient cpu. ...``."""
-    if not free:
-        return "no nodes available to schedule pods"
-    counts: dict[str, int] = {}
-    for f in free:
-        reasons = (
-            ["node(s) didn't match Pod's node affinity/selector"]
-            if not _matches(f, selector)
-            else _short(f, need)
-        )
-        for r in reasons:
-            counts[r] = counts.get(r, 0) + 1
-    n = len(free)
-    listed = ", ".join(sorted(f"{c} {r}" for r, c in counts.items()))
-    if any(r.startswith(("Insufficient", "Too many")) for r in counts):
-        preemption = (
-            f"preemption: 0/{n} nodes are available: {n} No preemption victims found for incoming pod."
-        )
-    else:
-        preemption = f"preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling."
-    return f"0/{n} nodes are available: {listed}. {preemption}"
-
-
-# --------------------------------------------------------------------------------------------------
-# The Deployment controller's memory: which template runs since when
-
-
-def observe(record: dict[str, Any] | None, deployment: dict[str, Any], now: float) -> dict[str, Any]:
-    """The rollout record after the Deployment controller saw ``deployment`` (a new template starts
-    new pods; a replica change adds or removes pods; the previous template's ready pods keep serving)."""
-    spec = deployment.get("spec") or {}
-    h = template_hash(spec.get("template"))
-    replicas = int(spec.get("replicas", 1))
-    if record is None:
-        return {"hash": h, "starts": [now] * replicas, "old_hash": None, "old_count": 0, "since": now}
-    if record["hash"] != h:
-        ready = int((deployment.get("status") or {}).get("readyReplicas", 0))
-        return {
-            "hash": h,
-            "starts": [now] * replicas,
-            "old_hash": record["hash"],
-            "old_count": ready,
-            "since": now,
-        }
-    starts = list(record["starts"])[:replicas]
-    starts += [now] * (replicas - len(starts))
-    return {**record, "starts": starts}
-
-
-@dataclass
-class PodState:
-    """One pod at one moment: ``state`` is Unschedulable, ContainerCreating, ErrImagePull,
-    ImagePullBackOff or Running."""
-
-    name: str
-    hash: str
-    start: float
-    node: str | None
-    state: str
-
-    @property
-    def ready(self) -> bool:
-        return self.state == "Running"
-
-
-def pod_states(
-    deployment: dict[str, Any], record: dict[str, Any], placement: Placement, now: float, rollout_s: float
-) -> list[PodState]:
-    """The pods of ``deployment`` now: current-template pods, then previous-template pods still serving."""
-    name = deployment["metadata"]["name"]
-    uid = deployment["metadata"].get("uid", "")
-    containers = ((deployment["spec"].get("template") or {}).get("spec") or {}).get("containers") or []
-    bad_image = any(not image_pullable(str(c.get("image", ""))) for c in containers)
-    pods = []
-    for i, start in enumerate(record["starts"]):
-        node = placement.nodes[i] if i < len(placement.nodes) else None
-        age = now - start
-        if node is None:
-            state = "Unschedulable"
-        elif age < rollout_s * 0.5:
-            state = "ContainerCreating"
-        elif bad_image:
-            # kubelet alternates between a fresh pull error and the back-off that follows it
-            state = "ErrImagePull" if int(age / max(rollout_s, 0.1)) % 2 == 0 else "ImagePullBackOff"
-        elif age < rollout_s:
-            state = "ContainerCreating"
-        else:
-            state = "Running"
-        pods.append(PodState(_pod_name(name, uid, record["hash"], i), record["hash"], start, node, state))
-    if record.get("old_hash") and not all(p.ready for p in pods):
-        for i in range(int(record.get("old_count", 0))):
-            pods.append(
-                PodState(
-                    _pod_name(name, uid, record["old_hash"], i),
-                    record["old_hash"],
-                    record["since"],
-                    "",
-                    "Running",
-                )
-            )
-    return pods
-
-
-def _pod_name(deploy: str, uid: str, h: str, i: int) -> str:
-    return f"{deploy}-{h}-{_suffix(5, uid, h, i)}"
-
-
-def rollout_done(record: dict[str, Any], pods: list[PodState]) -> dict[str, Any]:
-    """Forget the previous template once every pod of the current one is ready."""
-    if record.get("old_hash") and all(p.ready for p in pods if p.hash == record["hash"]):
-        return {**record, "old_hash": None, "old_count": 0}
-    return record
-
-
-def deployment_status(
-    deployment: dict[str, Any], record: dict[str, Any], pods: list[PodState], now: float
-) -> dict[str, Any]:
-    """The status the Deployment controller writes (replica counts and Available/Progressing)."""
-    meta, spec = deployment["metadata"], deployment["spec"]
-    want = int(spec.get("replicas", 1))
-    current = [p for p in pods if p.hash == record["hash"]]
-    ready = sum(p.ready for p in pods)
-    max_unavailable = _max_unavailable(spec, want)
-    rs = f"{meta['name']}-{record['hash']}"
-    prev = {c["type"]: c for c in (deployment.get("status") or {}).get("conditions") or []}
-    if want - max_unavailable <= ready:
-        available = ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
-    else:
-        available = ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
-    deadline = float(spec.get("progressDeadlineSeconds", 600))
-    if all(p.ready for p in current) and len(current) == want:
-        progressing = ("True", "NewReplicaSetAvailable", f'ReplicaSet "{rs}" has successfully progressed.')
-    elif now - record["since"] > deadline:
-        progressing = ("False", "ProgressDeadlineExceeded", f'ReplicaSet "{rs}" has timed out progressing.')
-    else:
-        progressing = ("True", "ReplicaSetUpdated", f'ReplicaSet "{rs}" is progressing.')
-    status: dict[str, Any] = {
-        "observedGeneration": meta.get("generation", 1),
-        "replicas": len(pods),
-        "updatedReplicas": len(current),
-        "readyReplicas": ready,
-        "availableReplicas": ready,
-        "conditions": [
-            _condition(prev.get("Available"), "Available", *available, now),
-            _condition(prev.get("Progressing"), "Progressing", *progressing, now),
-        ],
-    }
-    if want - ready > 0:
-        status["unavailableReplicas"] = want - ready
-    return {k: v for k, v in status.items() if v != 0 or k == "observedGeneration"}
-
-
-def _max_unavailable(spec: dict[str, Any], replicas: int) -> int:
-    value = ((spec.get("strategy") or {}).get("rollingUpdate") or {}).get("maxUnavailable", "25%")
+def _int_or_percent(value: Any, total: int, round_up: bool) -> int:
     if isinstance(value, str) and value.endswith("%"):
-        return int(replicas * float(value[:-1]) / 100)
+        exact = total * float(value[:-1]) / 100
+        return math.ceil(exact) if round_up else math.floor(exact)
     try:
         return int(value)
     except (TypeError, ValueError):
         return 0
 
 
-def _condition(
-    prev: dict[str, Any] | None, ctype: str, status: str, reason: str, message: str, now: float
-) -> dict[str, Any]:
+def fenceposts(spec: dict[str, Any]) -> tuple[int, int]:
+    """(maxSurge, maxUnavailable) as ResolveFenceposts computes them: surge rounds up, unavailable
+    down, and both zero means one unavailable."""
+    desired = int(spec.get("replicas", 1))
+    rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
+    surge = _int_or_percent(rolling.get("maxSurge", "25%"), desired, True)
+    unavailable = _int_or_percent(rolling.get("maxUnavailable", "25%"), desired, False)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return surge, min(unavailable, desired)
+
+
+def set_condition(
+    conditions: list[dict[str, Any]], ctype: str, status: str, reason: str, message: str, now: float
+) -> list[dict[str, Any]]:
+    """SetDeploymentCondition: a condition with the same status and reason is kept as it is; a
+    changed one replaces it, keeping lastTransitionTime when only the reason changed."""
     stamp = rfc3339(now)
-    transition = prev["lastTransitionTime"] if prev and prev.get("status") == status else stamp
-    update = (
-        prev["lastUpdateTime"]
-        if prev and prev.get("reason") == reason and prev.get("message") == message
-        else stamp
-    )
-    return {
+    old = next((c for c in conditions if c["type"] == ctype), None)
+    if old is not None and old["status"] == status and old["reason"] == reason:
+        return conditions
+    new = {
         "type": ctype,
         "status": status,
+        "lastUpdateTime": stamp,
+        "lastTransitionTime": old["lastTransitionTime"]
+        if old is not None and old["status"] == status
+        else stamp,
         "reason": reason,
         "message": message,
-        "lastUpdateTime": update,
-        "lastTransitionTime": transition,
     }
+    return [c for c in conditions if c["type"] != ctype] + [new]
+
+
+def remove_condition(conditions: list[dict[str, Any]], ctype: str) -> list[dict[str, Any]]:
+    return [c for c in conditions if c["type"] != ctype]
+
+
+def get_condition(conditions: list[dict[str, Any]], ctype: str) -> dict[str, Any] | None:
+    return next((c for c in conditions if c["type"] == ctype), None)
 
 
 # --------------------------------------------------------------------------------------------------
-# Pods and events as the API shows them
-
-
-def pod_object(deployment: dict[str, Any], pod: PodState, reason: str, now: float) -> dict[str, Any]:
-    """A Pod of ``deployment`` as ``kubectl get pod -o json`` would show it."""
-    meta = deployment["metadata"]
-    template = deployment["spec"].get("template") or {}
-    labels = {**((template.get("metadata") or {}).get("labels") or {}), "pod-template-hash": pod.hash}
-    spec = {**(template.get("spec") or {})}
-    if pod.node:
-        spec["nodeName"] = pod.node
-    started = rfc3339(pod.start)
-    scheduled = pod.node is not None
-    conditions = [
-        {"type": "PodScheduled", "status": "True" if scheduled else "False", "lastTransitionTime": started},
-        {"type": "Initialized", "status": "True" if scheduled else "False", "lastTransitionTime": started},
-        {"type": "ContainersReady", "status": str(pod.ready), "lastTransitionTime": started},
-        {"type": "Ready", "status": str(pod.ready), "lastTransitionTime": started},
-    ]
-    if not scheduled:
-        conditions = [{**conditions[0], "reason": "Unschedulable", "message": reason}]
-    status: dict[str, Any] = {
-        "phase": "Running" if pod.ready else "Pending",
-        "conditions": conditions,
-        "qosClass": "Burstable",
-        "startTime": started,
-    }
-    if scheduled:
-        status["hostIP"] = "10.128.0.2"
-        status["podIP"] = f"10.4.0.{int.from_bytes(_digest(pod.name)[:1], 'big') % 250 + 2}"
-        status["containerStatuses"] = [_container_status(c, pod) for c in spec.get("containers") or []]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": pod.name,
-            "namespace": meta.get("namespace", "default"),
-            "uid": stable_uid("pod", meta.get("uid", ""), pod.name),
-            "resourceVersion": meta.get("resourceVersion", "1"),
-            "creationTimestamp": started,
-            "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "ReplicaSet",
-                    "name": f"{meta['name']}-{pod.hash}",
-                    "uid": stable_uid("rs", meta.get("uid", ""), pod.hash),
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": spec,
-        "status": status,
-    }
-
-
-def _container_status(container: dict[str, Any], pod: PodState) -> dict[str, Any]:
-    image = str(container.get("image", ""))
-    if pod.ready:
-        state: dict[str, Any] = {"running": {"startedAt": rfc3339(pod.start)}}
-    elif pod.state == "ErrImagePull":
-        state = {"waiting": {"reason": "ErrImagePull", "message": _pull_error(image)}}
-    elif pod.state == "ImagePullBackOff":
-        state = {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}}
-    else:
-        state = {"waiting": {"reason": "ContainerCreating"}}
-    return {
-        "name": container.get("name", ""),
-        "image": image,
-        "imageID": "",
-        "ready": pod.ready,
-        "started": pod.ready,
-        "restartCount": 0,
-        "state": state,
-    }
-
-
-def _pull_error(image: str) -> str:
-    ref = image if "/" in image.split(":")[0] else f"docker.io/library/{image}"
-    if ":" not in ref.rsplit("/", 1)[-1]:
-        ref += ":latest"
-    return (
-        f'failed to pull and unpack image "{ref}": failed to resolve reference "{ref}": '
-        f"pull access denied, repository does not exist or may require authorization"
-    )
+# Events
 
 
 def event(
@@ -661,80 +547,6 @@ def event(
         "lastTimestamp": stamp,
         "count": 1,
     }
-
-
-def pod_events(
-    deployment: dict[str, Any], pod: PodState, reason: str, rollout_s: float
-) -> list[dict[str, Any]]:
-    """What ``kubectl describe pod`` lists for ``pod`` (scheduling, image pulls, container start)."""
-    ns = deployment["metadata"].get("namespace", "default")
-    involved = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "name": pod.name,
-        "namespace": ns,
-        "uid": stable_uid("pod", deployment["metadata"].get("uid", ""), pod.name),
-    }
-    if pod.node is None:
-        return [event(involved, "FailedScheduling", reason, pod.start, "Warning", "default-scheduler")]
-    if not pod.node:  # a pod of the previous template: its story was told when it started
-        return []
-    containers = ((deployment["spec"].get("template") or {}).get("spec") or {}).get("containers") or []
-    out = [
-        event(
-            involved,
-            "Scheduled",
-            f"Successfully assigned {ns}/{pod.name} to {pod.node}",
-            pod.start,
-            component="default-scheduler",
-        )
-    ]
-    for c in containers:
-        image, cname = str(c.get("image", "")), c.get("name", "")
-        out.append(event(involved, "Pulling", f'Pulling image "{image}"', pod.start))
-        if pod.state in ("ErrImagePull", "ImagePullBackOff"):
-            out.append(
-                event(
-                    involved,
-                    "Failed",
-                    f'Failed to pull image "{image}": {_pull_error(image)}',
-                    pod.start,
-                    "Warning",
-                )
-            )
-            out.append(event(involved, "Failed", "Error: ErrImagePull", pod.start, "Warning"))
-            out.append(event(involved, "BackOff", f'Back-off pulling image "{image}"', pod.start))
-            out.append(event(involved, "Failed", "Error: ImagePullBackOff", pod.start, "Warning"))
-        elif pod.ready:
-            t = pod.start + rollout_s
-            out.append(
-                event(involved, "Pulled", f'Successfully pulled image "{image}" in {rollout_s:.3f}s', t)
-            )
-            out.append(event(involved, "Created", f"Created container: {cname}", t))
-            out.append(event(involved, "Started", f"Started container {cname}", t))
-    return out
-
-
-def deployment_events(deployment: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
-    meta = deployment["metadata"]
-    involved = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "name": meta["name"],
-        "namespace": meta.get("namespace", "default"),
-        "uid": meta.get("uid", ""),
-    }
-    rs = f"{meta['name']}-{record['hash']}"
-    n = len(record["starts"])
-    return [
-        event(
-            involved,
-            "ScalingReplicaSet",
-            f"Scaled up replica set {rs} from 0 to {n}",
-            record["since"],
-            component="deployment-controller",
-        )
-    ]
 
 
 def service_events(

@@ -82,6 +82,7 @@ class Emulator:
         self._spawn(self._http.serve_forever)
 
         self._start_storage()
+        hub.storage_address = self.storage_address  # where TF Serving processes read their models
         hub.resume()  # restart Kubernetes APIs of clusters loaded from a state file
         self._spawn(self._tick_loop)
         return self

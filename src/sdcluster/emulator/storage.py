@@ -13,7 +13,9 @@ every request this module:
    is the anonymous caller, who gets 401 where GCS would);
 3. checks the permission GCS checks (``storage.buckets.*`` / ``storage.objects.*`` /
    ``storage.multipartUploads.*``) against the project policy of the bucket's project and the
-   bucket's own IAM policy;
+   bucket's own IAM policy, whose members may be Workload Identity principals
+   (``principal://.../subject/ns/NS/sa/KSA``, ``principalSet://.../namespace/NS``); a token minted
+   with OAuth scopes must carry a storage (or cloud-platform) scope;
 4. serves the route (buckets and IAM here; objects in ``gcsobjects``);
 5. answers errors in GCS's JSON shape (``{"error": {"code", "message", "errors": [{"reason"}]}}``),
    or the XML API's, and streams bodies through the connection's ``Link`` (``Knobs.storage_mib_s``).
@@ -38,6 +40,7 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -45,7 +48,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import grpc
 
 from . import gcsobjects as objects
-from .core import EmulatorError, ResponseLost, World, role_grants
+from .core import EmulatorError, Identity, ResponseLost, World, role_grants
 from .gcshttp import (
     PRECONDITION_FAILED,
     Call,
@@ -127,6 +130,16 @@ _MEMBER_KINDS = (
     *_CONVENIENCE_ROLES,
 )
 _PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
+# IAM principal identifiers (cloud.google.com/iam/docs/principal-identifiers): a Workload Identity
+# principal names the pool by project NUMBER; a principalSet of a GKE pool by namespace.
+_PRINCIPAL = re.compile(
+    r"^principal://(?:goog/subject/[^/]+|iam\.googleapis\.com/projects/(?P<number>\d+)/locations/global/"
+    r"workloadIdentityPools/(?P<pool>[^/]+)/subject/.+)$"
+)
+_PRINCIPAL_SET = re.compile(
+    r"^principalSet://iam\.googleapis\.com/projects/(?P<number>\d+)/locations/global/workloadIdentityPools/"
+    r"(?P<pool>[^/]+)/(?:namespace/(?P<ns>[^/]+)|\*|group/.+|attribute\..+)$"
+)
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _MULTI_REGIONS = {"US", "EU", "ASIA"}
@@ -386,7 +399,12 @@ def _policy_response(policy: dict[str, Any]) -> dict[str, Any]:
     return {k: policy[k] for k in ("kind", "resourceId", "version", "etag", "bindings")}
 
 
-def _validate_binding(binding: dict[str, Any], public_access_prevented: bool) -> dict[str, Any]:
+def _validate_binding(
+    binding: dict[str, Any], public_access_prevented: bool, pool_exists: Callable[[str, str], bool]
+) -> dict[str, Any]:
+    """The binding as stored, or GCS's error. ``pool_exists(number, pool)``: a principal of a
+    Workload Identity pool that does not exist (GKE's ``PROJECT.svc.id.goog`` before the project's
+    first cluster with Workload Identity) is refused, as IAM refuses it."""
     role = str(binding.get("role") or "")
     if not (role in _BUCKET_ROLES or role.startswith("roles/storage.") or "/roles/" in role):
         raise gcs_error(400, f"Role {role} is not supported for this resource.", "invalid")
@@ -400,8 +418,22 @@ def _validate_binding(binding: dict[str, Any], public_access_prevented: bool) ->
                     "access prevention is enforced.",
                     "conditionNotMet",
                 )
-        elif m.split(":", 1)[0] not in _MEMBER_KINDS or ":" not in m:
+        elif (
+            m.split(":", 1)[0] not in _MEMBER_KINDS
+            or ":" not in m
+            or (m.startswith("principal:") and not _PRINCIPAL.match(m))
+            or (m.startswith("principalSet:") and not _PRINCIPAL_SET.match(m))
+        ):
             raise gcs_error(400, f"Invalid argument: member '{m}' is not valid.", "invalid")
+        else:
+            named = _PRINCIPAL.match(m) or _PRINCIPAL_SET.match(m)
+            if named and named["pool"] and not pool_exists(named["number"], named["pool"]):
+                raise gcs_error(
+                    400,
+                    f"Identity Pool does not exist ({named['pool']}). Please check that you specified a "
+                    "valid resource name as returned in the `name` attribute in the configuration API.",
+                    "invalid",
+                )
     out: dict[str, Any] = {"role": role, "members": members}
     if binding.get("condition"):
         out["condition"] = binding["condition"]
@@ -420,7 +452,8 @@ def set_bucket_iam(call: Call) -> Reply:
     if body.get("etag") and body["etag"] != current["etag"]:
         raise gcs_error(412, "Precondition Failed", "conditionNotMet")
     prevented = call.bucket["iamConfiguration"].get("publicAccessPrevention") == "enforced"
-    bindings = [_validate_binding(b, prevented) for b in body.get("bindings") or []]
+    pool_exists = call.gate.world.has_workload_pool
+    bindings = [_validate_binding(b, prevented, pool_exists) for b in body.get("bindings") or []]
     policy = {
         **current,
         "version": int(body.get("version") or 1),
@@ -568,6 +601,8 @@ class StorageServer:
             return False
         if member == caller:
             return True
+        if member.startswith("principalSet:"):
+            return _in_principal_set(member, caller)
         kind, _, project = member.partition(":")
         role = _CONVENIENCE_ROLES.get(kind)
         if role is None:
@@ -592,13 +627,23 @@ class StorageServer:
                 "storage", label, _resource_of(params, query), method in MUTATING_METHODS
             ) as info:
                 try:
-                    caller = self._identify(handler, session=bool(found and found[0].target == "session"))
-                    info.caller = caller
+                    who = self._identify(handler, session=bool(found and found[0].target == "session"))
+                    caller = info.caller = who.member
                     if found is None:
                         raise gcs_error(
                             501, f"The emulator does not serve {method} {split.path}.", "notImplemented"
                         )
-                    call = Call(self, caller, method, params, query, handler.headers, body, found[0].target)
+                    call = Call(
+                        self,
+                        caller,
+                        method,
+                        params,
+                        query,
+                        handler.headers,
+                        body,
+                        found[0].target,
+                        scopes=who.scopes,
+                    )
                     self._authorize(found[0], call)
                     reply = found[0].handler(call)
                 finally:
@@ -626,16 +671,16 @@ class StorageServer:
         assert reply is not None
         _send(handler, reply)
 
-    def _identify(self, handler: BaseHTTPRequestHandler, session: bool) -> str:
-        """The caller's member; "" for the anonymous caller (no Authorization header)."""
+    def _identify(self, handler: BaseHTTPRequestHandler, session: bool) -> Identity:
+        """The caller; member "" for the anonymous caller (no Authorization header)."""
         authorization = handler.headers.get("Authorization")
         if not authorization:
-            return ""
+            return Identity("")
         try:
-            return self.world.authenticate(authorization)
+            return self.world.identify(authorization)
         except EmulatorError:
             if session:
-                return ""  # a session URI needs no token; a stale one must not fail the upload
+                return Identity("")  # a session URI needs no token; a stale one must not fail the upload
             raise
 
     def _authorize(self, route: Route, call: Call) -> None:
@@ -667,6 +712,20 @@ def json_body(error: GcsError) -> bytes:
     import json
 
     return json.dumps(error.body()).encode()
+
+
+def _in_principal_set(member: str, caller: str) -> bool:
+    """Whether a Workload Identity principal belongs to a ``principalSet://`` (namespace or pool)."""
+    m = _PRINCIPAL_SET.match(member)
+    if m is None or not caller.startswith("principal://iam.googleapis.com/"):
+        return False
+    pool_prefix = member.removeprefix("principalSet://").split("/workloadIdentityPools/")[0]
+    subject = caller.removeprefix("principal://")
+    if not subject.startswith(f"{pool_prefix}/workloadIdentityPools/{m['pool']}/subject/"):
+        return False
+    if m["ns"] is not None:
+        return f"/subject/ns/{m['ns']}/sa/" in subject
+    return member.endswith("/*")  # the whole pool; group/attribute sets are not evaluated here
 
 
 def _role_grants(role: str, permission: str) -> bool:

@@ -7,18 +7,18 @@ steps, less noise. It exists so that the client code (``sdcluster generate``) is
 HTTP against TF Serving's exact request/response JSON, error bodies and status codes. !!!
 
 The emulated Kubernetes API (``kube.py``) starts one ``ModelServer`` per LoadBalancer Service that
-fronts a ready TF Serving Deployment.
+has a ready TF Serving pod behind it (none ready: nothing listens there, connections are refused, as
+kube-proxy rejects them for a Service without endpoints). It answers from that pod's process
+(``tfprocess.py``: the model read from Cloud Storage as the pod's identity, TF Serving's start-up).
 
 Routes (TF Serving's own regexes, case-insensitive, query string ignored):
 
 - ``GET /v1/models/<name>[/versions/<n>]``: model status, 200
-  ``{"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK",
-  "error_message": ""}}]}``. While ``is_ready()`` is false the state is ``LOADING`` and the answer is
-  **still 200**: an ``httpGet`` readiness probe on this path passes before the model can serve.
-  Probe ``GET /v1/models/<name>/metadata`` instead (404 until the model is loaded), or check
-  ``state == "AVAILABLE"`` in the body. Unknown model: 404 ``Could not find any versions of model X``
-  (what real TF Serving answers on this route; predict and metadata say ``Servable not found for
-  request: Latest(X)``); unknown version: 404 ``Could not find version N of model X``.
+  ``{"model_version_status": [{"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK",
+  "error_message": ""}}, {"version": "1", "state": "END", ...}]}``, newest version first (a version
+  still loading is ``LOADING``, a failed one ``END`` with its error). Unknown model: 404 ``Could not
+  find any versions of model X`` (predict and metadata say ``Servable not found for request:
+  Latest(X)``); unknown version: 404 ``Could not find version N of model X``.
 - ``GET /v1/models/<name>[/versions/<n>]/metadata``: the signature_def below.
 - ``POST /v1/models/<name>[/versions/<n>]:predict``: row format ``{"signature_name":
   "serving_default", "instances": [{"tokens": [77 ints], "negative_prompt_tokens": [77 ints],
@@ -40,8 +40,10 @@ NOT_FOUND -> 404, UNAVAILABLE -> 503) and body ``{"error": "..."}``. The JSON-de
 ``Failed to process element: 0 key: foo of 'instances' list. Error: ...``) follow TF Serving's
 ``json_tensor.cc``; the model-level messages (shapes, value ranges) are plausible TF wording. As in
 TF Serving, a key the signature lacks is rejected in ``instances`` and ignored in ``inputs``. Predict
-before the model is loaded is 404 ``Servable not found for request: Latest(<name>)``, as real TF
-Serving answers while a version is still loading.
+for a version that is not AVAILABLE is 404 ``Servable not found for request: Specific(<name>, <n>)``.
+Predict takes ``predict_s_per_step`` x steps x images of (synthetic) compute; longer than the
+process's ``--rest_api_timeout_in_ms`` is TF Serving's 504 ``{"error": "Timed out waiting for
+notification"}`` (the session's deadline, DEADLINE_EXCEEDED).
 
 Image size: 512 x 512 like the real model, or ``image_size=`` (kwarg wins), or the
 ``SDCLUSTER_EMULATOR_IMAGE_SIZE`` environment variable when the kwarg is not given (how the demo and
@@ -49,7 +51,7 @@ tests shrink images without threading a knob through the Kubernetes emulator).
 
 Example::
 
-    server = ModelServer("127.0.3.7", 8501, "stable-diffusion", is_ready=lambda: True, image_size=64)
+    server = ModelServer("127.0.3.7", 8501, lambda: Servable.loaded("stable-diffusion"), image_size=64)
     server.start()
     # POST http://127.0.3.7:8501/v1/models/stable-diffusion:predict
     server.stop()
@@ -71,6 +73,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
+import grpc
 import numpy as np
 import numpy.typing as npt
 
@@ -79,7 +82,6 @@ from .core import EmulatorError, World, invalid, not_found
 IMAGE_SIZE_ENV = "SDCLUSTER_EMULATOR_IMAGE_SIZE"
 DEFAULT_IMAGE_SIZE = 512
 MAX_IMAGE_SIZE = 2048
-MODEL_VERSION = 1
 SIGNATURE_NAME = "serving_default"
 PROMPT_LENGTH = 77
 VOCAB_SIZE = 49408  # CLIP's vocabulary: token ids index its embedding table
@@ -447,18 +449,147 @@ def route(http_method: str, path: str) -> Route:
 
 
 # --------------------------------------------------------------------------------------------------
+# What one TF Serving process serves, and its REST answers
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """One version's ``model_version_status`` entry: state START/LOADING/AVAILABLE/UNLOADING/END."""
+
+    state: str
+    error_code: str = "OK"
+    error_message: str = ""
+
+
+@dataclass(frozen=True)
+class Servable:
+    """A snapshot of what a TF Serving process serves: its model's versions and REST settings.
+
+    Example: ``Servable.loaded("stable-diffusion")`` serves version 1.
+    """
+
+    model_name: str
+    versions: dict[int, VersionStatus]
+    rest_timeout_ms: int = 30000
+    predict_s_per_step: float = 0.0  # synthetic compute time per diffusion step and image
+
+    @classmethod
+    def loaded(cls, model_name: str, version: int = 1, **kw: Any) -> Servable:
+        return cls(model_name, {version: VersionStatus("AVAILABLE")}, **kw)
+
+    def available(self, version: int | None) -> int | None:
+        """The AVAILABLE version a request names (None: the latest), or None."""
+        ready = [v for v, s in self.versions.items() if s.state == "AVAILABLE"]
+        if version is None:
+            return max(ready, default=None)
+        return version if version in ready else None
+
+
+def answer(servable: Servable, http_method: str, path: str, body: bytes, image_size: int) -> bytes:
+    """TF Serving's answer to one REST request (raises EmulatorError with its status and message)."""
+    r = route(http_method, path)
+    if r.kind == "status":
+        return _status(servable, r)
+    version = _servable(servable, r)
+    if r.kind == "metadata":
+        return json.dumps(_metadata(servable.model_name, version, image_size), indent=1).encode()
+    if r.kind == "predict":
+        return _predict(servable, r, body, image_size)
+    what = "classification" if r.kind == "classify" else "regression"
+    raise invalid(
+        f"Expected {what} signature method_name to be tensorflow/serving/{r.kind}. "
+        "Was: tensorflow/serving/predict"
+    )
+
+
+def _status(servable: Servable, r: Route) -> bytes:
+    """GetModelStatus: every version the process knows, newest first, with its state and error."""
+    if r.label is not None:
+        raise invalid(f"Unrecognized servable version label: {r.label}")
+    if r.model != servable.model_name or not servable.versions:
+        raise not_found(f"Could not find any versions of model {r.model}")
+    if r.version is not None and r.version not in servable.versions:
+        raise not_found(f"Could not find version {r.version} of model {r.model}")
+    chosen = [r.version] if r.version is not None else sorted(servable.versions, reverse=True)
+    doc = {
+        "model_version_status": [
+            {
+                "version": str(v),
+                "state": servable.versions[v].state,
+                "status": {
+                    "error_code": servable.versions[v].error_code,
+                    "error_message": servable.versions[v].error_message,
+                },
+            }
+            for v in chosen
+        ]
+    }
+    return json.dumps(doc, indent=1).encode()
+
+
+def _servable(servable: Servable, r: Route) -> int:
+    """The loaded version a request names, or NOT_FOUND as GetServableHandle answers."""
+    if r.label is not None:
+        raise invalid(f"Unrecognized servable version label: {r.label}")
+    wanted = f"Latest({r.model})" if r.version is None else f"Specific({r.model}, {r.version})"
+    version = servable.available(r.version) if r.model == servable.model_name else None
+    if version is None:
+        raise not_found(f"Servable not found for request: {wanted}")
+    return version
+
+
+def _predict(servable: Servable, r: Route, body: bytes, image_size: int) -> bytes:
+    # TF Serving's order: parse the body, read signature_name, then look the servable up.
+    doc = parse_body(body)
+    signature = doc.get("signature_name", SIGNATURE_NAME)
+    if not isinstance(signature, str):
+        raise invalid(
+            f"JSON Value: {_json_value(doc)} not formatted correctly. 'signature_name' key must be a "
+            "string value."
+        )
+    _servable(servable, r)
+    if (signature or SIGNATURE_NAME) != SIGNATURE_NAME:
+        raise invalid(f'Serving signature name: "{signature}" not found in signature def')
+    if "instances" in doc and "inputs" in doc:
+        raise invalid(
+            f"JSON Value: {_json_value(doc)} Not formatted correctly expecting only one of 'inputs' or "
+            "'instances' keys to exist "
+        )
+    if "instances" in doc:
+        key, tensors = "predictions", _from_instances(doc, doc["instances"])
+    elif "inputs" in doc:
+        key, tensors = "outputs", _from_inputs(doc["inputs"])
+    else:
+        raise invalid("Missing 'inputs' or 'instances' key")
+    images = run_model(tensors, image_size)
+    steps = int(np.sum(tensors["num_steps"] * tensors["batch_size"]))
+    compute_s = servable.predict_s_per_step * steps
+    deadline_s = servable.rest_timeout_ms / 1000 if servable.rest_timeout_ms > 0 else float("inf")
+    if compute_s > deadline_s:
+        # The session run is bounded by --rest_api_timeout_in_ms (RunOptions.timeout_in_ms):
+        # DEADLINE_EXCEEDED, which the REST layer answers 504 (http_server.cc).
+        time.sleep(deadline_s)
+        raise EmulatorError(grpc.StatusCode.DEADLINE_EXCEEDED, "Timed out waiting for notification")
+    if compute_s:
+        time.sleep(compute_s)
+    # One output tensor: both formats put the whole [N, H, W, 3] tensor under the key.
+    return b'{"' + key.encode() + b'": ' + encode_uint8(images) + b"}"
+
+
+# --------------------------------------------------------------------------------------------------
 # The server
 
 
 class ModelServer:
-    """TF Serving's REST API for one model, on ``host:port``, in a daemon thread.
+    """TF Serving's REST API on ``host:port``, in a daemon thread, answering from ``backend()``.
 
-    ``is_ready`` says whether the model has finished loading (the Deployment's pods are ready);
-    it is asked on every request. ``world`` (optional) logs each request as service "serving".
+    ``backend`` returns the ``Servable`` of the process a request reaches (behind a load balancer:
+    one of the ready pods), or None when there is none (503). ``world`` (optional) logs each request
+    as service "serving".
 
     Example::
 
-        server = ModelServer("127.0.3.7", 0, "stable-diffusion", lambda: True, image_size=32)
+        server = ModelServer("127.0.3.7", 0, lambda: Servable.loaded("stable-diffusion"), image_size=32)
         server.start()
         print(server.address)  # 127.0.3.7:<port>
         server.stop()
@@ -468,19 +599,15 @@ class ModelServer:
         self,
         host: str,
         port: int,
-        model_name: str,
-        is_ready: Callable[[], bool],
+        backend: Callable[[], Servable | None],
         *,
         image_size: int | None = None,
-        predict_delay_s: float = 0.0,
         world: World | None = None,
     ) -> None:
         self.host = host
         self.port = port
-        self.model_name = model_name
-        self.is_ready = is_ready
+        self.backend = backend
         self.image_size = _image_size(image_size)
-        self.predict_delay_s = predict_delay_s
         self.world = world
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -518,86 +645,25 @@ class ModelServer:
     def handle(self, http_method: str, path: str, body: bytes) -> tuple[int, bytes]:
         """Answer one request: (HTTP status, JSON body). Logged in ``world`` when there is one."""
         try:
-            r = route(http_method, path)
-        except EmulatorError as e:
-            failure = e  # `e` is unbound when the except block ends; the lambda runs later
-            return self._logged("malformed", path, lambda: _raise(failure))
-        return self._logged(r.kind, path, lambda: self._dispatch(r, body))
+            kind = route(http_method, path).kind
+        except EmulatorError:
+            kind = "malformed"
 
-    def _logged(self, method: str, path: str, fn: Callable[[], bytes]) -> tuple[int, bytes]:
+        def respond() -> bytes:
+            servable = self.backend()
+            if servable is None:
+                raise EmulatorError(grpc.StatusCode.UNAVAILABLE, "no serving backend is ready")
+            return answer(servable, http_method, path, body, self.image_size)
+
         try:
             if self.world is None:
-                return 200, fn()
-            with self.world.call("serving", method, f"{self.address}{path}", mutating=False):
-                return 200, fn()
+                return 200, respond()
+            with self.world.call("serving", kind, f"{self.address}{path}", mutating=False):
+                return 200, respond()
         except EmulatorError as e:
             return e.http_status, json.dumps({"error": e.message}).encode()
         except Exception as e:  # a bug here must still answer, as TF Serving answers INTERNAL
             return 500, json.dumps({"error": f"Internal error: {e!r}"}).encode()
-
-    def _dispatch(self, r: Route, body: bytes) -> bytes:
-        if r.kind == "status":
-            return self._status(r)
-        if r.kind == "metadata":
-            self._servable(r)
-            return json.dumps(_metadata(self.model_name, self.image_size), indent=1).encode()
-        if r.kind == "predict":
-            return self._predict(r, body)
-        self._servable(r)
-        what = "classification" if r.kind == "classify" else "regression"
-        raise invalid(
-            f"Expected {what} signature method_name to be tensorflow/serving/{r.kind}. "
-            "Was: tensorflow/serving/predict"
-        )
-
-    def _status(self, r: Route) -> bytes:
-        if r.label is not None:
-            raise invalid(f"Unrecognized servable version label: {r.label}")
-        if r.model != self.model_name:
-            raise not_found(f"Could not find any versions of model {r.model}")
-        if r.version not in (None, MODEL_VERSION):
-            raise not_found(f"Could not find version {r.version} of model {r.model}")
-        state = "AVAILABLE" if self.is_ready() else "LOADING"
-        status = {"error_code": "OK", "error_message": ""}
-        doc = {"model_version_status": [{"version": str(MODEL_VERSION), "state": state, "status": status}]}
-        return json.dumps(doc, indent=1).encode()
-
-    def _servable(self, r: Route) -> None:
-        """NOT_FOUND unless the request names this model's loaded version (GetServableHandle)."""
-        if r.label is not None:
-            raise invalid(f"Unrecognized servable version label: {r.label}")
-        wanted = f"Latest({r.model})" if r.version is None else f"Specific({r.model}, {r.version})"
-        if r.model != self.model_name or r.version not in (None, MODEL_VERSION) or not self.is_ready():
-            raise not_found(f"Servable not found for request: {wanted}")
-
-    def _predict(self, r: Route, body: bytes) -> bytes:
-        # TF Serving's order: parse the body, read signature_name, then look the servable up.
-        doc = parse_body(body)
-        signature = doc.get("signature_name", SIGNATURE_NAME)
-        if not isinstance(signature, str):
-            raise invalid(
-                f"JSON Value: {_json_value(doc)} not formatted correctly. 'signature_name' key must be a "
-                "string value."
-            )
-        self._servable(r)
-        if (signature or SIGNATURE_NAME) != SIGNATURE_NAME:
-            raise invalid(f'Serving signature name: "{signature}" not found in signature def')
-        if "instances" in doc and "inputs" in doc:
-            raise invalid(
-                f"JSON Value: {_json_value(doc)} Not formatted correctly expecting only one of 'inputs' or "
-                "'instances' keys to exist "
-            )
-        if "instances" in doc:
-            key, tensors = "predictions", _from_instances(doc, doc["instances"])
-        elif "inputs" in doc:
-            key, tensors = "outputs", _from_inputs(doc["inputs"])
-        else:
-            raise invalid("Missing 'inputs' or 'instances' key")
-        images = run_model(tensors, self.image_size)
-        if self.predict_delay_s:
-            time.sleep(self.predict_delay_s)
-        # One output tensor: both formats put the whole [N, H, W, 3] tensor under the key.
-        return b'{"' + key.encode() + b'": ' + encode_uint8(images) + b"}"
 
 
 def _raise(error: EmulatorError) -> bytes:
@@ -628,7 +694,7 @@ def _tensor_info(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:
     }
 
 
-def _metadata(model_name: str, image_size: int) -> dict[str, Any]:
+def _metadata(model_name: str, version: int, image_size: int) -> dict[str, Any]:
     """GetModelMetadata's JSON (``preserve_proto_field_names``), as the SavedModel would describe itself."""
     inputs = {
         name: _tensor_info(f"serving_default_{name}:0", "DT_INT32", dims) for name, dims in INPUTS.items()
@@ -652,7 +718,7 @@ def _metadata(model_name: str, image_size: int) -> dict[str, Any]:
         SIGNATURE_NAME: {"inputs": inputs, "outputs": outputs, "method_name": "tensorflow/serving/predict"},
     }
     return {
-        "model_spec": {"name": model_name, "signature_name": "", "version": str(MODEL_VERSION)},
+        "model_spec": {"name": model_name, "signature_name": "", "version": str(version)},
         "metadata": {"signature_def": {"signature_def": signatures}},
     }
 

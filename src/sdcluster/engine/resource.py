@@ -288,6 +288,10 @@ class Stack(Generic[C]):
     def outputs(self, state: State) -> dict[str, Any]:
         return {}
 
+    def notes(self, state: State) -> list[str]:
+        """What the user should do next after an apply (the CLI prints them after the summary)."""
+        return []
+
     def details(self, plan: Plan) -> dict[str, Any]:
         """What ``status`` shows beyond each resource's line (e.g. the cluster and its workload)."""
         return {}

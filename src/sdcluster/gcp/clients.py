@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 # A local emulator answers in milliseconds; a dead or mistyped address must not cost 20 s of retries.
 EMULATOR_CONNECT_TIMEOUT_S = 3.0
+# With this scope GKE knows an impersonated service account by its email (RBAC subjects, audit
+# logs); without it, by its numeric unique ID (cloud.google.com/kubernetes-engine/docs/how-to/
+# role-based-access-control, "Forbidden error for service accounts on VM instances").
+USERINFO_EMAIL = "https://www.googleapis.com/auth/userinfo.email"
 # Impersonated tokens are short-lived and refreshed as needed (google-auth refreshes before expiry).
 IMPERSONATION_LIFETIME_S = 1800
 
@@ -153,7 +157,7 @@ class ClientFactory:
         return impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
             source_credentials=self.user_credentials(),
             target_principal=target_email,
-            target_scopes=[CLOUD_PLATFORM],
+            target_scopes=[CLOUD_PLATFORM, USERINFO_EMAIL],
             lifetime=IMPERSONATION_LIFETIME_S,
             iam_endpoint_override=override,
         )

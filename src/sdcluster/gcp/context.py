@@ -33,6 +33,7 @@ class GcpContext(Context):
         self._kube: dict[tuple[bool, str], Any] = {}
         self._iam_changed_at: float | None = None
         self._accounts_created_at: float | None = None
+        self._number: str | None = None
 
     def absent_because(self, error: Exception) -> str | None:
         """A read denied because an API is not enabled yet, that apply enables first: absent."""
@@ -99,6 +100,19 @@ class GcpContext(Context):
                 ),
             )
             return self._admin
+
+    def project_number(self) -> str:
+        """The project's number (Resource Manager's GetProject), looked up once per run.
+
+        Workload Identity principals name the project by number, not by id.
+        """
+        if self._number is None:
+            client = self.factory.projects()
+            project = retry.call(
+                lambda: client.get_project(name=f"projects/{self.project}"), project=self.project
+            )
+            self._number = str(project.name).removeprefix("projects/")
+        return self._number
 
     def kube(self, admin: bool = False, cluster_key: str = "", broken: bool = False) -> Any:
         """A Kubernetes ApiClient for the cluster (default: the configured one), or None while it

@@ -8,7 +8,10 @@ Roles (least privilege; README explains each deviation from the tutorial):
 
 - gke-admin: roles/container.admin and roles/compute.viewer on the project; roles/iam.serviceAccountUser
   on the gke-node service account only (the tutorial grants it project-wide);
-- gke-node: roles/container.defaultNodeServiceAccount; roles/storage.objectViewer on the model bucket;
+- gke-node: roles/container.defaultNodeServiceAccount (logs and metrics of the nodes, nothing else);
+- the Kubernetes service account TF Serving runs as (``tf-serving``): roles/storage.objectViewer on the
+  model bucket, granted to its Workload Identity principal (on GKE_METADATA nodes a pod is its KSA,
+  not the node's service account);
 - the user: roles/iam.serviceAccountTokenCreator on gke-admin (impersonation).
 """
 
@@ -33,8 +36,8 @@ from .resources.iam import (
     ServiceAccount,
     ServiceAccountMember,
 )
-from .resources.serving import APP, Deployment, endpoint_outputs, serving_resources
-from .resources.storage import Bucket, BucketMember
+from .resources.serving import APP, KSA, Deployment, endpoint_outputs, serving_resources, waiting_note
+from .resources.storage import Bucket, KsaBucketMember
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -132,7 +135,13 @@ class GcpStack(Stack[GcpContext]):
             bucket = Bucket(
                 cfg, (svc("storage.googleapis.com"),), delete=self.delete_bucket, force=self.force_bucket
             )
-            reader = BucketMember(cfg, BUCKET_READER, node_member, node_id, (bucket.address, sa_node.address))
+            # After the cluster: GKE creates the project's Workload Identity pool with its first
+            # cluster that uses it, and IAM refuses a principal of a pool that does not exist yet
+            # (400 "Identity Pool does not exist (PROJECT.svc.id.goog)", e.g.
+            # terraform-google-modules/terraform-google-kubernetes-engine#916).
+            reader = KsaBucketMember(
+                cfg, BUCKET_READER, cfg.serving.namespace, KSA, (bucket.address, cluster.address, *iam_deps)
+            )
             out += [bucket, reader]
             model_deps = (reader.address,)
         out += serving_resources(cfg, (cluster.address, pool.address), model_deps)
@@ -156,6 +165,7 @@ class GcpStack(Stack[GcpContext]):
                 out["deployment"] = {
                     "ready": observed.get("ready", ""),
                     "replicas": observed.get("spec.replicas"),
+                    "model": observed.get("model", ""),
                 }
         return out
 
@@ -227,6 +237,13 @@ class GcpStack(Stack[GcpContext]):
         except SdclusterError:
             return None
         return sum(int(b.size or 0) for b in blobs)
+
+    def notes(self, state: State) -> list[str]:
+        """What to do next after an apply: upload a model when the model path has none."""
+        deployment = state.resources.get(f"k8s.deployment.{self.config.serving.namespace}/{APP}")
+        if deployment is not None and deployment.attributes.get("model") == "none":
+            return [f"Deployment {APP} is waiting for a model: {waiting_note(self.config)}"]
+        return []
 
     def outputs(self, state: State) -> dict[str, Any]:
         """Outputs of what the state records now: nothing is described that does not exist."""

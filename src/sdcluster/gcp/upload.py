@@ -1,25 +1,31 @@
-"""Upload a TensorFlow SavedModel into the model bucket, where TF Serving loads it from.
+"""Upload a TensorFlow SavedModel into the model bucket and publish it as a version TF Serving loads.
 
-TF Serving watches ``--model_base_path`` (``cfg.model_path``, ``gs://<bucket>/stable_diffusion_model``)
-and loads the **highest numeric version** directory below it, so the model goes to
-``<model_path>/<version>/``:
+TF Serving watches ``--model_base_path`` (``cfg.model_path``, ``gs://<bucket>/stable_diffusion_model``),
+polls it every second and loads the **highest numeric version** directory below it. It tries a
+version as soon as any object under ``<N>/`` exists: a version written in place, file by file, is
+seen half-uploaded (and given up after TF Serving's 5 load retries). So a version is published in
+two steps, and TF Serving only ever finds it complete:
 
-- ``version=None`` reuses the highest version already in the bucket (a rerun of the same upload is
-  then a no-op), or 1 when there is none. TF Serving does not reload a version it has loaded: to roll
-  out a *new* model, upload it as a higher version (``version=N+1``) and TF Serving switches to it.
-- Files whose size and CRC32C already match the object in the bucket are skipped (one listing of the
-  version prefix, no per-file requests), so an interrupted upload resumes where it stopped.
-- The rest goes through ``transfer.send``: many files in parallel, large files in parallel parts
-  composed into one object, streamed from disk, CRC32C-checked, resumable: the sessions of an
-  interrupted run are kept in a journal next to the state, and the next run sends only what they
-  do not hold yet (``bytes_sent`` counts what went over the wire).
+1. **staging**: the files go to ``<model_path>/_staging/<N>/`` (a non-numeric directory, which TF
+   Serving ignores) through ``transfer.send``: many files in parallel, large files in parallel parts
+   composed into one object, CRC32C-checked, resumable (the sessions of an interrupted run are kept
+   in a journal next to the state, and the next run sends only what they do not hold yet). A file
+   whose size and CRC32C match an object already in the bucket (a published version, or the staging
+   area of an interrupted upload) is not sent again.
+2. **publish**: server-side copies into ``<model_path>/<N>/`` (no bytes leave the bucket), every file
+   first and ``saved_model.pb`` last: TF Serving cannot load a version without it, and once it is
+   there everything else is too. Then the staging objects are deleted.
 
-Objects under the version that are not in the directory are left alone and reported (``stale``).
+Which version: ``version=None`` takes the highest version in the bucket when it already holds exactly
+this model (a rerun is a no-op) or was left unfinished (the rerun completes it), else the next one
+(TF Serving switches to it); with ``version=N``, N must not already hold another model (TF Serving
+does not reload a version it has loaded). Objects under the version that are not in the directory are
+left alone and reported (``stale``).
 
 Example::
 
     result = upload_model(cfg, "./stable_diffusion_model", factory=factory)
-    result.message  # 'TF Serving will load version 1 from gs://demo-proj-bucket/stable_diffusion_model/1/'
+    result.message  # 'published version 1 at gs://demo-proj-bucket/stable_diffusion_model/1/'
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -41,18 +48,23 @@ if TYPE_CHECKING:
     from .clients import ClientFactory
 
 __all__ = [
+    "STAGING",
     "LocalFile",
     "UploadProgress",
     "UploadResult",
     "crc32c_b64",
     "saved_model_files",
+    "split_model_path",
     "summarize",
     "upload_model",
+    "versions_under",
 ]
 
 MAX_WORKERS = 8
 # Progress events while bytes flow are throttled; per-phase events are always sent.
 PROGRESS_INTERVAL_S = 0.2
+STAGING = "_staging"  # below the model path: TF Serving aspires numeric directories only
+GRAPHS = ("saved_model.pb", "saved_model.pbtxt")  # what makes a version loadable: published last
 
 
 @dataclass(frozen=True)
@@ -66,18 +78,20 @@ class LocalFile:
 
 @dataclass(frozen=True)
 class UploadProgress:
-    """A progress report. ``phase``: "checking" (comparing checksums), "uploading", "done".
+    """A progress report. ``phase``: "checking" (comparing checksums), "uploading" (to the staging
+    area), "publishing" (server-side copies into the version), "done".
 
     ``bytes_done`` counts skipped files, bytes earlier sessions hold, and bytes read for sending.
     """
 
-    phase: Literal["checking", "uploading", "done"]
+    phase: Literal["checking", "uploading", "publishing", "done"]
     files_total: int
     bytes_done: int
     bytes_total: int
     elapsed_s: float
 
     bytes_at_start: int = 0  # skipped or already held when bytes began to flow
+    version: int = 0  # the version being published
 
     @property
     def rate_bps(self) -> float:
@@ -94,7 +108,8 @@ class UploadProgress:
 
 @dataclass(frozen=True)
 class UploadResult:
-    """What ``upload_model`` did. ``uploaded``/``skipped``/``stale`` are object names below ``destination``."""
+    """What ``upload_model`` did. ``uploaded``/``skipped``/``stale`` are file names below ``destination``:
+    sent to the bucket, not sent (already there), in the version but not in the directory."""
 
     destination: str  # gs://BUCKET/PREFIX/N/
     version: int
@@ -104,17 +119,21 @@ class UploadResult:
     stale: tuple[str, ...]
     bytes_sent: int
     elapsed_s: float
-    workers: int  # upload threads that carried files (0 when every file was skipped)
+    workers: int  # upload threads that carried files (0 when no file was sent)
+    published: bool = False  # objects were copied into the version (False: it already held the model)
+    served: str = ""  # what TF Serving serves once it has loaded it ("" when not waited for)
 
     @property
     def message(self) -> str:
-        """One line for the user, e.g. 'TF Serving will load version 1 from gs://b/m/1/'."""
-        if self.serving_version == self.version:
-            return f"TF Serving will load version {self.version} from {self.destination}"
-        return (
-            f"version {self.version} is uploaded to {self.destination}, but TF Serving serves the highest "
-            f"version, {self.serving_version}"
+        """One line for the user, e.g. 'published version 1 at gs://b/m/1/'."""
+        done = (
+            f"published version {self.version} at {self.destination}"
+            if self.published
+            else f"version {self.version} at {self.destination} already holds this model"
         )
+        if self.serving_version != self.version:
+            done = f"{done}, but TF Serving serves the highest version, {self.serving_version}"
+        return f"{done}; TF Serving serves {self.served}" if self.served else done
 
 
 Progress = Callable[[UploadProgress], None]
@@ -129,12 +148,11 @@ def upload_model(
     progress: Progress | None = None,
     max_workers: int = MAX_WORKERS,
 ) -> UploadResult:
-    """Upload the SavedModel in ``directory`` to ``<cfg.model_path>/<version>/``.
+    """Upload the SavedModel in ``directory`` and publish it as ``<cfg.model_path>/<version>/``.
 
-    ``version=None``: the highest version already in the bucket, else 1 (see the module docstring).
-    ``progress`` is called from upload threads, one call at a time. Raises UsageError for a directory
-    that is not a SavedModel or a bad version, NotFound when the bucket does not exist, and the
-    translated storage error when an upload fails.
+    ``version=None``: see the module docstring. ``progress`` is called from upload threads, one call
+    at a time. Raises UsageError for a directory that is not a SavedModel or a bad version, NotFound
+    when the bucket does not exist, and the translated storage error when an upload fails.
 
     Example::
 
@@ -146,21 +164,37 @@ def upload_model(
             hint="TF Serving loads numbered version directories: use --version 1, 2, ...",
         )
     files = saved_model_files(directory)
-    bucket_name, base = _split_model_path(cfg.model_path)
+    bucket_name, base = split_model_path(cfg.model_path)
     client = factory.storage(cfg.project)
-    versions = _remote_versions(client, bucket_name, base, cfg.project)
-    chosen = version if version is not None else max(versions, default=1)
-    prefix = f"{base}/{chosen}/"
-    destination = f"gs://{bucket_name}/{prefix}"
-
     tracker = _Tracker(len(files), sum(f.size for f in files), progress)
     tracker.emit("checking", force=True)
-    remote = _remote_objects(client, bucket_name, prefix, cfg.project)
-    todo = [f for f in files if not _same_content(f, remote.get(prefix + f.name))]
-    tracker.skip(tracker.bytes_total - sum(f.size for f in todo))
+    remote = _remote_objects(client, bucket_name, f"{base}/", cfg.project)
+    versions = sorted({int(n.split("/", 1)[0]) for n in remote if n.split("/", 1)[0].isdigit()})
+    sums = _Checksums()
+    chosen = _choose_version(version, versions, files, remote, sums)
+    tracker.version = chosen
+    target, staging = f"{chosen}/", f"{STAGING}/{chosen}/"
+    destination = f"gs://{bucket_name}/{base}/{target}"
 
+    # Where each file of the version comes from: already in place, a copy of an identical object in
+    # the bucket, or an upload to the staging area first.
+    sources: dict[str, str] = {}
+    todo: list[LocalFile] = []
+    for f in files:
+        if sums.same(f, remote.get(target + f.name)):
+            continue
+        twin = next((n for n, meta in remote.items() if sums.same(f, meta)), None)
+        if twin is None:
+            todo.append(f)
+            twin = staging + f.name
+        sources[f.name] = twin
+    tracker.skip(tracker.bytes_total - sum(f.size for f in todo))
+    bucket = client.bucket(bucket_name)
     journal = transfer.journal_for(cfg.state.path, destination)
-    sent = _upload(client.bucket(bucket_name), prefix, todo, tracker, max_workers, cfg.project, journal)
+    sent = _upload(bucket, f"{base}/{staging}", todo, tracker, max_workers, cfg.project, journal)
+    tracker.emit("publishing", force=True)
+    _publish(bucket, base, target, sources, max_workers, cfg.project)
+    _clean_staging(client, bucket, bucket_name, f"{base}/{staging}", cfg.project)
     tracker.emit("done", force=True)
     local = {f.name for f in files}
     uploaded = {f.name for f in todo}
@@ -170,11 +204,79 @@ def upload_model(
         serving_version=max([*versions, chosen]),
         uploaded=tuple(sorted(uploaded)),
         skipped=tuple(sorted(local - uploaded)),
-        stale=tuple(sorted({n.removeprefix(prefix) for n in remote} - local)),
+        stale=tuple(sorted({n.removeprefix(target) for n in remote if n.startswith(target)} - local)),
         bytes_sent=sent.bytes_sent,
         elapsed_s=tracker.elapsed(),
         workers=len(sent.workers),
+        published=bool(sources),
     )
+
+
+def _choose_version(
+    asked: int | None,
+    versions: list[int],
+    files: list[LocalFile],
+    remote: dict[str, tuple[int, str]],
+    sums: _Checksums,
+) -> int:
+    def holds_this_model(v: int) -> bool:
+        return all(sums.same(f, remote.get(f"{v}/{f.name}")) for f in files)
+
+    def complete(v: int) -> bool:
+        return any(f"{v}/{g}" in remote for g in GRAPHS)
+
+    if asked is not None:
+        if asked in versions and complete(asked) and not holds_this_model(asked):
+            raise UsageError(
+                f"version {asked} already holds another model",
+                hint=(
+                    "TF Serving does not reload a version it has loaded: publish the new model as a new "
+                    f"version (--version {max(versions) + 1}, or leave --version out)"
+                ),
+            )
+        return asked
+    if not versions:
+        return 1
+    top = versions[-1]
+    # The highest version: this very model (a rerun), or one an interrupted upload left unpublished.
+    if holds_this_model(top) or not complete(top):
+        return top
+    return top + 1
+
+
+def _publish(
+    bucket: Any, base: str, target: str, sources: dict[str, str], max_workers: int, project: str
+) -> None:
+    """Server-side copies into the version: everything else first, the graph (saved_model.pb) last."""
+    graphs = {n: src for n, src in sources.items() if n in GRAPHS}
+    rest = {n: src for n, src in sources.items() if n not in GRAPHS}
+
+    def copy(item: tuple[str, str]) -> None:
+        name, src = item
+        retry.call(
+            lambda: bucket.copy_blob(bucket.blob(f"{base}/{src}"), bucket, f"{base}/{target}{name}"),
+            project=project,
+            context=f"copy gs://{bucket.name}/{base}/{src}",
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+        list(pool.map(copy, rest.items()))
+    for item in graphs.items():
+        copy(item)
+
+
+def _clean_staging(client: Any, bucket: Any, bucket_name: str, prefix: str, project: str) -> None:
+    """Delete the staging area of this version (what a finished publish no longer needs)."""
+    from google.api_core import exceptions as gexc
+
+    def delete(name: str) -> None:
+        try:
+            bucket.blob(name).delete()
+        except gexc.NotFound:
+            pass  # a retried delete that had gone through
+
+    for name in _remote_objects(client, bucket_name, prefix, project):
+        retry.call(lambda: delete(prefix + name), project=project, context=f"clean up {prefix}")  # noqa: B023
 
 
 def saved_model_files(directory: str | Path) -> list[LocalFile]:
@@ -212,14 +314,17 @@ def saved_model_files(directory: str | Path) -> list[LocalFile]:
 # The bucket side
 
 
-def _split_model_path(model_path: str) -> tuple[str, str]:
+def split_model_path(model_path: str) -> tuple[str, str]:
     """``gs://b/a/b/`` -> ``("b", "a/b")`` (Config has validated the form)."""
     bucket, _, prefix = model_path.removeprefix("gs://").partition("/")
     return bucket, prefix.strip("/")
 
 
-def _remote_versions(client: Any, bucket: str, base: str, project: str) -> list[int]:
-    """The numeric version directories under ``base`` (TF Serving ignores non-numeric ones too)."""
+def versions_under(client: Any, bucket: str, base: str, project: str) -> list[int]:
+    """The numeric version directories under ``base``: what TF Serving would try to load.
+
+    Raises NotFound (with a hint) when the bucket does not exist.
+    """
 
     def list_prefixes() -> set[str]:
         pages = client.list_blobs(bucket, prefix=f"{base}/", delimiter="/", retry=_storage_retry())
@@ -238,13 +343,19 @@ def _remote_versions(client: Any, bucket: str, base: str, project: str) -> list[
 
 
 def _remote_objects(client: Any, bucket: str, prefix: str, project: str) -> dict[str, tuple[int, str]]:
-    """Object name -> (size, base64 CRC32C) for everything under ``prefix``, from one listing."""
-    blobs = retry.call(
-        lambda: list(client.list_blobs(bucket, prefix=prefix, retry=_storage_retry())),
-        project=project,
-        context=f"list gs://{bucket}/{prefix}",
-    )
-    return {b.name: (int(b.size or 0), b.crc32c or "") for b in blobs}
+    """Object name (relative to ``prefix``) -> (size, base64 CRC32C) for everything under it, from
+    one listing. NotFound (with a hint) when the bucket does not exist."""
+    try:
+        blobs = retry.call(
+            lambda: list(client.list_blobs(bucket, prefix=prefix, retry=_storage_retry())),
+            project=project,
+            context=f"list gs://{bucket}/{prefix}",
+        )
+    except NotFound as e:
+        raise NotFound(
+            f"bucket {bucket} does not exist", hint="create it: sdcluster apply (it manages the model bucket)"
+        ) from e
+    return {b.name.removeprefix(prefix): (int(b.size or 0), b.crc32c or "") for b in blobs}
 
 
 def _storage_retry() -> Any:
@@ -260,9 +371,18 @@ def _storage_retry() -> Any:
     return DEFAULT_RETRY.with_delay(initial=1.0 * scale, maximum=60.0 * scale, multiplier=2.0)
 
 
-def _same_content(local: LocalFile, remote: tuple[int, str] | None) -> bool:
-    # Size first: a cheap no that spares reading the file.
-    return remote is not None and remote[0] == local.size and remote[1] == crc32c_b64(local.path)
+class _Checksums:
+    """Local CRC32Cs, each file read once per upload (and only when a remote object's size matches)."""
+
+    def __init__(self) -> None:
+        self._crc: dict[Path, str] = {}
+
+    def same(self, local: LocalFile, remote: tuple[int, str] | None) -> bool:
+        if remote is None or remote[0] != local.size:  # size first: a cheap no that spares a read
+            return False
+        if local.path not in self._crc:
+            self._crc[local.path] = crc32c_b64(local.path)
+        return remote[1] == self._crc[local.path]
 
 
 def crc32c_b64(path: Path) -> str:
@@ -299,7 +419,7 @@ def _upload(
 
 
 # --------------------------------------------------------------------------------------------------
-# Progress: a file wrapper that counts what the uploader reads
+# Progress
 
 
 class _Tracker:
@@ -311,6 +431,7 @@ class _Tracker:
         self.progress = progress
         self.bytes_done = 0
         self.bytes_at_start = 0
+        self.version = 0
         self.start = time.monotonic()
         self._last_emit = 0.0
         self._lock = threading.Lock()
@@ -332,7 +453,9 @@ class _Tracker:
             self.bytes_done = min(self.bytes_total, self.bytes_done + n)  # a retry re-reads bytes
         self.emit("uploading")
 
-    def emit(self, phase: Literal["checking", "uploading", "done"], *, force: bool = False) -> None:
+    def emit(
+        self, phase: Literal["checking", "uploading", "publishing", "done"], *, force: bool = False
+    ) -> None:
         if self.progress is None:
             return
         with self._lock:
@@ -347,6 +470,7 @@ class _Tracker:
                 self.bytes_total,
                 now - self.start,
                 self.bytes_at_start,
+                self.version,
             )
             # Under the lock: the callback is never entered by two upload threads at once.
             self.progress(event)

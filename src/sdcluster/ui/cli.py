@@ -282,9 +282,10 @@ def _run(p: Any, what: str, auto_approve: bool, adopt: bool = False) -> None:
     if not p.has_changes:
         # Still record what was observed (adopt), without any mutating call.
         INTERRUPTS.applying(p.bound().context)
-        api.apply(p, adopt=adopt)
+        state = api.apply(p, adopt=adopt)
         INTERRUPTS.finished()
         _print_outputs(p.bound().backend)
+        _print_notes(p, state)
         return
     _confirm(what, auto_approve)
     INTERRUPTS.applying(p.bound().context)
@@ -304,6 +305,13 @@ def _run(p: Any, what: str, auto_approve: bool, adopt: bool = False) -> None:
             f"{n['destroy']} destroyed."
         )
         _print_outputs(p.bound().backend, state.outputs)
+        _print_notes(p, state)
+
+
+def _print_notes(p: Any, state: Any) -> None:
+    if not p.destroy:
+        for note in p.bound().stack.notes(state):
+            typer.echo(f"\nNote: {note}")
 
 
 def _print_outputs(backend: Any, outputs: dict[str, Any] | None = None) -> None:
@@ -487,7 +495,9 @@ def status(ctx: typer.Context, json_: Annotated[bool, Flag("--json", help="JSON 
     else:
         say("\nCluster: not created")
     if d:
-        say(f"Deployment: {d['ready']} ready")
+        model = d.get("model") or "unknown"
+        waiting = " (waiting for a model: sdcluster upload-model DIR)" if model == "none" else ""
+        say(f"Deployment: {d['ready']} ready, model: {model}{waiting}")
     if st["outputs"].get("endpoint"):
         say(f"Endpoint: {st['outputs']['endpoint']}")
     if st.get("cost"):
@@ -563,17 +573,23 @@ def upload_model(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="A TensorFlow SavedModel directory.")],
     version: Annotated[
-        int | None, typer.Option("--version", help="Model version (default: the highest there, or 1).")
+        int | None,
+        typer.Option(
+            "--version", help="Model version (default: the highest if it holds this model, else the next)."
+        ),
     ] = None,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Do not wait for TF Serving to serve the new version.")
+    ] = False,
     json_: Annotated[bool, typer.Option("--json", help="JSON summary.")] = False,
 ) -> None:
-    """Upload a SavedModel to <model_path>/<version>/ in parallel, skipping unchanged files."""
-    from ..gcp.clients import ClientFactory
+    """Publish a SavedModel as a model version (staged, then copied into <model_path>/<N>/ with
+    saved_model.pb last) and wait until TF Serving serves it."""
+    from .. import api
     from ..gcp.upload import summarize
-    from ..gcp.upload import upload_model as upload
     from .render import upload_progress_line
 
-    cfg = _load_config(ctx)
+    ws = _workspace(ctx)
     console = _console()
     last = [0.0]
 
@@ -586,12 +602,13 @@ def upload_model(
         last[0] = now
         console.print(upload_progress_line(p), highlight=False)
 
-    result = upload(
-        cfg,
+    result = api.upload_model(
+        ws,
         directory,
         version=version,
-        factory=ClientFactory.for_user(cfg.user, _opts(ctx).emulator),
         progress=progress,
+        say=None if json_ else (lambda message: console.print(message, highlight=False)),
+        wait=not no_wait,
     )
     if json_:
         typer.echo(json.dumps(summarize(result), indent=2))

@@ -1,7 +1,8 @@
 """``sdcluster demo``: the whole journey on an embedded emulator, with each step's real output.
 
 It starts an in-process emulator with short delays, then runs the real CLI commands against it, in a
-fresh working directory: init -> plan -> apply -> status -> upload-model -> generate -> destroy.
+fresh working directory: init -> apply (the bucket has no model yet: apply says so) -> upload-model
+(publishes version 1 and waits until TF Serving serves it) -> generate -> destroy.
 Nothing here fakes a step: each is the same code path a user runs against Google Cloud, only routed
 to the emulator (``SDCLUSTER_EMULATOR``). The generated image comes from the emulator's synthetic TF
 Serving stand-in (a pattern derived from the prompt's tokens, not a diffusion model).
@@ -32,6 +33,9 @@ KNOBS: dict[str, Any] = {
     "lb_s": 1.0,
     "iam_propagation_s": 2.0,
     "sa_propagation_s": 0.5,
+    "kubelet_scale": 0.1,  # a 10 s probe period takes 1 s
+    "tfserving_scale": 0.5,  # TF Serving polls the bucket every 0.5 s
+    "model_load_s": 2.0,  # loading the version is visible
 }
 
 
@@ -95,9 +99,7 @@ def run(
             model = make_demo_model(workdir / "stable_diffusion_model")
             steps = [
                 ["init", "--project", PROJECT, "--user", USER],
-                ["plan"],
                 ["apply", "--auto-approve"],
-                ["status"],
                 ["upload-model", str(model.relative_to(workdir))],
                 ["generate", PROMPT, "--steps", "5", "--out", "images"],
             ]

@@ -87,6 +87,7 @@ class Kind:
 KINDS = {
     "Namespace": Kind("CoreV1Api", "namespace", namespaced=False),
     "ConfigMap": Kind("CoreV1Api", "namespaced_config_map"),
+    "ServiceAccount": Kind("CoreV1Api", "namespaced_service_account"),
     "Service": Kind("CoreV1Api", "namespaced_service"),
     "Deployment": Kind("AppsV1Api", "namespaced_deployment"),
     "HorizontalPodAutoscaler": Kind("AutoscalingV2Api", "namespaced_horizontal_pod_autoscaler"),

@@ -1,6 +1,15 @@
-"""TensorFlow Serving on the cluster: ConfigMap, Deployment, LoadBalancer Service (+ optional HPA),
-their manifests, and the waits that make them useful (rollout, load balancer). Each object is a
-``kube.KubeObject`` resource, applied server-side.
+"""TensorFlow Serving on the cluster: ConfigMap, ServiceAccount, Deployment, LoadBalancer Service (+
+optional HPA), their manifests, and the waits that make them useful (rollout, load balancer, a model
+version served). Each object is a ``kube.KubeObject`` resource, applied server-side.
+
+TF Serving runs as the Kubernetes service account ``tf-serving``: on the GKE_METADATA nodes of a
+Workload Identity cluster a pod acts as its KSA's principal, which alone is granted
+storage.objectViewer on the model bucket (``storage.KsaBucketMember``).
+
+TF Serving 2.11 opens no port until the first model version has loaded (``model_servers/server.cc``
+builds ServerCore, which waits for it, before starting the gRPC and REST servers). So apply on a
+model path without a version waits for the pods to start, records the Deployment as waiting for a
+model and says to run ``sdcluster upload-model``; a startup probe gives a multi-GB load its time.
 
 Destroy deletes the Service and waits until it is gone **before** the cluster goes: GKE does not
 delete the load balancer of a Service when the cluster is deleted, and it keeps costing money.
@@ -9,14 +18,15 @@ delete the load balancer of a Service when the cluster is deleted, and it keeps 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ... import retry
 from ...config.quantity import canonical_cpu, quantity_value
-from ...engine import Resource
-from ...errors import RolloutStuck, WaitTimeout
+from ...engine import Change, Resource
+from ...errors import InvalidRequest, NotFound, PermissionDenied, RolloutStuck, SdclusterError, WaitTimeout
+from ...state import ResourceState
 from ...tfserving import GRPC_PORT, HTTP_PORT, model_url
 from ..context import GcpContext
 from ..labels import K8S_MANAGED_BY, POOL_LABEL
@@ -35,9 +45,20 @@ batch_timeout_micros { value: 1000000 }
 max_enqueued_batches { value: 16 }
 num_batch_threads { value: 2 }
 """
-# GKE gives Spot/preemptible nodes a short shutdown window; stay within it so TF Serving finishes
-# in-flight requests instead of being killed mid-response.
-TERMINATION_GRACE_S = 25
+KSA = "tf-serving"  # the Kubernetes service account TF Serving runs as: its principal reads the model
+# On Spot (and preemptible) preemption GKE gives pods 30 s: the first 15 s to ordinary pods, the rest
+# to system pods (cloud.google.com/kubernetes-engine/docs/concepts/spot-vms, graceful shutdown). A
+# longer grace period is cut at 15 s anyway; stay within what is honoured.
+TERMINATION_GRACE_S = 15
+# TF Serving's ports open only once the model has loaded; a multi-GB SavedModel read from Cloud
+# Storage and restored takes minutes. The startup probe allows 30 minutes (10 s x 180) before the
+# kubelet restarts the container; the liveness probe takes over once it has passed.
+STARTUP_PERIOD_S = 10
+STARTUP_FAILURES = 180
+# What GKE runs on every node, by CPU request (observed on GKE 1.29 nodes, kubectl describe node:
+# kube-proxy 100m, fluentbit-gke 105m, ip-masq-agent 10m, gke-metadata-server 100m on GKE_METADATA
+# nodes; sdcluster's pool runs the metadata server).
+SYSTEM_PODS_CPU = Decimal("0.315")
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 STUCK_REASONS = (
     "ImagePullBackOff",
@@ -47,7 +68,10 @@ STUCK_REASONS = (
     "CreateContainerConfigError",
 )
 STUCK_HINTS = {
+    "max node group size reached": "the node pool is at cluster.max_nodes: raise it, or lower serving.replicas / serving.cpu",
+    "wouldn't fit if a new node is added": "the pod's requests do not fit on a node: lower serving.cpu / serving.memory or use a larger cluster.machine_type",
     "Insufficient": "the pod's requests do not fit on a node: lower serving.cpu / serving.memory or use a larger cluster.machine_type",
+    "service account": "the Deployment's Kubernetes service account is missing: run sdcluster apply",
     "ImagePullBackOff": "check serving.image (does that image and tag exist and can the nodes pull it?)",
     "ErrImagePull": "check serving.image (does that image and tag exist and can the nodes pull it?)",
     "InvalidImageName": "check serving.image",
@@ -119,15 +143,16 @@ def deployment_manifest(cfg: Config) -> dict[str, Any]:
             "periodSeconds": 10,
             "failureThreshold": 3,
         },
-        # Liveness only checks that the server answers; loading a large model can take minutes.
-        "livenessProbe": {
+        # Nothing listens before the model has loaded: liveness starts once the startup probe passed.
+        "startupProbe": {
             "tcpSocket": {"port": GRPC_PORT},
-            "initialDelaySeconds": 60,
-            "periodSeconds": 20,
-            "failureThreshold": 6,
+            "periodSeconds": STARTUP_PERIOD_S,
+            "failureThreshold": STARTUP_FAILURES,
         },
+        "livenessProbe": {"tcpSocket": {"port": GRPC_PORT}, "periodSeconds": 20, "failureThreshold": 3},
     }
     pod_spec: dict[str, Any] = {
+        "serviceAccountName": KSA,
         "containers": [container],
         "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
         # Our pool carries this node label whatever its GKE name (a replaced pool gets a suffix).
@@ -154,6 +179,14 @@ def deployment_manifest(cfg: Config) -> dict[str, Any]:
             "selector": {"matchLabels": {"app": APP}},
             "template": {"metadata": {"labels": labels()}, "spec": pod_spec},
         },
+    }
+
+
+def service_account_manifest(cfg: Config) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": KSA, "namespace": cfg.serving.namespace, "labels": labels()},
     }
 
 
@@ -208,6 +241,17 @@ def namespace_manifest(cfg: Config) -> dict[str, Any]:
 
 
 class Deployment(KubeObject):
+    """TF Serving's Deployment. Besides our fields, its ``rollout`` is managed: a template the cluster
+    has but has not rolled out (a failed update) is a change the next plan shows and apply retries.
+    ``model`` (informative) says which version the bucket offers."""
+
+    _model = "unknown"
+
+    def diff(self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> Change:
+        if observed is not None and "rollout" in observed:  # read() saw the live status
+            desired = {**desired, "rollout": "complete"}
+        return super().diff(desired, observed)
+
     def warnings(self, ctx: GcpContext, observed: Mapping[str, Any] | None) -> list[str]:
         return capacity_warnings(self.cfg)
 
@@ -215,8 +259,73 @@ class Deployment(KubeObject):
         status = live.get("status", {}) or {}
         return {"ready": f"{status.get('readyReplicas', 0) or 0}/{live.get('spec', {}).get('replicas', 0)}"}
 
+    def read(self, ctx: GcpContext, prior: ResourceState | None) -> dict[str, Any] | None:
+        live = self.get(ctx)
+        if live is None or live.get("metadata", {}).get("deletionTimestamp"):
+            return None
+        model = model_word(model_versions(ctx, self.cfg))
+        return {**self.view(live), "model": model, "rollout": rollout_word(live, model)}
+
+    def apply(self, ctx: GcpContext) -> dict[str, Any]:
+        attrs = super().apply(ctx)
+        return {**attrs, "model": self._model, "rollout": "complete"}
+
     def after_apply(self, ctx: GcpContext, live: dict[str, Any]) -> None:
-        wait_for_rollout(ctx, self, int(live.get("metadata", {}).get("generation", 0)))
+        versions = model_versions(ctx, self.cfg)
+        self._model = model_word(versions)
+        generation = int(live.get("metadata", {}).get("generation", 0))
+        if versions == []:
+            # TF Serving will open no port until a version exists: wait for the pods to start only.
+            wait_for_rollout(ctx, self, generation, until="started")
+            ctx.report(self.address, f"waiting for a model: {waiting_note(self.cfg)}")
+        else:
+            wait_for_rollout(ctx, self, generation)
+
+
+def model_versions(ctx: GcpContext, cfg: Config) -> list[int] | None:
+    """The numeric version directories under the model path (what TF Serving would aspire), or None
+    when the bucket cannot be read with the user's credentials."""
+    from ..upload import split_model_path, versions_under
+
+    bucket, base = split_model_path(cfg.model_path)
+    try:
+        return versions_under(ctx.factory.storage(cfg.project), bucket, base, cfg.project)
+    except (NotFound, PermissionDenied):
+        return None
+
+
+def rollout_word(live: Mapping[str, Any], model: str) -> str:
+    """``complete``, or what the rollout still waits for (``failed: ...`` when it cannot finish).
+
+    Without a model version TF Serving cannot become ready: the rollout is complete once the new
+    pods exist (apply waits for them to start).
+    """
+    try:
+        waiting = rollout_progress(live)
+    except RolloutStuck as e:
+        return f"failed: {e}"
+    if waiting is None:
+        return "complete"
+    status = live.get("status") or {}
+    if model == "none" and int(status.get("updatedReplicas", 0) or 0) >= int(
+        (live.get("spec") or {}).get("replicas", 1)
+    ):
+        return "complete"
+    return waiting
+
+
+def model_word(versions: list[int] | None) -> str:
+    """The Deployment's ``model`` attribute: ``version 3``, ``none`` or ``unknown``."""
+    if versions is None:
+        return "unknown"
+    return f"version {max(versions)}" if versions else "none"
+
+
+def waiting_note(cfg: Config) -> str:
+    return (
+        f"no model version under {cfg.model_path}/ yet, so TF Serving does not listen; "
+        "upload one: sdcluster upload-model ./stable_diffusion_model"
+    )
 
 
 class Service(KubeObject):
@@ -235,26 +344,41 @@ class Service(KubeObject):
         return {"lb_ip": ingress_ip(live) or ""}
 
 
+def node_cpu_for_pods(vcpus: int) -> Decimal:
+    """CPU a GKE node leaves to our pods: capacity minus GKE's reservation (6% of the first core, 1%
+    of the second, 0.5% of the next two, 0.25% above: cloud.google.com/kubernetes-engine/docs/
+    concepts/plan-node-sizes) minus the system pods GKE runs on every node (SYSTEM_PODS_CPU).
+
+    Example: ``node_cpu_for_pods(4) == Decimal("3.605")`` (3920m allocatable - 315m).
+    """
+    reserved, rest = Decimal(0), Decimal(vcpus)
+    for size, share in ((1, "0.06"), (1, "0.01"), (2, "0.005"), (10**6, "0.0025")):
+        part = min(rest, Decimal(size))
+        reserved += part * Decimal(share)
+        rest -= part
+    return Decimal(vcpus) - reserved - SYSTEM_PODS_CPU
+
+
 def capacity_warnings(cfg: Config) -> list[str]:
-    """Can the pods fit on the pool at the configured requests?"""
+    """Can the pods fit on the pool at the configured requests, next to GKE's own pods?"""
     vcpus = machine_vcpus(cfg.cluster.machine_type)
     if not vcpus:
         return []
-    # GKE reserves part of each node for the system: about 80m of a 4-vCPU node, more on small ones.
-    allocatable = Decimal(vcpus) - Decimal("0.08") if vcpus >= 2 else Decimal(vcpus) * Decimal("0.9")
+    room = node_cpu_for_pods(vcpus)
     request = quantity_value(cfg.serving.cpu)
-    if request > allocatable:
+    if request > room:
         return [
-            f"serving.cpu = {cfg.serving.cpu} exceeds the allocatable CPU of a {cfg.cluster.machine_type} node "
-            f"(~{allocatable}): the pods will never be scheduled"
+            f"serving.cpu = {cfg.serving.cpu} exceeds what a {cfg.cluster.machine_type} node leaves to pods "
+            f"(~{room} CPU after GKE's reservation and the system pods on every node): the pods will never "
+            "be scheduled"
         ]
-    per_node = int(allocatable // request) if request else 0
+    per_node = int(room // request) if request else 0
     wanted = cfg.serving.max_replicas if cfg.serving.autoscaling else cfg.serving.replicas
     fit = per_node * cfg.cluster.max_nodes
     if wanted > fit:
         return [
             f"{wanted} replicas x {cfg.serving.cpu} CPU cannot fit on {cfg.cluster.max_nodes} x "
-            f"{cfg.cluster.machine_type} ({per_node} per node): at most {fit} will run"
+            f"{cfg.cluster.machine_type} ({per_node} per node next to GKE's system pods): at most {fit} will run"
         ]
     return []
 
@@ -263,42 +387,132 @@ def capacity_warnings(cfg: Config) -> list[str]:
 # Waits
 
 
-def _pods_and_events(ctx: GcpContext, namespace: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _pods_and_events(
+    ctx: GcpContext, obj: KubeObject, deployment: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pods of the Deployment's newest ReplicaSet (its current template) and the namespace's events."""
     from kubernetes import client as k8s
 
     client = ctx.kube(admin=True)
-    core = k8s.CoreV1Api(client)
-    pods = raw_json(
+    core, apps = k8s.CoreV1Api(client), k8s.AppsV1Api(client)
+    ns, selector = obj.namespace, f"app={APP}"
+    sets = raw_json(
         kube_call(
-            ctx,
-            lambda: core.list_namespaced_pod(namespace, label_selector=f"app={APP}", _preload_content=False),
+            ctx, lambda: apps.list_namespaced_replica_set(ns, label_selector=selector, _preload_content=False)
         )
+    ).get("items", [])
+    uid = (deployment.get("metadata") or {}).get("uid")
+    owned = [
+        rs
+        for rs in sets
+        if any(o.get("uid") == uid for o in (rs.get("metadata") or {}).get("ownerReferences") or [])
+    ]
+    newest = max(
+        owned, key=lambda rs: int((rs["metadata"].get("annotations") or {}).get(REVISION, 0)), default=None
     )
-    events = raw_json(kube_call(ctx, lambda: core.list_namespaced_event(namespace, _preload_content=False)))
+    hash_ = ((newest or {}).get("metadata", {}).get("labels") or {}).get("pod-template-hash")
+    if hash_:
+        selector = f"{selector},pod-template-hash={hash_}"
+    pods = raw_json(
+        kube_call(ctx, lambda: core.list_namespaced_pod(ns, label_selector=selector, _preload_content=False))
+    )
+    events = raw_json(kube_call(ctx, lambda: core.list_namespaced_event(ns, _preload_content=False)))
     return pods.get("items", []), events.get("items", [])
 
 
+REVISION = "deployment.kubernetes.io/revision"
+
+
+def _condition(obj: Mapping[str, Any], ctype: str) -> dict[str, Any]:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == ctype), {})
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    return _condition(pod, "Ready").get("status") == "True"
+
+
 def stuck_reason(pods: list[dict[str, Any]], events: list[dict[str, Any]]) -> str | None:
-    """Why pods cannot become ready, from pod status and events (None: nothing definitive yet)."""
-    names = {p.get("metadata", {}).get("name") for p in pods}
+    """Why the new pods cannot become ready, if that is final (None: keep waiting).
+
+    A pod not yet scheduled (its PodScheduled condition False) is waiting for a node: final only when
+    the cluster autoscaler said it will not add one (NotTriggerScaleUp: the pod would not fit, or the
+    pool is at its maximum). Old FailedScheduling events (they live for an hour) decide nothing.
+    """
     for p in pods:
+        if _ready(p):
+            continue
+        meta = p.get("metadata", {})
+        scheduled = _condition(p, "PodScheduled")
+        if scheduled.get("status") == "False":
+            verdicts = [
+                e
+                for e in events
+                if e.get("reason") == "NotTriggerScaleUp"
+                and (e.get("involvedObject") or {}).get("uid") == meta.get("uid")
+            ]
+            if verdicts:
+                latest = max(verdicts, key=lambda e: str(e.get("lastTimestamp") or ""))
+                return f"{scheduled.get('message', 'unschedulable')} (cluster autoscaler: {latest.get('message', '')})"
+            continue
         for cs in p.get("status", {}).get("containerStatuses", []) or []:
             waiting = (cs.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in STUCK_REASONS:
                 return f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
-    for e in events:
-        if e.get("reason") == "FailedScheduling" and e.get("involvedObject", {}).get("name") in names:
-            msg = str(e.get("message", ""))
-            if "Insufficient" in msg:
-                return f"FailedScheduling: {msg}"
     return None
 
 
-def wait_for_rollout(ctx: GcpContext, obj: KubeObject, generation: int) -> None:
-    """Until the Deployment is Available with readyReplicas == replicas for our generation.
+def rollout_progress(deployment: Mapping[str, Any]) -> str | None:
+    """What ``kubectl rollout status`` waits for (None: rolled out). Raises RolloutStuck once the
+    Deployment has exceeded its progress deadline or cannot create its pods.
 
-    A stuck rollout (unschedulable, image pull failure, crash loop) seen over a grace period is
-    reported with the reason from pod status/events and a hint, instead of waiting out the timeout.
+    (kubectl's polymorphichelpers/rollout_status.go: observedGeneration, updatedReplicas, replicas,
+    availableReplicas.)
+    """
+    meta, spec, status = (
+        deployment.get("metadata", {}),
+        deployment.get("spec", {}),
+        deployment.get("status", {}) or {},
+    )
+    name = meta.get("name", "")
+    if int(status.get("observedGeneration", 0) or 0) < int(meta.get("generation", 0) or 0):
+        return "waiting for the spec update to be observed"
+    failure = _condition(deployment, "ReplicaFailure")
+    if failure.get("status") == "True":
+        raise RolloutStuck(
+            f"Deployment {name} cannot create its pods: {failure.get('message', '')}",
+            hint=_hint(str(failure.get("message", ""))),
+        )
+    if _condition(deployment, "Progressing").get("reason") == "ProgressDeadlineExceeded":
+        raise RolloutStuck(
+            f'deployment "{name}" exceeded its progress deadline',
+            hint=f"see: kubectl describe deploy/{name} (sdcluster kubeconfig)",
+        )
+    want = int(spec.get("replicas", 1))
+    updated = int(status.get("updatedReplicas", 0) or 0)
+    replicas = int(status.get("replicas", 0) or 0)
+    available = int(status.get("availableReplicas", 0) or 0)
+    if updated < want:
+        return f"{updated} of {want} new replicas updated"
+    if replicas > updated:
+        return f"{replicas - updated} old replica(s) pending termination"
+    if available < updated:
+        return f"{available} of {updated} updated replicas available"
+    return None
+
+
+def _hint(reason: str) -> str:
+    key = next((k for k in STUCK_HINTS if k in reason), "")
+    return STUCK_HINTS.get(key, f"see: kubectl describe pods -l app={APP} (sdcluster kubeconfig)")
+
+
+def wait_for_rollout(ctx: GcpContext, obj: KubeObject, generation: int, until: str = "available") -> None:
+    """Until the Deployment has rolled out its new template, as ``kubectl rollout status`` decides.
+
+    ``until="started"``: until the new pods run (their containers started), for a model path with no
+    version yet, where TF Serving cannot become ready. A final reason (an image that cannot be pulled,
+    a crash loop, pods that will not fit, a missing service account) seen over a grace period fails
+    the update with the pod's reason and a hint, as a failed create does.
     """
     cfg = obj.cfg
     timeout = cfg.serving.rollout_timeout_s
@@ -307,25 +521,23 @@ def wait_for_rollout(ctx: GcpContext, obj: KubeObject, generation: int) -> None:
 
     def probe() -> bool | None:
         d = obj.get(ctx, admin=True) or {}
-        spec, status = d.get("spec", {}), d.get("status", {})
-        want = int(spec.get("replicas", 1))
-        ready = int(status.get("readyReplicas", 0) or 0)
-        available = any(
-            c.get("type") == "Available" and c.get("status") == "True"
-            for c in status.get("conditions", []) or []
-        )
-        if int(status.get("observedGeneration", 0) or 0) >= generation and ready >= want and available:
+        if int((d.get("metadata") or {}).get("generation", 0) or 0) < generation:
+            d = {}
+        waiting = rollout_progress(d) if d else "waiting for the Deployment"
+        pods, events = _pods_and_events(ctx, obj, d)
+        if until == "started" and waiting is not None and "available" in waiting:
+            started = [p for p in pods if _started(p)]
+            if len(started) >= int((d.get("spec") or {}).get("replicas", 1)):
+                return True
+        if waiting is None:
             return True
-        ctx.report(obj.address, f"rolling out: {ready}/{want} ready")
-        pods, events = _pods_and_events(ctx, obj.namespace)
+        ctx.report(obj.address, f"rolling out: {waiting}")
         reason = stuck_reason(pods, events)
         if reason:
             since = first_stuck.setdefault(reason, time.monotonic())
             if time.monotonic() - since >= grace:
-                key = next((k for k in STUCK_HINTS if k in reason), "")
                 raise RolloutStuck(
-                    f"Deployment {obj.obj_name} cannot become ready: {reason}",
-                    hint=STUCK_HINTS.get(key, "see: kubectl describe pods -l app=" + APP),
+                    f"Deployment {obj.obj_name} cannot become ready: {reason}", hint=_hint(reason)
                 )
         return None
 
@@ -335,6 +547,12 @@ def wait_for_rollout(ctx: GcpContext, obj: KubeObject, generation: int) -> None:
         raise WaitTimeout(
             str(e), hint="see: kubectl describe deploy/" + APP + " (sdcluster kubeconfig)"
         ) from e
+
+
+def _started(pod: Mapping[str, Any]) -> bool:
+    """All containers of the pod are running (TF Serving may still be waiting for its model)."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return bool(statuses) and all("running" in (cs.get("state") or {}) for cs in statuses)
 
 
 def ingress_ip(live: Mapping[str, Any]) -> str | None:
@@ -373,10 +591,12 @@ def serving_resources(
         out.append(namespace)
         base = (*cluster_deps, namespace.address)
     configmap = KubeObject(cfg, configmap_manifest(cfg), base)
-    deployment = Deployment(cfg, deployment_manifest(cfg), (*base, *model_deps, configmap.address))
+    account = KubeObject(cfg, service_account_manifest(cfg), base)
+    deps = (*base, *model_deps, configmap.address, account.address)
+    deployment = Deployment(cfg, deployment_manifest(cfg), deps)
     # The Service does not wait for the rollout: its load balancer is provisioned meanwhile.
     service = Service(cfg, service_manifest(cfg), base)
-    out += [configmap, deployment, service]
+    out += [configmap, account, deployment, service]
     if cfg.serving.autoscaling:
         out.append(KubeObject(cfg, hpa_manifest(cfg), (*base, deployment.address)))
     return out
@@ -389,3 +609,95 @@ def endpoint_outputs(cfg: Config, service_ip: str | None) -> dict[str, Any]:
         "endpoint": model_url(service_ip, cfg.serving.model_name),
         "grpc_address": f"{service_ip}:{GRPC_PORT}",
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# A model version, served
+
+
+def wait_for_version(
+    ctx: GcpContext, url: str, version: int, say: Callable[[str], None], timeout_s: float | None = None
+) -> str:
+    """Until TF Serving behind ``url`` (the ``endpoint`` output) reports ``version`` AVAILABLE;
+    returns what it serves ("version 2 of stable-diffusion at http://...").
+
+    Progress goes to ``say``: the version's state while TF Serving loads it, and while nothing
+    answers (no pod is ready: TF Serving opens its ports only after its first load) the serving pod's
+    last log line, which says why (e.g. a 403 reading the bucket). A version that ends in END with an
+    error raises InvalidRequest with TF Serving's error; pods that cannot run raise RolloutStuck.
+    """
+    import requests
+
+    cfg = ctx.config
+    deployment = Deployment(cfg, deployment_manifest(cfg), ())
+    last: list[str] = [""]
+    first_stuck: dict[str, float] = {}
+    grace = min(60.0, cfg.serving.rollout_timeout_s / 10)
+
+    def tell(message: str) -> None:
+        if message != last[0]:
+            last[0] = message
+            say(message)
+
+    def probe() -> str | None:
+        try:
+            r = requests.get(url, timeout=5)
+            states = r.json().get("model_version_status", []) if r.status_code == 200 else []
+        except (requests.RequestException, ValueError):
+            states = None
+        if states is not None:
+            mine = next((s for s in states if str(s.get("version")) == str(version)), None)
+            if mine is not None and mine.get("state") == "AVAILABLE":
+                return f"version {version} of {cfg.serving.model_name} at {url}"
+            if mine is not None and mine.get("state") == "END":
+                status = mine.get("status") or {}
+                raise InvalidRequest(
+                    f"TF Serving could not load version {version}: {status.get('error_code', '')}: "
+                    f"{status.get('error_message', '')}",
+                    hint="check the SavedModel (saved_model.pb, variables/) and publish it again as a new version",
+                )
+            state = mine.get("state", "") if mine else ""
+            tell(
+                f"TF Serving: version {version} {state or 'not seen yet (it polls the bucket every second)'}"
+            )
+            return None
+        pods, events = _pods_and_events(ctx, deployment, deployment.get(ctx) or {})
+        reason = stuck_reason(pods, events)
+        if reason:
+            since = first_stuck.setdefault(reason, time.monotonic())
+            if time.monotonic() - since >= grace:
+                raise RolloutStuck(f"TF Serving cannot run: {reason}", hint=_hint(reason))
+        tell(f"no TF Serving pod is ready yet{_last_log_line(ctx, pods)}")
+        return None
+
+    try:
+        return retry.until(
+            probe,
+            timeout_s=timeout_s if timeout_s is not None else cfg.serving.rollout_timeout_s,
+            what=f"TF Serving to serve version {version}",
+            max_interval_s=5.0,
+        )
+    except WaitTimeout as e:
+        raise WaitTimeout(
+            f"{e} (last seen: {last[0]})",
+            hint=f"see the pods' logs: kubectl logs deploy/{APP} (sdcluster kubeconfig)",
+        ) from e
+
+
+def _last_log_line(ctx: GcpContext, pods: list[dict[str, Any]]) -> str:
+    """``: <pod>: <its last log line>`` of the first pod that is not ready ("" if none or unreadable)."""
+    from kubernetes import client as k8s
+
+    pod = next((p for p in pods if not _ready(p)), None)
+    if pod is None:
+        return ""
+    name = pod["metadata"]["name"]
+    core = k8s.CoreV1Api(ctx.kube())
+    try:
+        text = kube_call(
+            ctx, lambda: core.read_namespaced_pod_log(name, pod["metadata"]["namespace"], tail_lines=1)
+        )
+    except SdclusterError:
+        return ""
+    line = str(text or "").strip().split("] ", 1)[-1]  # without glog's time and source prefix
+    return f": {name}: {line}" if line else ""

@@ -1,4 +1,5 @@
-"""The model bucket and its additive IAM members.
+"""The model bucket and its additive IAM members (service accounts, and the Workload Identity
+principal of the Kubernetes service account TF Serving runs as).
 
 ``<project>-bucket`` in the region, uniform bucket-level access on, public access prevention
 enforced, labelled. Kept on destroy by default (the model lives there); ``destroy --delete-bucket``
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ... import retry
 from ...engine import Action, Change, Resource
-from ...errors import AlreadyExists, Conflict, NotFound, PermissionDenied, UsageError
+from ...errors import AlreadyExists, ApiDisabled, Conflict, NotFound, PermissionDenied, UsageError
 from ...state import ResourceState
 from ..context import GcpContext
 from ..labels import MANAGED_BY, marked
@@ -223,3 +224,61 @@ class BucketMember(Resource[GcpContext]):
             self._edit(ctx, add=False)
         except NotFound:
             pass
+
+
+def ksa_principal(project: str, number: str, namespace: str, ksa: str) -> str:
+    """The IAM principal of a Kubernetes service account under Workload Identity Federation for GKE.
+
+    Example: ``ksa_principal("p", "123", "default", "tf-serving")`` ->
+    ``principal://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/p.svc.id.goog/subject/ns/default/sa/tf-serving``.
+    """
+    return (
+        f"principal://iam.googleapis.com/projects/{number}/locations/global/workloadIdentityPools/"
+        f"{project}.svc.id.goog/subject/ns/{namespace}/sa/{ksa}"
+    )
+
+
+class KsaBucketMember(BucketMember):
+    """A bucket role for a Kubernetes service account's principal: what pods running as that KSA
+    hold on GKE_METADATA nodes (cloud.google.com/kubernetes-engine/docs/concepts/workload-identity).
+
+    The principal names the project by NUMBER. It comes from Resource Manager when this member is
+    read or created, or from the state once recorded (a project's number never changes); until then
+    the plan shows ``projects/PROJECT_NUMBER`` (e.g. in a fresh project whose Resource Manager API is
+    not enabled yet: the member is created after it is).
+    """
+
+    def __init__(self, cfg: Config, role: str, namespace: str, ksa: str, deps: tuple[str, ...]) -> None:
+        super().__init__(
+            cfg,
+            role,
+            ksa_principal(cfg.project, "PROJECT_NUMBER", namespace, ksa),
+            f"ksa.{namespace}.{ksa}",
+            deps,
+        )
+        self.namespace = namespace
+        self.ksa = ksa
+
+    def _resolve(self, number: str) -> None:
+        self.member = ksa_principal(self.cfg.project, number, self.namespace, self.ksa)
+        self._desired["member"] = self.member
+
+    def read(self, ctx: GcpContext, prior: ResourceState | None) -> dict[str, Any] | None:
+        recorded = str((prior.attributes if prior else {}).get("member", ""))
+        if (
+            recorded.startswith("principal://iam.googleapis.com/projects/")
+            and "PROJECT_NUMBER" not in recorded
+        ):
+            self.member = recorded
+            self._desired["member"] = recorded
+        else:
+            try:
+                self._resolve(ctx.project_number())
+            except (PermissionDenied, NotFound, ApiDisabled):
+                return None  # Resource Manager is not usable yet: the member is created later
+        return super().read(ctx, prior)
+
+    def create(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
+        if "PROJECT_NUMBER" in self.member:
+            self._resolve(ctx.project_number())
+        return super().create(ctx, change)
