@@ -795,3 +795,28 @@ def test_accelerators_need_a_matching_machine_family(machine: str, gpu: str, ok:
         with pytest.raises(ConfigError, match=r"cluster\.accelerator_type") as err:
             build()
         assert "machine type" in str(err.value) and "machine_type" in err.value.hint
+
+
+@pytest.mark.parametrize(
+    ("resource_id", "project"),
+    [
+        ("projects/demo-proj/services/iam.googleapis.com", "demo-proj"),
+        ("gke-admin@demo-proj.iam.gserviceaccount.com", "demo-proj"),
+        ("gs://demo-proj-bucket", None),
+        # A Workload Identity principal: the project number in its path is not another project's id.
+        (
+            "gs://b roles/storage.objectViewer principal://iam.googleapis.com/projects/100906691060/"
+            "locations/global/workloadIdentityPools/demo-proj.svc.id.goog/subject/ns/default/sa/tf-serving",
+            "demo-proj",
+        ),
+        (
+            "projects/prod/serviceAccounts/x@prod.iam.gserviceaccount.com roles/r principal://iam.googleapis"
+            ".com/projects/1/locations/global/workloadIdentityPools/demo-proj.svc.id.goog/subject/ns/a/sa/b",
+            "prod",
+        ),
+    ],
+)
+def test_the_project_a_resource_id_names(resource_id: str, project: str | None) -> None:
+    from sdcluster.config.names import project_of
+
+    assert project_of(resource_id) == project

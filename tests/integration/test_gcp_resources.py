@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.api_core.exceptions import Aborted
 from google.cloud import container_v1
 from google.iam.v1 import iam_policy_pb2
 
@@ -36,10 +37,18 @@ def project_policy(emu: Any) -> Any:
 
 
 def edit_project_policy(emu: Any, fn: Callable[[Any], None]) -> None:
+    """Another admin's read-modify-write, redone whole when sdcluster's own concurrent edits win the etag."""
     rm = factory(emu).projects()
-    pol = project_policy(emu)
-    fn(pol)
-    rm.set_iam_policy(request=iam_policy_pb2.SetIamPolicyRequest(resource=f"projects/{PROJECT}", policy=pol))
+    while True:
+        pol = project_policy(emu)
+        fn(pol)
+        try:
+            rm.set_iam_policy(
+                request=iam_policy_pb2.SetIamPolicyRequest(resource=f"projects/{PROJECT}", policy=pol)
+            )
+            return
+        except Aborted:
+            continue
 
 
 def mutating(emu: Any) -> list[tuple[str, str]]:
@@ -128,7 +137,7 @@ def test_concurrent_policy_change_is_retried_and_both_changes_survive(
         for e in emu.log.entries()
         if e.method == "SetIamPolicy" and e.resource == f"projects/{PROJECT}"
     ]
-    assert "ABORTED" in codes  # the stale etag was rejected, then the whole RMW redone
+    assert "ABORTED" in codes  # a stale etag was rejected, then the whole RMW redone
     pol = project_policy(emu)
     assert sd_iam.has_member(pol, "roles/viewer", intruder)
     assert sd_iam.has_member(pol, "roles/container.admin", f"serviceAccount:{ADMIN}")

@@ -7,6 +7,8 @@ Example::
     key.path                                          # 'projects/demo-proj/locations/us-central1-c/clusters/sd-cluster'
     ClusterKey.parse(key.pool_path("sd-node-pool"))   # (key, 'sd-node-pool')
     project_of("projects/demo-proj/services/iam.googleapis.com")  # 'demo-proj'
+    project_of("gs://b roles/r principal://iam.googleapis.com/projects/1/locations/global/"
+               "workloadIdentityPools/demo-proj.svc.id.goog/subject/ns/default/sa/tf-serving")  # 'demo-proj'
 """
 
 from __future__ import annotations
@@ -29,14 +31,23 @@ def service_account_parts(email: str) -> tuple[str, str] | None:
 
 
 _PROJECT_RE = re.compile(r"(?:^|[\s/])projects/(?P<project>[^/\s]+)")
+# A Workload Identity principal names its project twice: by number in the path, by id in the pool
+# ``PROJECT_ID.svc.id.goog`` (https://cloud.google.com/kubernetes-engine/docs/concepts/workload-identity).
+_PRINCIPAL_RE = re.compile(
+    r"principal(?:Set)?://iam\.googleapis\.com/projects/[^/\s]+/locations/global/"
+    r"workloadIdentityPools/(?P<project>[^/\s]+)\.svc\.id\.goog\S*"
+)
 
 
 def project_of(resource_id: str) -> str | None:
     """The project a resource id names: ``projects/P/...`` anywhere in it, or a user-managed service
     account's email; None when it names none (a bucket: ``gs://B``)."""
-    m = _PROJECT_RE.search(resource_id)
+    pool = _PRINCIPAL_RE.search(resource_id)
+    m = _PROJECT_RE.search(_PRINCIPAL_RE.sub(" ", resource_id))
     if m is not None:
         return m["project"]
+    if pool is not None:
+        return pool["project"]
     parts = service_account_parts(resource_id)
     return parts[1] if parts else None
 

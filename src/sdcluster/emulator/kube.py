@@ -468,9 +468,12 @@ class Hub:
             self._held[ip] = sock
             return True
 
-    def _unhold(self, ip: str) -> None:
+    def _take_held(self, ip: str) -> socket.socket | None:
         with self._held_lock:
-            sock = self._held.pop(ip, None)
+            return self._held.pop(ip, None)
+
+    def _unhold(self, ip: str) -> None:
+        sock = self._take_held(ip)
         if sock is not None:
             sock.close()
 
@@ -688,10 +691,10 @@ class Hub:
                 ):
                     continue
             try:
-                if spec.port == TF_SERVING_REST_PORT:
-                    self._unhold(spec.host)
+                # The held socket becomes the stand-in's: the address is never free in between.
+                held = self._take_held(spec.host) if spec.port == TF_SERVING_REST_PORT else None
                 server = tfserving.ModelServer(spec.host, spec.port, self._backend(mkey), world=self.world)
-                server.start()
+                server.start(held)
             except Exception:
                 traceback.print_exc()
                 with self._models_lock:

@@ -613,10 +613,23 @@ class ModelServer:
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, bound: socket.socket | None = None) -> None:
+        """Listen on ``host:port``, or on ``bound``, a socket already bound there (it is handed over
+        with no moment in which the address is free for another process to take)."""
         if self._httpd is not None:
             raise RuntimeError(f"model server {self.address} already started")
-        httpd = _HTTPServer((self.host, self.port), _Handler)
+        if bound is None:
+            httpd = _HTTPServer((self.host, self.port), _Handler)
+        else:
+            httpd = _HTTPServer(bound.getsockname(), _Handler, bind_and_activate=False)
+            httpd.socket.close()
+            httpd.socket = bound
+            httpd.server_address = bound.getsockname()
+            try:
+                httpd.server_activate()
+            except BaseException:
+                httpd.server_close()
+                raise
         httpd.model_server = self
         self.port = int(httpd.server_address[1])
         self._httpd = httpd
