@@ -435,3 +435,24 @@ def test_a_day_on_the_emulator(
     assert r.exit_code == 0, r.output
     assert factory(emu).storage("demo-proj").lookup_bucket("demo-proj-bucket") is None
     assert sdcluster.State.from_dict(json.loads(Path(".sdcluster/state.json").read_text())).resources == {}
+
+
+# --- 9. addresses that read well at 80 columns -----------------------------------------------------
+
+
+def test_a_fresh_plan_names_every_resource_within_80_columns(emu: Any, clean_env: Path) -> None:
+    """Each address (what `state show`, `import` and `-target`-like commands take) fits an 80-column
+    line after the plan's 4-column indent; the full role and member are in the body."""
+    Path("sdcluster.toml").write_text('project = "demo-proj"\nuser = "user:demo@example.com"\n')
+    r = invoke(["--emulator", emu.address, "plan"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    addresses = [
+        line.removeprefix("  # ").removesuffix(" will be created")
+        for line in r.output.splitlines()
+        if line.startswith("  # ") and line.endswith(" will be created")
+    ]
+    assert len(addresses) >= 19, r.output  # every resource of a fresh project is created
+    too_long = [a for a in addresses if len(a) > 76]
+    assert not too_long, too_long
+    assert "  # iam.sa_member.gke-node/iam.serviceAccountUser/gke-admin will be created" in r.output
+    assert '      + member = "serviceAccount:gke-admin@demo-proj.iam.gserviceaccount.com"' in r.output

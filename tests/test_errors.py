@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import sdcluster
 from sdcluster import errors
 from sdcluster.errors import translate
-from sdcluster.ui.cli import _errors
+from sdcluster.ui.common import command as _errors
 
 from .helpers import SDCLUSTER_APIS, factory
 

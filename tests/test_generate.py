@@ -294,3 +294,16 @@ def test_the_generate_extra_is_named_when_the_tokenizer_is_missing(monkeypatch: 
         assert err.value.hint == 'pip install "sdcluster[generate]"'
     finally:
         gen._tokenizer.cache_clear()
+
+
+def test_the_emulators_images_say_they_are_synthetic() -> None:
+    """A demo's image is never mistaken for the model's: a dark band at the bottom carries light text."""
+    [image] = synthetic_images(tokenize("a photo of a cat"), tokenize(""), 25, 1, 512)
+    bright = image.max(axis=2) > 200  # the label's letters
+    dark = image.max(axis=2) < 8  # the band behind them
+    band, above = slice(430, 512), slice(0, 400)
+    assert dark[band].mean() > 0.7 and bright[band].mean() > 0.02
+    assert dark[above].mean() < 0.01  # the picture itself is not that band
+    # Too small to read a label on (the tests' 64-pixel images): left as the model made them.
+    [small] = synthetic_images(tokenize("a photo of a cat"), tokenize(""), 25, 1, 64)
+    assert (small.max(axis=2) < 8).mean() < 0.05

@@ -16,6 +16,7 @@ import pytest
 from sdcluster.config import Config
 from sdcluster.errors import NotFound, UsageError
 from sdcluster.gcp.upload import UploadProgress, crc32c_b64, summarize, upload_model
+from sdcluster.ui.render import upload_progress_line
 
 from .helpers import factory
 
@@ -96,8 +97,11 @@ def test_a_rerun_skips_every_file_and_sends_nothing(setup: Any, tmp_path: Path) 
     upload_model(cfg, tmp_path / "model", factory=factory)
     writes = len(emu.log.mutating())
 
-    again = upload_model(cfg, tmp_path / "model", factory=factory)
+    events: list[UploadProgress] = []
+    again = upload_model(cfg, tmp_path / "model", factory=factory, progress=events.append)
 
+    # What upload-model prints last: nothing was sent, so no "done: 6.7/6.7 MiB (100%) at ...".
+    assert upload_progress_line(events[-1]) == f"unchanged: {len(sizes)} file(s), 0 B sent"
     assert again.version == 1  # the highest version in the bucket holds this very model
     assert not again.published and "already holds this model" in again.message
     assert again.uploaded == () and sorted(again.skipped) == sorted(sizes)

@@ -120,6 +120,12 @@ class State:
         d["outputs"] = copy.deepcopy(self.outputs)
         return d
 
+    def rename(self, renames: dict[str, str]) -> None:
+        """Move records to new addresses, in place, with the dependencies that name them."""
+        self.resources = {renames.get(a, a): r for a, r in self.resources.items()}
+        for r in self.resources.values():
+            r.dependencies = [renames.get(d, d) for d in r.dependencies]
+
     def content(self) -> dict[str, Any]:
         """What counts as a change (serial and writer version excluded)."""
         d = self.to_dict()

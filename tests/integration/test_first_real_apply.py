@@ -133,7 +133,7 @@ def test_pods_read_the_model_as_their_ksa_whose_bucket_grant_is_managed(
     bucket.set_iam_policy(policy)
     plan = cli(emu, tmp_path, "plan", "--json")
     changes = {c["address"]: c["action"] for c in json.loads(plan.output)["changes"]}
-    address = f"storage.bucket_member.{BUCKET}/roles/storage.objectViewer/ksa.default.tf-serving"
+    address = f"storage.bucket_member.{BUCKET}/objectViewer/default.tf-serving"
     assert changes[address] == "create"
     assert cli(emu, tmp_path, "apply", "-y").exit_code == 0
     restored = bucket.get_iam_policy(requested_policy_version=3)

@@ -219,7 +219,7 @@ def test_drift_is_planned_attribute_by_attribute_and_restored(setup: Any) -> Non
     assert pool.action == "update" and [(d.path, d.before, d.after) for d in pool.diffs] == [
         ("max_nodes", 5, 2)
     ]
-    assert by["iam.project_member.gke-admin/roles/compute.viewer"].action == "create"
+    assert by["iam.project_member.gke-admin/compute.viewer"].action == "create"
     sdcluster.apply(p)
     assert gke.get_node_pool(name=POOL).autoscaling.max_node_count == 2
     assert {c.action for c in sdcluster.plan(ws).changes} == {"noop"}

@@ -121,7 +121,7 @@ def test_only_what_sdcluster_made_is_adopted_silently_the_rest_is_a_conflict(
     conflicts = {
         "iam.service_account.gke-admin",
         f"storage.bucket.{PROJECT}-bucket",
-        "iam.project_member.gke-admin/roles/container.admin",
+        "iam.project_member.gke-admin/container.admin",
     }
 
     r = sd(emu, "plan", "--json")
@@ -179,6 +179,21 @@ def test_a_state_from_before_ids_named_their_project_is_migrated_and_still_check
             record["id"] = record["id"].rsplit("/", 1)[-1]
         elif record["type"].startswith("k8s."):
             record["id"] = record["id"].split("/clusters/sd-cluster/", 1)[1]
+    # ... and long addresses: whole roles, whole members, "ksa." before a Kubernetes account.
+    long = {}
+    for address, record in doc["resources"].items():
+        if record["type"] == "iam.project_member":
+            long[address] = address.replace("/", "/roles/", 1)
+        elif record["type"] == "iam.sa_member":
+            _, role, member = record["id"].split(" ")
+            long[address] = f"{address.split('/')[0]}/{role}/{member}"
+        elif record["type"] == "storage.bucket_member":
+            head, role, who = address.rsplit("/", 2)
+            long[address] = f"{head}/roles/storage.{role}/ksa.{who}"
+    assert len(long) >= 6, long
+    doc["resources"] = {long.get(a, a): r for a, r in doc["resources"].items()}
+    for record in doc["resources"].values():
+        record["dependencies"] = [long.get(d, d) for d in record["dependencies"]]
     path.write_text(json.dumps(doc))
 
     assert not sdcluster.plan(ws).has_changes
@@ -187,6 +202,11 @@ def test_a_state_from_before_ids_named_their_project_is_migrated_and_still_check
     assert emu.log.mutating() == []
     migrated = json.loads(path.read_text())
     assert migrated["project"] == PROJECT
+    # The records moved to this version's short addresses, and so did what depends on them.
+    assert sorted(migrated["resources"]) == sorted(long.keys() | (doc["resources"].keys() - long.values()))
+    assert "iam.sa_member.gke-node/iam.serviceAccountUser/gke-admin" in migrated["resources"]
+    needed = {d for r in migrated["resources"].values() for d in r["dependencies"]}
+    assert needed <= migrated["resources"].keys()
     ids = {a: r["id"] for a, r in migrated["resources"].items()}
     assert (
         ids["project.service.container.googleapis.com"]

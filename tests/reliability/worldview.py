@@ -149,10 +149,12 @@ def world_addresses(view: dict[str, Any], project: str = PROJECT) -> set[str]:
     out |= {f"iam.service_account.{a}" for a in accounts}
     ours = {f"serviceAccount:{email}": a for a, email in accounts.items()}
     for role, members in view["policies"].get(f"projects/{project}", {}).items():
-        out |= {f"iam.project_member.{ours[m]}/{role}" for m in members if m in ours}
+        out |= {f"iam.project_member.{ours[m]}/{role.removeprefix('roles/')}" for m in members if m in ours}
     for account, email in accounts.items():
         for role, members in view["policies"].get(f"projects/{project}/serviceAccounts/{email}", {}).items():
-            out |= {f"iam.sa_member.{account}/{role}/{m}" for m in members}
+            # Addresses name a member of the project's accounts by its id, a user by its email.
+            short = {m: ours.get(m) or m.partition(":")[2] for m in members}
+            out |= {f"iam.sa_member.{account}/{role.removeprefix('roles/')}/{short[m]}" for m in members}
     for cluster in view["clusters"].values():
         out.add(f"gke.cluster.{cluster['cluster']['name']}")
         for pool in cluster["pools"].values():
@@ -161,10 +163,11 @@ def world_addresses(view: dict[str, Any], project: str = PROJECT) -> set[str]:
     for name, bucket in view["buckets"].items():
         out.add(f"storage.bucket.{name}")
         for role, members in bucket["iam"].items():
-            out |= {f"storage.bucket_member.{name}/{role}/{ours[m]}" for m in members if m in ours}
+            brole = role.removeprefix("roles/storage.")
+            out |= {f"storage.bucket_member.{name}/{brole}/{ours[m]}" for m in members if m in ours}
             # A Kubernetes service account's Workload Identity principal: .../subject/ns/NS/sa/KSA
             principals = (m.split("/subject/ns/", 1)[1].split("/sa/") for m in members if "/subject/ns/" in m)
-            out |= {f"storage.bucket_member.{name}/{role}/ksa.{ns}.{ksa}" for ns, ksa in principals}
+            out |= {f"storage.bucket_member.{name}/{brole}/{ns}.{ksa}" for ns, ksa in principals}
     for objects in view["kube"].values():
         for kind_objects in objects.values():
             for oid, obj in kind_objects.items():

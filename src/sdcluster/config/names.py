@@ -30,6 +30,21 @@ def service_account_parts(email: str) -> tuple[str, str] | None:
     return (account, project) if dot and rest == SA_DOMAIN and account else None
 
 
+def short_role(role: str) -> str:
+    """``roles/container.admin`` -> ``container.admin`` (the form addresses use)."""
+    return role.removeprefix("roles/")
+
+
+def short_member(member: str, project: str) -> str:
+    """A member as addresses name it: a service account of ``project`` by its id, a user or another
+    account by its email, anything else as it is."""
+    kind, _, who = member.partition(":")
+    parts = service_account_parts(who) if kind == "serviceAccount" else None
+    if parts is not None and parts[1] == project:
+        return parts[0]
+    return who if kind in ("user", "serviceAccount", "group") and who else member
+
+
 _PROJECT_RE = re.compile(r"(?:^|[\s/])projects/(?P<project>[^/\s]+)")
 # A Workload Identity principal names its project twice: by number in the path, by id in the pool
 # ``PROJECT_ID.svc.id.goog`` (https://cloud.google.com/kubernetes-engine/docs/concepts/workload-identity).

@@ -130,7 +130,29 @@ def _render(rng: np.random.Generator, size: int, num_steps: int) -> Images:
     img = img * (1 - blob[..., None]) + c2 * blob[..., None]
     # Like a denoising schedule cut short: few steps leave visible noise.
     noise = rng.normal(0.0, 64.0 / np.sqrt(num_steps), img.shape).astype(np.float32)
-    return cast(Images, np.clip(img + noise, 0, 255).astype(np.uint8))
+    return _labelled(np.clip(img + noise, 0, 255).astype(np.uint8))
+
+
+LABEL = ("SYNTHETIC IMAGE", "sdcluster emulator, not a model")
+
+
+def _labelled(img: Images) -> Images:
+    """The image with a dark band saying what it is, so a demo's output is never taken for the
+    model's (images too small to read it on are left as they are)."""
+    size = img.shape[0]
+    if size < 96:
+        return img
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=max(10, size // 16))
+    picture = Image.fromarray(img)
+    draw = ImageDraw.Draw(picture)
+    line_h = int(font.size * 1.3) if isinstance(font, ImageFont.FreeTypeFont) else 12
+    top = size - line_h * len(LABEL) - line_h // 2
+    draw.rectangle((0, top, size, size), fill=(0, 0, 0))
+    for i, text in enumerate(LABEL):
+        draw.text((line_h // 2, top + line_h // 4 + i * line_h), text, fill=(255, 255, 255), font=font)
+    return cast(Images, np.asarray(picture, dtype=np.uint8))
 
 
 # --------------------------------------------------------------------------------------------------

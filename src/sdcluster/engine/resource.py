@@ -156,6 +156,12 @@ class Resource(Generic[C]):
         """Bring a record written by an older version up to date, in place (e.g. an id that did not
         name its project yet). Default: nothing to do."""
 
+    @classmethod
+    def current_address(cls, address: str, record: ResourceState) -> str:
+        """The address this version gives the record an older version stored at ``address`` (e.g.
+        a shorter form). Default: the same."""
+        return address
+
     @property
     def name(self) -> str:
         prefix = f"{self.type}."
@@ -275,10 +281,15 @@ class Stack(Generic[C]):
     def upgrade(self, state: State) -> None:
         """Bring a state written by an older version up to date, in place (its records' classes
         migrate them; providers also infer what older states did not record)."""
-        for record in state.resources.values():
+        renames = {}
+        for address, record in state.resources.items():
             cls = resource_class(record.type)
             if cls is not None:
                 cls.upgrade_record(record, state)
+                if (current := cls.current_address(address, record)) != address:
+                    renames[address] = current
+        if renames:
+            state.rename(renames)
 
     def identity_errors(self, state: State) -> list[str]:
         """Records whose identity contradicts the state's scope ("ADDRESS: why"), e.g. an id that

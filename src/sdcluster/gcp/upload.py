@@ -402,11 +402,11 @@ def _upload(
     project: str,
     journal: Path,
 ) -> transfer.Sent:
+    tracker.mark_start()  # nothing to send: the done event then says 0 B sent
     if not files:
         transfer.Journal(journal).clear()
         return transfer.Sent()
     tracker.emit("uploading", force=True)
-    tracker.mark_start()
     return transfer.send(
         bucket,
         prefix,

@@ -30,6 +30,8 @@ def upload_progress_line(p: Any) -> str:
         return f"checking {p.files_total} file(s) against the bucket..."
     if p.phase == "publishing":
         return f"publishing version {p.version}: server-side copies, saved_model.pb last..."
+    if p.phase == "done" and p.bytes_done == p.bytes_at_start:
+        return f"unchanged: {p.files_total} file(s), 0 B sent"  # every file was already in the bucket
     pct = 100 * p.bytes_done / p.bytes_total if p.bytes_total else 100
     return f"{p.phase}: {p.bytes_done / mib:.1f}/{p.bytes_total / mib:.1f} MiB ({pct:.0f}%) at {p.rate_bps / mib:.1f} MiB/s"
 

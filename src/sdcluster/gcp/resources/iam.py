@@ -9,8 +9,13 @@ concurrent change (``retry.read_modify_write``).
 Example addresses::
 
     iam.service_account.gke-admin
-    iam.project_member.gke-admin/roles/container.admin
-    iam.sa_member.gke-node/roles/iam.serviceAccountUser/serviceAccount:gke-admin@p.iam.gserviceaccount.com
+    iam.project_member.gke-admin/container.admin          (roles/container.admin)
+    iam.sa_member.gke-node/iam.serviceAccountUser/gke-admin (serviceAccount:gke-admin@P.iam.gserviceaccount.com)
+    iam.sa_member.gke-admin/iam.serviceAccountTokenCreator/demo@example.com   (user:demo@example.com)
+
+Addresses name a role without its ``roles/`` prefix and a member by its short name (a service account
+of the project by its id, a user by its email), so that a plan reads at 80 columns; the full role and
+member are in the record's id. States written with the long forms are moved on read.
     project.service.container.googleapis.com
 """
 
@@ -20,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ... import retry
-from ...config.names import service_account_email, service_account_parts
+from ...config.names import service_account_email, service_account_parts, short_member, short_role
 from ...engine import Change, Resource
 from ...errors import AlreadyExists, ApiDisabled, InvalidRequest, NotFound, SdclusterError
 from ...state import ResourceState, State
@@ -367,7 +372,11 @@ class ProjectMember(_Member):
     type = "iam.project_member"
 
     def __init__(self, project: str, role: str, member: str, who: str, deps: tuple[str, ...]) -> None:
-        super().__init__(f"{self.type}.{who}/{role}", role, member, deps, project)
+        super().__init__(f"{self.type}.{who}/{short_role(role)}", role, member, deps, project)
+
+    @classmethod
+    def current_address(cls, address: str, record: ResourceState) -> str:
+        return address.replace("/roles/", "/", 1)
 
     @classmethod
     def from_state(cls, provider: Any, address: str, record: ResourceState) -> ProjectMember | None:
@@ -390,8 +399,18 @@ class ServiceAccountMember(_Member):
     type = "iam.sa_member"
 
     def __init__(self, project: str, account_id: str, role: str, member: str, deps: tuple[str, ...]) -> None:
-        super().__init__(f"{self.type}.{account_id}/{role}/{member}", role, member, deps, project)
+        address = f"{self.type}.{account_id}/{short_role(role)}/{short_member(member, project)}"
+        super().__init__(address, role, member, deps, project)
         self.email = service_account_email(account_id, project)
+
+    @classmethod
+    def current_address(cls, address: str, record: ResourceState) -> str:
+        policy, role, member = _policy_role_member(record)
+        parts = service_account_parts(policy.rpartition("/serviceAccounts/")[2])
+        if parts is None:
+            return address
+        account_id, project = parts
+        return f"{cls.type}.{account_id}/{short_role(role)}/{short_member(member, project)}"
 
     @classmethod
     def from_state(cls, provider: Any, address: str, record: ResourceState) -> ServiceAccountMember | None:

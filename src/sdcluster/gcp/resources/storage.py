@@ -152,6 +152,12 @@ def bucket_attributes(b: Any) -> dict[str, Any]:
     }
 
 
+def bucket_role(role: str) -> str:
+    """A bucket's roles are Cloud Storage's: addresses name them without ``roles/storage.``
+    (``roles/storage.objectViewer`` -> ``objectViewer``), so a plan reads at 80 columns."""
+    return role.removeprefix("roles/storage.")
+
+
 class BucketMember(Resource[GcpContext]):
     """One member of one role on the bucket's IAM policy (additive, like iam.ProjectMember)."""
 
@@ -159,7 +165,7 @@ class BucketMember(Resource[GcpContext]):
 
     def __init__(self, cfg: Config, role: str, member: str, who: str, deps: tuple[str, ...]) -> None:
         super().__init__(
-            f"{self.type}.{cfg.bucket_name}/{role}/{who}", {"role": role, "member": member}, deps
+            f"{self.type}.{cfg.bucket_name}/{bucket_role(role)}/{who}", {"role": role, "member": member}, deps
         )
         self.cfg = cfg
         self.role = role
@@ -171,6 +177,12 @@ class BucketMember(Resource[GcpContext]):
         role, _, member = rest.partition(" ")
         who = address.rsplit("/", 1)[-1]
         return cls(_with_bucket(provider.config, bucket), role, member, who, tuple(record.dependencies))
+
+    @classmethod
+    def current_address(cls, address: str, record: ResourceState) -> str:
+        # Older forms: ".../roles/storage.objectViewer/ksa.default.tf-serving".
+        head, _, who = address.replace("/roles/storage.", "/", 1).rpartition("/")
+        return f"{head}/{who.removeprefix('ksa.')}"
 
     def state_id(self, attributes: Mapping[str, Any]) -> str:
         return f"gs://{self.cfg.bucket_name} {self.role} {self.member}"
@@ -253,7 +265,7 @@ class KsaBucketMember(BucketMember):
             cfg,
             role,
             ksa_principal(cfg.project, "PROJECT_NUMBER", namespace, ksa),
-            f"ksa.{namespace}.{ksa}",
+            f"{namespace}.{ksa}",  # a Kubernetes service account: NAMESPACE.NAME
             deps,
         )
         self.namespace = namespace
