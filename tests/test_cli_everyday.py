@@ -456,3 +456,16 @@ def test_a_fresh_plan_names_every_resource_within_80_columns(emu: Any, clean_env
     assert not too_long, too_long
     assert "  # iam.sa_member.gke-node/iam.serviceAccountUser/gke-admin will be created" in r.output
     assert '      + member = "serviceAccount:gke-admin@demo-proj.iam.gserviceaccount.com"' in r.output
+
+
+def test_brackets_in_a_label_value_and_a_state_path_are_text_too(mem: dict[str, Any]) -> None:
+    r = invoke(["plan", "--set", "cluster.labels.team=[/x]"], mem["stack"])
+    assert r.exit_code == 1 and "MarkupError" not in r.output and "Traceback" not in r.output
+    assert "[/x]" in r.output, r.output
+    r = invoke(["--state", "[/x]/state.json", "apply", "-y"], mem["stack"])
+    assert r.exit_code == 0 and "MarkupError" not in r.output, r.output
+    assert Path("[/x]/state.json").is_file()
+    Path("[/x]/state.json").write_text("{not json")  # an error that names the state's path
+    r = invoke(["--state", "[/x]/state.json", "plan"], mem["stack"])
+    assert r.exit_code == 1 and "MarkupError" not in r.output, r.output
+    assert "[/x]/state.json" in r.output, r.output

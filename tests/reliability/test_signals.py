@@ -26,6 +26,7 @@ import random
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,16 @@ from .worldview import PROJECT, Reference, creates, differences, world_addresses
 EXIT_WITHIN_S = 30
 SWEEP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 MAX_RUNS = 40
+
+
+def catches(proc: subprocess.Popen[str], sig: int) -> bool:
+    """Whether ``proc`` has a handler for ``sig`` (Linux: the SigCgt mask of /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (sig - 1) & 1)
 
 
 class Signaller:
@@ -82,6 +93,10 @@ class Signaller:
                 return
             proc, sig, when = self._armed
             if not when(entry, self.mutations):
+                return
+            if not catches(proc, sig):
+                # Not this process's request (it has not even installed its handlers yet): an
+                # earlier, interrupted run's call the emulator is still answering. Keep waiting.
                 return
             self._armed = None
         if proc.poll() is None:
@@ -297,3 +312,20 @@ def test_a_signal_after_apply_complete_exits_0(make_emu: Callable[..., Any], tmp
     assert delivered, "the signal never reached a running process"
     assert "Traceback" not in err and "Interrupted" not in err
     assert os.path.exists(workdir / ".sdcluster" / "state.json")
+
+
+def test_a_signal_as_soon_as_sdcluster_handles_signals_exits_130_without_a_traceback(
+    make_emu: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The earliest moment: the handlers are installed, the command may not even exist yet."""
+    emu = make_emu(**KNOBS)
+    env = environment(emu)
+    workdir = tmp_path / "project"
+    init(workdir, env)
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGHUP):
+        proc = start(workdir, env, "plan")
+        while not catches(proc, sig) and proc.poll() is None:
+            time.sleep(0.001)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=EXIT_WITHIN_S)
+        check_interrupted(proc, out, err, sig)

@@ -51,6 +51,9 @@ VOLATILE = frozenset(
         "ip",  # load balancer IPs are allocated machine-wide, so two emulators get different ones
         "instance_group_urls",
         "cluster_ipv4_cidr",  # GKE picks a free pod range at random
+        # GKE makes the Workload Identity pool when the project's first WI cluster is up; nobody deletes
+        # it: whether an interrupted creation got that far decides whether it exists.
+        "workload_pools",
     }
 )
 

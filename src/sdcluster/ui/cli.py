@@ -40,7 +40,7 @@ from .common import (
     plain_help,
     say,
 )
-from .signals import INTERRUPTS
+from .signals import EXIT_INTERRUPTED, INTERRUPTS
 
 
 @app.command()
@@ -422,6 +422,9 @@ def main() -> None:
         code: Any = 0
     except SystemExit as e:
         code = e.code
+    except KeyboardInterrupt:
+        # A signal before any command ran (typer still building the commands): nothing to finish.
+        code = EXIT_INTERRUPTED
     if INTERRUPTS.count:
         # Changes abandoned by a second signal may still hold worker threads: do not wait for them
         # at exit (their pending records are saved).
