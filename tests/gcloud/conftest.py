@@ -10,7 +10,6 @@ fails the suite, it never skips.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ..helpers import SDCLUSTER_APIS
+from ..helpers import SDCLUSTER_APIS, cloud_sdk_environ
 
 PROJECT = "demo-proj"
 OWNER = "user:demo@example.com"
@@ -60,23 +59,14 @@ class Gcloud:
     tokens: dict[str, Path] = field(default_factory=dict)
 
     def environ(self, member: str) -> dict[str, str]:
-        token = self.tokens.get(member)
-        if token is None:
-            token = self.home / f"token-{len(self.tokens)}"
-            token.write_text(f"emulator:{member}")
-            self.tokens[member] = token
-        return {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": str(self.home),
-            "CLOUDSDK_CONFIG": str(self.home / "config"),
-            "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE": str(token),
-            "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
-            "CLOUDSDK_CORE_DISABLE_USAGE_REPORTING": "1",
-            "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
-            "CLOUDSDK_SURVEY_DISABLE_PROMPTS": "1",
-            "KUBECONFIG": str(self.home / "kubeconfig"),
-            **self.env,
-        }
+        sdk = cloud_sdk_environ(
+            self.home,
+            self.tokens,
+            member,
+            gcloud_config=self.home / "config",
+            kubeconfig=self.home / "kubeconfig",
+        )
+        return {**sdk, **self.env}
 
     def run(self, *args: str, member: str = OWNER, ok: bool = True, tool: str = "gcloud") -> Result:
         """``gcloud ARGS --format=json`` (for gcloud); ``ok`` asserts the exit code is 0."""

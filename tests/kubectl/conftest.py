@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import threading
@@ -30,6 +29,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ..gcloud.conftest import env_from_cli
+from ..helpers import cloud_sdk_environ
 from .kubectl_binary import KubectlUnavailable, ensure_kubectl
 
 PROJECT = "demo-proj"
@@ -82,22 +82,10 @@ class Kubectl:
     tokens: dict[str, Path] = field(default_factory=dict)
 
     def environ(self, member: str = OWNER, **extra: str) -> dict[str, str]:
-        token = self.tokens.get(member)
-        if token is None:
-            token = self.home / f"token-{len(self.tokens)}"
-            token.write_text(f"emulator:{member}")
-            self.tokens[member] = token
-        return {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": str(self.home),
-            "CLOUDSDK_CONFIG": str(self.home / "gcloud"),
-            **self.env,
-            "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE": str(token),
-            "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
-            "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
-            "KUBECONFIG": str(self.kubeconfig),
-            **extra,
-        }
+        sdk = cloud_sdk_environ(
+            self.home, self.tokens, member, gcloud_config=self.home / "gcloud", kubeconfig=self.kubeconfig
+        )
+        return {**self.env, **sdk, **extra}
 
     def run(
         self, *args: str, ok: bool = True, stdin: str | None = None, member: str = OWNER, **env: str
