@@ -19,6 +19,7 @@ import typer
 
 from ..engine import Action
 from ..errors import SdclusterError, UsageError
+from . import lifecycle
 from .common import (
     Flag,
     Options,
@@ -498,6 +499,8 @@ def status(ctx: typer.Context, json_: Annotated[bool, Flag("--json", help="JSON 
         model = d.get("model") or "unknown"
         waiting = " (waiting for a model: sdcluster upload-model DIR)" if model == "none" else ""
         say(f"Deployment: {d['ready']} ready, model: {model}{waiting}")
+        if d.get("paused"):
+            say(f"Paused: since {d['paused']} (serve again: sdcluster resume)")
     if st["outputs"].get("endpoint"):
         say(f"Endpoint: {st['outputs']['endpoint']}")
     if st.get("cost"):
@@ -646,8 +649,11 @@ def generate(
         str | None,
         typer.Option("--endpoint", metavar="URL", help="Model URL (default: the `endpoint` output)."),
     ] = None,
+    no_wake: Annotated[
+        bool, Flag("--no-wake", help="Refuse on a paused cluster instead of resuming it.")
+    ] = False,
 ) -> None:
-    """Generate images from the deployed model and save them as PNG."""
+    """Generate images from the deployed model and save them as PNG (a paused cluster is resumed)."""
     import time
 
     from ..generate import generate as run_generate
@@ -665,6 +671,7 @@ def generate(
     ws = _workspace(ctx)
     cfg = ws.config
     if endpoint is None:
+        lifecycle.wake(ws, no_wake=no_wake)
         st = ws.backend.read()
         endpoint = (st.outputs.get("endpoint") if st else None) or None
         if endpoint is None:
@@ -938,6 +945,7 @@ def _quotas(items: list[str]) -> dict[str, float]:
     return quotas
 
 
+lifecycle.register(app)
 plain_help(app, state_app, emulator_app)
 
 
