@@ -18,6 +18,8 @@ EXPECTED = {
     "apply",
     "destroy",
     "load_plan",
+    "pause",
+    "resume",
     "plan",
     "save_plan",
     "status",

@@ -518,7 +518,8 @@ def test_resolved_values_follow_the_tutorial_defaults() -> None:
     assert cfg.node_email == "gke-node@demo-proj.iam.gserviceaccount.com"
     assert cfg.cluster_location == "us-central1-c"
     assert cfg.cluster_key == "projects/demo-proj/locations/us-central1-c/clusters/sd-cluster"
-    assert (cfg.cluster.machine_type, cfg.cluster.min_nodes, cfg.cluster.max_nodes) == ("n2-standard-4", 1, 2)
+    # min_nodes 0 (the tutorial: 1): a paused cluster keeps no serving node (README, "Pause")
+    assert (cfg.cluster.machine_type, cfg.cluster.min_nodes, cfg.cluster.max_nodes) == ("n2-standard-4", 0, 2)
     assert (cfg.serving.image, cfg.serving.model_name) == ("tensorflow/serving:2.11.0", "stable-diffusion")
 
 

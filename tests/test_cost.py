@@ -43,7 +43,10 @@ def test_items_add_up_to_the_totals_at_the_initial_and_the_maximum_node_count() 
     assert sum(i["hourly_usd"] for i in priced) == pytest.approx(est["hourly_usd"], abs=1e-5)
     assert sum(i["max_hourly_usd"] for i in priced) == pytest.approx(est["max"]["hourly_usd"], abs=1e-5)
     assert est["monthly_usd"] == pytest.approx(est["hourly_usd"] * HOURS_PER_MONTH, abs=0.01)
-    assert (est["nodes"], est["max"]["nodes"]) == (1, 3)
+    # The serving pool's 1..3 nodes, and the system pool's one node (its size is fixed).
+    assert (est["nodes"], est["max"]["nodes"]) == (2, 4)
+    system = item(est, "system pool vCPU")
+    assert system["max_hourly_usd"] == system["hourly_usd"] > 0 and "e2-medium" in system["description"]
     # Per-node items triple at three nodes; the cluster fee and the forwarding rule do not.
     assert item(est, "vCPU")["max_hourly_usd"] == pytest.approx(3 * item(est, "vCPU")["hourly_usd"])
     fee = item(est, "GKE cluster management fee")

@@ -25,7 +25,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
     assert order == sorted(order)
     # A new project: apply's plan reads what it can, apply enables the five APIs first.
     assert "the container.googleapis.com API is not enabled yet; apply enables it first" in text
-    assert "Apply complete! Resources: 20 added" in text
+    assert "Apply complete! Resources: 21 added" in text
     # apply on an empty model path finishes and says what to do; upload-model waits until served.
     note = text.index("Note: Deployment stable-diffusion is waiting for a model")
     assert text.index("Apply complete!") < note < text.index("$ sdcluster upload-model")

@@ -33,8 +33,8 @@ def test_readme_notebook_session_runs(
     plan, state = namespace["plan"], namespace["state"]
     html = plan._repr_html_()
     # A new project: the five APIs sdcluster enables, then its 15 resources.
-    assert html.startswith("<div>") and "Plan: 20 to add" in html
-    assert "Plan: 20 to add" in str(plan)
+    assert html.startswith("<div>") and "Plan: 21 to add" in html
+    assert "Plan: 21 to add" in str(plan)
     assert state.outputs["endpoint"].endswith("/v1/models/stable-diffusion")
     # destroy ran last: the service accounts are gone from the state and from the project.
     assert '"iam.service_account' not in (tmp_path / ".sdcluster" / "state.json").read_text()

@@ -41,6 +41,16 @@ def apply(target: Any, *, listener: Listener | None = None, **kw: Any) -> State:
     return _api.apply(target, listener=_progress(listener), **kw)
 
 
+@functools.wraps(_api.pause)
+def pause(config: Any, *, listener: Listener | None = None, **kw: Any) -> dict[str, Any]:
+    return _api.pause(config, listener=_progress(listener), **kw)
+
+
+@functools.wraps(_api.resume)
+def resume(config: Any, *, listener: Listener | None = None, **kw: Any) -> dict[str, Any]:
+    return _api.resume(config, listener=_progress(listener), **kw)
+
+
 @functools.wraps(_api.destroy)
 def destroy(config: Any, *, listener: Listener | None = None, **kw: Any) -> State:
     return _api.destroy(config, listener=_progress(listener), **kw)
@@ -57,7 +67,9 @@ __all__ = [
     "apply",
     "destroy",
     "load_plan",
+    "pause",
     "plan",
+    "resume",
     "save_plan",
     "status",
     "upload_model",

@@ -243,6 +243,31 @@ def destroy(config: Config | Workspace, *, listener: Listener | None = None, **k
     return apply(p, listener=listener)
 
 
+def pause(config: Config | Workspace, *, listener: Listener | None = None, **kw: Any) -> dict[str, Any]:
+    """Pause the cluster: the serving Deployment at zero replicas, so the cluster autoscaler removes
+    the serving nodes; the cluster, system pool, bucket, model, Service (and its address) and the
+    state stay. Returns ``{"paused": "<since> by <what>", "serving_nodes_kept": N}`` (N: the pool's
+    ``min_nodes``, the nodes that keep billing while paused). Pausing a paused cluster changes nothing.
+    """
+    from .gcp.lifecycle import pause as pause_deployment
+
+    ws = _workspace(config, **kw)
+    with ws.backend.lock("pause"):
+        note = pause_deployment(ws.stack.context(listener))
+    return {"paused": note, "serving_nodes_kept": ws.config.cluster.min_nodes}
+
+
+def resume(config: Config | Workspace, *, listener: Listener | None = None, **kw: Any) -> dict[str, Any]:
+    """Resume a paused cluster: ``serving.replicas`` back (the autoscaler adds their nodes) and
+    return once TF Serving serves the model (AVAILABLE; with no model version yet, once the pods
+    run). Returns the Deployment as plan observes it (``ready``, ``model``, ``paused``)."""
+    from .gcp.lifecycle import resume as resume_deployment
+
+    ws = _workspace(config, **kw)
+    with ws.backend.lock("resume"):
+        return resume_deployment(ws.stack.context(listener))
+
+
 KUBERNETES_SCHEMA_VERSION = (
     "1.37"  # GKE's regular channel at the time of writing; kubernetes-validate's newest
 )

@@ -37,10 +37,12 @@ def test_plan_sees_what_gcloud_made_and_gcloud_describes_what_apply_made(
     sdcluster.apply(plan, adopt=True)
     described = gcloud("container", "clusters", "describe", "sd-cluster", "--zone", ZONE)
     assert described["status"] == "RUNNING"
-    (pool,) = described["nodePools"]
+    pool, system = described["nodePools"]
     assert pool["name"] == "sd-node-pool" and pool["config"]["spot"] is True
     assert pool["config"]["serviceAccount"] == f"gke-node@{PROJECT}.iam.gserviceaccount.com"
-    assert pool["autoscaling"] == {"enabled": True, "minNodeCount": 1, "maxNodeCount": 2}
+    # minNodeCount 0 is proto3's default: REST leaves it out.
+    assert pool["autoscaling"] == {"enabled": True, "maxNodeCount": 2}
+    assert system["name"] == "sd-system-pool" and system["config"]["machineType"] == "e2-medium"
     bound = gcloud(
         "iam", "service-accounts", "get-iam-policy", f"gke-admin@{PROJECT}.iam.gserviceaccount.com"
     )

@@ -60,13 +60,17 @@ def test_plan_json_prices_the_plan_from_the_catalog_api(project: Callable[..., A
     assert cost["source"] == "Cloud Billing Catalog API" and cost["source_note"] == ""
     assert re.fullmatch(r"\d{4}-\d\d-\d\d", cost["prices_as_of"])
     assert cost["monthly_usd"] == pytest.approx(cost["hourly_usd"] * HOURS_PER_MONTH, abs=0.01)
-    assert cost["max"]["nodes"] == 2 and cost["max"]["hourly_usd"] > cost["hourly_usd"] > 0
+    assert cost["max"]["nodes"] == 3 and cost["max"]["hourly_usd"] > cost["hourly_usd"] > 0
     names = [i["name"] for i in cost["items"]]
     assert names == [
         "vCPU",
         "memory",
         "boot disks",
         "node external IPv4 addresses",
+        "system pool vCPU",
+        "system pool memory",
+        "system pool boot disks",
+        "system pool node external IPv4 addresses",
         "load balancer forwarding rule",
         "GKE cluster management fee",
         "model storage",
@@ -101,12 +105,13 @@ def test_status_shows_what_runs_now_and_at_what_rate(setup: Callable[..., Any]) 
     now = sdcluster.status(ws)["cost"]
     planned = sdcluster.plan(ws).cost
     assert planned is not None
-    # One node runs (the initial count), with the Service's forwarding rule and the cluster fee.
-    assert now["nodes"] == 1
+    # One serving node runs (the initial count) and the system pool's, with the Service's
+    # forwarding rule and the cluster fee.
+    assert now["nodes"] == 2
     assert now["hourly_usd"] == pytest.approx(planned["hourly_usd"], abs=1e-6)
     fee = next(i for i in now["items"] if i["name"] == "GKE cluster management fee")
     assert fee["hourly_usd"] == 0.10
-    # What GKE reports is what status prices: two nodes cost more than one.
+    # What GKE reports is what status prices: two serving nodes cost more than one.
     pool = "projects/demo-proj/locations/us-central1-c/clusters/sd-cluster/nodePools/sd-node-pool"
     gke = factory(emu).cluster_manager()
     op = gke.set_node_pool_size(request={"name": pool, "node_count": 2})
@@ -118,7 +123,7 @@ def test_status_shows_what_runs_now_and_at_what_rate(setup: Callable[..., Any]) 
         what="the resize",
     )
     higher = sdcluster.status(ws)["cost"]
-    assert higher["nodes"] == 2
+    assert higher["nodes"] == 3
     assert higher["hourly_usd"] == pytest.approx(planned["max"]["hourly_usd"], abs=1e-6)
 
 

@@ -63,14 +63,17 @@ def test_fresh_apply_then_noop_plan_and_zero_mutating_reapply(setup: Any) -> Non
     assert state.outputs["bucket_url"] == f"gs://{PROJECT}-bucket"
     gke = factory(emu).cluster_manager()
     cluster = gke.get_cluster(name=f"projects/{PROJECT}/locations/us-central1-c/clusters/sd-cluster")
-    assert [p.name for p in cluster.node_pools] == ["sd-node-pool"]  # one-shot: no default pool
+    # One shot: the serving pool and the system pool, no default pool.
+    assert [p.name for p in cluster.node_pools] == ["sd-node-pool", "sd-system-pool"]
+    system = cluster.node_pools[1]
+    assert system.config.machine_type == "e2-medium" and system.autoscaling.max_node_count == 1
     pool = cluster.node_pools[0]
     assert (
         pool.config.spot
         and pool.config.service_account == NODE
         and pool.config.machine_type == "n2-standard-4"
     )
-    assert (pool.autoscaling.min_node_count, pool.autoscaling.max_node_count) == (1, 2)
+    assert (pool.autoscaling.min_node_count, pool.autoscaling.max_node_count) == (0, 2)
     assert [m for m, _ in mutating(emu)].count("CreateCluster") == 1
     assert "DeleteNodePool" not in [m for m, _ in mutating(emu)]
     sa_policy = (
@@ -206,7 +209,7 @@ def test_drift_is_planned_attribute_by_attribute_and_restored(setup: Any) -> Non
     op = gke.set_node_pool_autoscaling(
         request=container_v1.SetNodePoolAutoscalingRequest(
             name=POOL,
-            autoscaling=container_v1.NodePoolAutoscaling(enabled=True, min_node_count=1, max_node_count=5),
+            autoscaling=container_v1.NodePoolAutoscaling(enabled=True, min_node_count=0, max_node_count=5),
         )
     )
     edit_project_policy(
@@ -261,7 +264,7 @@ def test_machine_type_change_replaces_the_pool_not_the_cluster(setup: Any) -> No
         .list_node_pools(parent=f"projects/{PROJECT}/locations/us-central1-c/clusters/sd-cluster")
         .node_pools
     )
-    assert [p.config.machine_type for p in pools] == ["n2-standard-2"]
+    assert [p.config.machine_type for p in pools if p.name != "sd-system-pool"] == ["n2-standard-2"]
 
 
 def _wait_op(gke: Any, op: Any) -> None:

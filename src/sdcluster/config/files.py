@@ -23,6 +23,7 @@ _EXAMPLES: dict[str, Any] = {
     "cluster.accelerator_type": "nvidia-tesla-t4",
     "cluster.labels": {"team": "ml"},
     "cluster.subnetwork": "default",
+    "serving.idle_stop_minutes": 30,
 }
 
 

@@ -79,7 +79,11 @@ class ClusterConfig(_Section):
     machine_type: MachineType = Field(
         default="n2-standard-4", description="Compute Engine machine type of the nodes"
     )
-    min_nodes: int = Field(default=1, ge=0, description="autoscaler minimum")
+    min_nodes: int = Field(
+        default=0,
+        ge=0,
+        description="autoscaler minimum (0: a paused cluster has no serving node; the pods keep theirs)",
+    )
     max_nodes: int = Field(default=2, ge=1, description="autoscaler maximum")
     initial_nodes: int = Field(default=1, ge=0, description="nodes created with the pool")
     spot: bool = Field(default=True, description="use Spot VMs (cheaper, may be reclaimed)")
@@ -98,6 +102,13 @@ class ClusterConfig(_Section):
     )
     labels: Labels = Field(
         default_factory=dict, description="GCP labels of the cluster (kept in sync in place)"
+    )
+    system_pool: bool = Field(
+        default=True,
+        description="a 1-node pool for GKE's system pods, so the serving pool can scale to zero (pause)",
+    )
+    system_machine_type: MachineType = Field(
+        default="e2-medium", description="machine type of the system pool's node"
     )
     network: ComputeName = Field(
         default="default", description="VPC network of the cluster (must exist in the project)"
@@ -206,6 +217,11 @@ class ServingConfig(_Section):
         default=(), strict=False, description="CIDR ranges allowed to reach the load balancer (empty: anyone)"
     )
     autoscaling: bool = Field(default=False, description="add a HorizontalPodAutoscaler")
+    idle_stop_minutes: int | None = Field(
+        default=None,
+        ge=1,
+        description="pause the cluster from inside after N minutes without a predict request (off by default)",
+    )
     max_replicas: int = Field(default=2, ge=1, description="autoscaler maximum (>= replicas)")
     target_cpu_utilization: int = Field(
         default=80, ge=1, le=100, description="autoscaler CPU target, percent"

@@ -92,6 +92,7 @@ class Knobs:
     autoscale_s: float = 1.0  # cluster autoscaler: unschedulable pod -> a new Ready node
     scale_down_s: float = 60.0  # a node without workload pods for this long is removed
     event_ttl_s: float = 3600.0  # kube-apiserver --event-ttl (1 h by default)
+    cron_minute_s: float = 60.0  # how long one minute of a CronJob schedule lasts (kubecron)
     seed: int = 0
     quotas: dict[str, float] = field(default_factory=_default_quotas)
     # The Cloud Billing Catalog answers (False: unreachable, every call UNAVAILABLE).

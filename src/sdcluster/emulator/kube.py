@@ -66,7 +66,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
-from . import kubecontrol, kubelet, kubesim, tfprocess, tfserving
+from . import kubecontrol, kubecron, kubelet, kubesim, tfprocess, tfserving
 from .core import EmulatorError, World
 from .kubeerrors import kube_error
 from .kubehttp import ApiHTTPServer, Running, handler_class
@@ -123,6 +123,7 @@ class Hub:
     def __init__(self, world: World) -> None:
         self.world = world
         self._running: dict[str, Running] = {}
+        self._cron: set[str] = set()  # CronJobs with a run going (concurrencyPolicy Forbid)
         self._models: dict[str, tuple[_ModelSpec, Any]] = {}
         self._failed_models: dict[_ModelSpec, float] = {}  # spec -> when its start failed
         self._models_lock = threading.Lock()
@@ -427,6 +428,7 @@ class Hub:
         desired: dict[str, _ModelSpec] = {}
         backends: dict[str, tfserving.Servable] = {}
         jobs: list[_ReadJob] = []
+        cron: list[kubecron.Run] = []
         with self.world.lock:
             for key, rec in self.world.data.get("kube", {}).items():
                 if key not in self._running:
@@ -441,6 +443,10 @@ class Hub:
                 if journal is not None:
                     journal.sync(api, journal.watched())
                 jobs += self._read_jobs(key, rec, sim.now)
+                nodes = sim.node_objects()
+                for run in kubecron.due(key, rec, sim.now, self.world.knobs.cron_minute_s, nodes, self._cron):
+                    self._cron.add(run.job)
+                    cron.append(run)
                 for mkey, (spec, servable) in self._desired_models(key, rec, sim).items():
                     desired[mkey], backends[mkey] = spec, servable
             # Pods change on every tick (probes, logs): persist at most once a second.
@@ -450,8 +456,17 @@ class Hub:
         self._backends = backends
         for job in jobs:
             self._submit(job)
+        for run in cron:
+            kubecron.launch(run, self._cron_finished)
         self._sync_models(desired)
         self._release_unused_ips()
+
+    def _cron_finished(self, run: kubecron.Run) -> None:
+        with self.world.lock:
+            self._cron.discard(run.job)
+            rec = self.world.data.get("kube", {}).get(run.key)
+            if rec is not None:
+                kubecron.record(rec, run, self.world.now())
 
     # ---- load balancer addresses ---------------------------------------------------------------------
     def _hold(self, ip: str) -> bool:

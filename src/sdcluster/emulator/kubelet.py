@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import kubesim, tfprocess
+from . import kubesim, tfmetrics, tfprocess
 from .core import EmulatorError
 from .tfserving import answer
 
@@ -142,6 +142,23 @@ def _env_of(pod: dict[str, Any], container: dict[str, Any], env: Env) -> dict[st
     return out
 
 
+def mounted_file(pod: dict[str, Any], container: dict[str, Any], path: str, env: Env) -> str | None:
+    """The text of ``path`` in the container when a ConfigMap volume provides it (its ``items``
+    map keys to paths; without items every key is a file), else None."""
+    volumes = {v.get("name"): v for v in pod["spec"].get("volumes") or []}
+    for mount in container.get("volumeMounts") or []:
+        base = str(mount.get("mountPath", "")).rstrip("/") + "/"
+        source = (volumes.get(mount.get("name")) or {}).get("configMap")
+        if not path or not path.startswith(base) or not source:
+            continue
+        rel = path[len(base) :]
+        items = source.get("items")
+        key = next((i["key"] for i in items if i.get("path") == rel), None) if items else rel
+        if key is not None:
+            return env.configmap(pod["namespace"], str(source.get("name")), str(key))
+    return None
+
+
 def _start(pod: dict[str, Any], cname: str, c: dict[str, Any], now: float, env: Env) -> None:
     spec = _container_spec(pod, cname)
     environment = _env_of(pod, spec, env)
@@ -163,7 +180,10 @@ def _start(pod: dict[str, Any], cname: str, c: dict[str, Any], now: float, env: 
             environment,
             [str(a) for a in spec.get("command") or []] or None,
         )
-        c["proc"] = tfprocess.start(flags, now, env.tfserving_scale, env.model_load_s)
+        monitoring = mounted_file(pod, spec, flags.monitoring_config_file, env)
+        c["proc"] = tfprocess.start(
+            flags, now, env.tfserving_scale, env.model_load_s, tfmetrics.prometheus_path(monitoring)
+        )
     if first:
         image = str(spec.get("image", ""))
         involved = _involved(pod, cname)

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import kubeopenapi, kubeproto, kubesub, kubetables, kubewatch
+from . import kubeopenapi, kubeproto, kuberbac, kubesub, kubetables, kubewatch
 from .core import Identity
 from .kubediscovery import discovery, version
 from .kubeerrors import bad_request, details, kube_error
@@ -46,8 +46,13 @@ class Router:
                 return Reply(200, "ok")
             if req.path == "/version":
                 return Reply(200, version())
-            identity = self.world.identify(req.headers.get("Authorization"))
-            req.member, req.user = identity.member, self.kube_user(identity)
+            with self.world.lock:
+                req.account = kuberbac.service_account_of(self.api.rec, req.headers.get("Authorization"))
+            if req.account is not None:  # a pod's Kubernetes service account: RBAC decides
+                req.member, req.user = "", kuberbac.user_name(req.account)
+            else:
+                identity = self.world.identify(req.headers.get("Authorization"))
+                req.member, req.user = identity.member, self.kube_user(identity)
             info.caller = (
                 req.user
                 if req.user.startswith(("user:", "serviceAccount:"))
@@ -138,6 +143,12 @@ class Router:
         """GKE authorizes through IAM: ``container.<resource>.<verb>`` on the project."""
         if kind.kind == "SelfSubjectAccessReview":
             return  # every authenticated user may ask what they may do
+        if req.account is not None:
+            with self.world.lock:
+                if kuberbac.allows(self.api.rec, req.account, kind, verb, ns, name, sub):
+                    return
+            message = kuberbac.forbidden_message(req.account, kind, verb, ns, name, sub)
+            raise kube_error(403, "Forbidden", message, details(kind, name))
         needed = kubesub.permission(kind, verb, sub)
         if self.world.has_permission(req.member, needed, self.project):
             return

@@ -27,6 +27,7 @@ class Request:
     body: bytes
     member: str = ""  # the IAM member (who IAM authorizes)
     user: str = ""  # the member as Kubernetes names it
+    account: tuple[str, str] | None = None  # (namespace, name) of a Kubernetes service account caller
     warnings: list[str] = field(default_factory=list)
 
     @property

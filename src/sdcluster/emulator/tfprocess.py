@@ -39,9 +39,11 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import tfmetrics
 from .tfserving import Servable, VersionStatus
 
 POLL_S = 1.0  # --file_system_poll_wait_seconds (Server::Options default, server.h)
@@ -68,6 +70,7 @@ class Flags:
     poll_s: float = POLL_S
     retry_s: float = RETRY_S
     max_retries: int = MAX_RETRIES
+    monitoring_config_file: str = ""
 
 
 def parse_flags(argv: list[str], env: dict[str, str], command: list[str] | None = None) -> Flags:
@@ -119,6 +122,7 @@ def parse_flags(argv: list[str], env: dict[str, str], command: list[str] | None 
         poll_s=number("file_system_poll_wait_seconds", POLL_S),
         retry_s=number("load_retry_interval_micros", RETRY_S * 1e6) / 1e6,
         max_retries=int(number("max_num_load_retries", MAX_RETRIES)),
+        monitoring_config_file=values.get("monitoring_config_file", ""),
     )
 
 
@@ -249,9 +253,12 @@ def _sid(proc: dict[str, Any], version: int) -> str:
     return f"{{name: {proc['model']} version: {version}}}"
 
 
-def start(flags: Flags, now: float, scale: float, load_s: float) -> dict[str, Any]:
-    """A freshly started ``tensorflow_model_server`` (it polls at once)."""
+def start(flags: Flags, now: float, scale: float, load_s: float, prometheus_path: str = "") -> dict[str, Any]:
+    """A freshly started ``tensorflow_model_server`` (it polls at once). ``prometheus_path``: where
+    its REST port serves the metrics (``tfmetrics.prometheus_path`` of its monitoring config)."""
     proc: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "prometheus_path": prometheus_path,
         "model": flags.model_name,
         "base": flags.base_path.rstrip("/"),
         "grpc_port": flags.grpc_port,
@@ -486,4 +493,11 @@ def servable(proc: dict[str, Any], predict_s_per_step: float) -> Servable:
     versions = {
         int(v): VersionStatus(s["state"], s["error"][0], s["error"][1]) for v, s in proc["versions"].items()
     }
-    return Servable(proc["model"], versions, proc["rest_timeout_ms"], predict_s_per_step)
+    return Servable(
+        proc["model"],
+        versions,
+        proc["rest_timeout_ms"],
+        predict_s_per_step,
+        metrics=tfmetrics.of_process(str(proc.get("id", ""))),
+        prometheus_path=str(proc.get("prometheus_path", "")),
+    )

@@ -77,6 +77,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
+from . import tfmetrics
 from .core import EmulatorError, World, invalid, not_found
 
 IMAGE_SIZE_ENV = "SDCLUSTER_EMULATOR_IMAGE_SIZE"
@@ -494,6 +495,8 @@ class Servable:
     versions: dict[int, VersionStatus]
     rest_timeout_ms: int = 30000
     predict_s_per_step: float = 0.0  # synthetic compute time per diffusion step and image
+    metrics: tfmetrics.Metrics | None = None  # the process's counters (tfmetrics), when it counts
+    prometheus_path: str = ""  # where the REST port serves them ("": not enabled)
 
     @classmethod
     def loaded(cls, model_name: str, version: int = 1, **kw: Any) -> Servable:
@@ -508,8 +511,22 @@ class Servable:
 
 
 def answer(servable: Servable, http_method: str, path: str, body: bytes, image_size: int) -> bytes:
-    """TF Serving's answer to one REST request (raises EmulatorError with its status and message)."""
-    r = route(http_method, path)
+    """TF Serving's answer to one REST request (raises EmulatorError with its status and message),
+    counted in the process's metrics as ``http_server.cc`` counts it."""
+    started, status, api = time.monotonic(), "OK", ""
+    try:
+        r = route(http_method, path)
+        api = r.kind if http_method == "POST" else ""
+        return _answer(servable, r, body, image_size)
+    except EmulatorError as e:
+        status = e.code.name
+        raise
+    finally:
+        if servable.metrics is not None:
+            servable.metrics.record(servable.model_name, status, api, time.monotonic() - started)
+
+
+def _answer(servable: Servable, r: Route, body: bytes, image_size: int) -> bytes:
     if r.kind == "status":
         return _status(servable, r)
     version = _servable(servable, r)
@@ -800,11 +817,15 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
-        if not _REST_PREFIX.fullmatch(path):
+        server = cast(_HTTPServer, self.server).model_server
+        servable = server.backend()
+        if servable is not None and servable.prometheus_path and path == servable.prometheus_path:
+            metrics = servable.metrics.exposition() if servable.metrics is not None else ""
+            status, data, ctype = 200, metrics.encode(), "text/plain; version=0.0.4"
+        elif not _REST_PREFIX.fullmatch(path):
             # TF Serving registers handlers for /v1/ only; anything else is evhttp's bare 404.
             status, data, ctype = 404, b"Not Found", "text/plain"
         else:
-            server = cast(_HTTPServer, self.server).model_server
             (status, data), ctype = server.handle(self.command, path, body), "application/json"
         self.send_response(status)
         self.send_header("Content-Type", ctype)

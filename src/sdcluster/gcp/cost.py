@@ -46,8 +46,15 @@ _GIB_PER_VCPU = {
 }
 
 
-def machine_shape(machine_type: str) -> tuple[int, float] | None:
-    """(vCPUs, GiB of memory) of a predefined N1/N2/N2D/N4/E2 machine type, else None."""
+# The E2 shared-core types are billed for a fraction of a vCPU (compute/vm-instance-pricing, "E2
+# shared-core machine types": e2-micro 0.25, e2-small 0.5, e2-medium 1 vCPU) at the E2 vCPU rate.
+_SHARED_CORE = {"e2-micro": (0.25, 1.0), "e2-small": (0.5, 2.0), "e2-medium": (1.0, 4.0)}
+
+
+def machine_shape(machine_type: str) -> tuple[float, float] | None:
+    """(billed vCPUs, GiB of memory) of a predefined N1/N2/N2D/N4/E2 machine type, else None."""
+    if machine_type in _SHARED_CORE:
+        return _SHARED_CORE[machine_type]
     m = re.fullmatch(r"([a-z0-9]+)-(standard|highmem|highcpu)-(\d+)", machine_type)
     if not m:
         return None
@@ -66,12 +73,17 @@ class Pool:
     disk_gb: int
     accelerator_type: str
     accelerator_count: int
+    initial: int
+    most: int
+    label: str = ""  # how its items are named: "" (the serving pool) or "system pool "
 
 
 def pools(cfg: Config) -> list[Pool]:
-    c = cfg.cluster
-    return [
-        Pool(
+    """The serving pool, then the system pool (``gke.system_config``) when there is one."""
+    from .resources.gke import system_config
+
+    def pool(c: Any, label: str) -> Pool:
+        return Pool(
             c.node_pool,
             c.machine_type,
             c.spot or c.preemptible,
@@ -79,8 +91,22 @@ def pools(cfg: Config) -> list[Pool]:
             c.disk_size_gb,
             c.accelerator_type or "",
             c.accelerator_count if c.accelerator_type else 0,
+            c.initial_nodes,
+            c.max_nodes,
+            label,
         )
-    ]
+
+    out = [pool(cfg.cluster, "")]
+    if cfg.cluster.system_pool:
+        out.append(pool(system_config(cfg).cluster, "system pool "))
+    return out
+
+
+def split_nodes(cfg: Config, total: int) -> dict[str, int]:
+    """GKE reports the cluster's node count: the system pool's are its fixed size, the rest serve."""
+    ps = pools(cfg)
+    system = {p.name: min(p.initial, total) for p in ps[1:]}
+    return {ps[0].name: total - sum(system.values()), **system}
 
 
 @dataclass(frozen=True)
@@ -151,20 +177,22 @@ def estimate(cfg: Config, running: Running, book: PriceBook) -> dict[str, Any]:
         shape = machine_shape(pool.machine_type)
         if shape is None:
             unknown = f"the vCPUs and memory of {pool.machine_type} are not known to the estimate"
-            items.add("vCPU", f"{pool.machine_type} ({kind})", 0, "vCPU", [], "h", unpriced=unknown)
-            items.add("memory", pool.machine_type, 0, "GiB", [], "GiBy.h", unpriced=unknown)
+            items.add(
+                f"{pool.label}vCPU", f"{pool.machine_type} ({kind})", 0, "vCPU", [], "h", unpriced=unknown
+            )
+            items.add(f"{pool.label}memory", pool.machine_type, 0, "GiB", [], "GiBy.h", unpriced=unknown)
         else:
             cpus, gib = shape
             items.add(
-                "vCPU",
-                f"{cpus} per node ({pool.machine_type}, {kind})",
+                f"{pool.label}vCPU",
+                f"{cpus:g} per node ({pool.machine_type}, {kind})",
                 n * cpus,
                 "vCPU",
                 [prices.vcpu(family, spot=pool.spot, region=region)],
                 "h",
             )
             items.add(
-                "memory",
+                f"{pool.label}memory",
                 f"{gib:g} GiB per node",
                 n * gib,
                 "GiB",
@@ -173,7 +201,7 @@ def estimate(cfg: Config, running: Running, book: PriceBook) -> dict[str, Any]:
             )
         if pool.accelerator_count:
             items.add(
-                "GPUs",
+                f"{pool.label}GPUs",
                 f"{pool.accelerator_count} {pool.accelerator_type} per node ({kind})",
                 n * pool.accelerator_count,
                 "GPU",
@@ -181,7 +209,7 @@ def estimate(cfg: Config, running: Running, book: PriceBook) -> dict[str, Any]:
                 "h",
             )
         items.add(
-            "boot disks",
+            f"{pool.label}boot disks",
             f"{pool.disk_gb} GiB {pool.disk_type} per node",
             n * pool.disk_gb,
             "GiB",
@@ -189,7 +217,7 @@ def estimate(cfg: Config, running: Running, book: PriceBook) -> dict[str, Any]:
             "GiBy.mo",
         )
         items.add(
-            "node external IPv4 addresses",
+            f"{pool.label}node external IPv4 addresses",
             f"1 per node ({'Spot VMs' if pool.spot else 'standard VMs'})",
             n,
             "address",
@@ -254,8 +282,8 @@ def _totals(items: list[dict[str, Any]], book: PriceBook, nodes: int) -> dict[st
 def plan_estimate(cfg: Config, book: PriceBook, model_bytes: int | None) -> dict[str, Any]:
     """The configuration's cost while running, at its initial node count and at its maximum: each
     item's ``hourly_usd`` (initial) and ``max_hourly_usd``, and both totals."""
-    first = {p.name: cfg.cluster.initial_nodes for p in pools(cfg)}
-    most = {p.name: cfg.cluster.max_nodes for p in pools(cfg)}
+    first = {p.name: p.initial for p in pools(cfg)}
+    most = {p.name: p.most for p in pools(cfg)}
     low = estimate(cfg, Running(first, True, model_bytes), book)
     high = estimate(cfg, Running(most, True, model_bytes), book)
     for item, at_max in zip(low["items"], high["items"], strict=True):

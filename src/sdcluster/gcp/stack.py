@@ -28,7 +28,7 @@ from ..errors import SdclusterError
 from ..state import State
 from .clients import ClientFactory
 from .context import TOKEN_CREATOR, GcpContext
-from .resources.gke import Cluster, NodePool
+from .resources.gke import Cluster, NodePool, system_config
 from .resources.iam import (
     REQUIRED_SERVICES,
     ProjectMember,
@@ -130,6 +130,8 @@ class GcpStack(Stack[GcpContext]):
         )
         pool = NodePool(cfg, (cluster.address,))
         out += [cluster, pool]
+        if cfg.cluster.system_pool:
+            out.append(NodePool(system_config(cfg), (cluster.address,)))
         model_deps: tuple[str, ...] = ()
         if cfg.bucket.enabled:
             bucket = Bucket(
@@ -145,6 +147,14 @@ class GcpStack(Stack[GcpContext]):
             out += [bucket, reader]
             model_deps = (reader.address,)
         out += serving_resources(cfg, (cluster.address, pool.address), model_deps)
+        if cfg.serving.idle_stop_minutes:
+            from .resources.autostop import manifests
+            from .resources.kube import KubeObject
+
+            deps = (cluster.address, pool.address, *(r.address for r in out if r.type == "k8s.namespace"))
+            *parts, cron = [KubeObject(cfg, m, deps) for m in manifests(cfg)]
+            # The CronJob last: its first run needs its service account, Role and script.
+            out += [*parts, KubeObject(cfg, cron.manifest, (*deps, *(p.address for p in parts)))]
         return out
 
     def details(self, plan: Plan) -> dict[str, Any]:
@@ -166,6 +176,7 @@ class GcpStack(Stack[GcpContext]):
                     "ready": observed.get("ready", ""),
                     "replicas": observed.get("spec.replicas"),
                     "model": observed.get("model", ""),
+                    "paused": observed.get("paused", ""),
                 }
         return out
 
@@ -189,7 +200,7 @@ class GcpStack(Stack[GcpContext]):
     def cost(self, plan: Plan, state: State | None, *, now: bool = False) -> dict[str, Any] | None:
         """The plan's cost while running (initial and maximum node count), or (``now``) the rate of
         what runs now: the nodes GKE reports, the Service the state records, the model's bytes."""
-        from .cost import Running, estimate, plan_estimate, pools
+        from .cost import Running, estimate, plan_estimate, split_nodes
 
         if plan.destroy:
             return None
@@ -202,8 +213,7 @@ class GcpStack(Stack[GcpContext]):
             return plan_estimate(self.config, book, model_bytes)
         cluster = observed.get(Cluster)
         count = int(cluster.get("current_node_count") or 0) if cluster else 0
-        # GKE reports the cluster's nodes; sdcluster's cluster has one node pool.
-        nodes = {p.name: count for p in pools(self.config)}
+        nodes = split_nodes(self.config, count)
         service = state.resources.get(self._service_address) if state else None
         running = Running(
             nodes, forwarding_rule=service is not None, model_bytes=model_bytes, cluster=bool(cluster)

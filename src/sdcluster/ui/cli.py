@@ -365,6 +365,8 @@ def status(ctx: typer.Context, json_: Annotated[bool, Flag("--json", help="JSON 
         model = d.get("model") or "unknown"
         waiting = " (waiting for a model: sdcluster upload-model DIR)" if model == "none" else ""
         say(f"Deployment: {d['ready']} ready, model: {model}{waiting}")
+        if d.get("paused"):
+            say(f"Paused: since {d['paused']} (serve again: sdcluster resume)")
     if st["outputs"].get("endpoint"):
         say(f"Endpoint: {st['outputs']['endpoint']}")
     if st.get("cost"):
@@ -399,9 +401,9 @@ def doctor(
 
 
 # The other command modules register themselves on the app as they are imported.
-from . import emulator_commands, model_commands, state_commands  # noqa: E402
+from . import emulator_commands, lifecycle, model_commands, state_commands  # noqa: E402
 
-__all__ = ["Options", "app", "emulator_commands", "main", "model_commands", "state_commands"]
+__all__ = ["Options", "app", "emulator_commands", "lifecycle", "main", "model_commands", "state_commands"]
 
 
 @app.command()

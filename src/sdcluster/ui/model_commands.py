@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import UsageError
+from . import lifecycle
 from .app import (
     app,
     load_config,
@@ -140,8 +141,11 @@ def generate(
         str | None,
         typer.Option("--endpoint", metavar="URL", help="Model URL (default: the `endpoint` output)."),
     ] = None,
+    no_wake: Annotated[
+        bool, Flag("--no-wake", help="Refuse on a paused cluster instead of resuming it.")
+    ] = False,
 ) -> None:
-    """Generate images from the deployed model and save them as PNG."""
+    """Generate images from the deployed model and save them as PNG (a paused cluster is resumed)."""
     import time
 
     from ..generate import generate as run_generate
@@ -159,6 +163,7 @@ def generate(
     ws = workspace(ctx)
     cfg = ws.config
     if endpoint is None:
+        lifecycle.wake(ws, no_wake=no_wake)
         st = ws.backend.read()
         endpoint = (st.outputs.get("endpoint") if st else None) or None
         if endpoint is None:

@@ -45,9 +45,36 @@ T = TypeVar("T")
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 OPERATION_TIMEOUT_S = 3600.0
+# GKE's own cluster-wide pods (kube-dns, metrics-server, konnectivity...) need a node: "at least one
+# node must always be available in the cluster to run system Pods" (kubernetes-engine/docs/concepts/
+# cluster-autoscaler, minimum and maximum node pool size), and a node running kube-system pods
+# without a PodDisruptionBudget is not removed by the autoscaler (kubernetes/autoscaler
+# cluster-autoscaler/FAQ.md, "What types of pods can prevent CA from removing a node?"). A 1-node
+# pool holds them, so the serving pool can reach zero nodes while paused.
+SYSTEM_POOL = "sd-system-pool"
+SYSTEM_DISK_GB = 30
+SYSTEM_DISK_TYPE = "pd-standard"
 
 # --------------------------------------------------------------------------------------------------
 # Specs
+
+
+def system_config(cfg: Config) -> Config:
+    """``cfg`` as the system pool sees it: one node of ``cluster.system_machine_type`` (Spot when the
+    serving pool is), a small standard disk, no GPU, in the same cluster."""
+    c = cfg.cluster
+    update = {
+        "node_pool": SYSTEM_POOL,
+        "machine_type": c.system_machine_type,
+        "min_nodes": 1,
+        "initial_nodes": 1,
+        "max_nodes": 1,
+        "disk_size_gb": SYSTEM_DISK_GB,
+        "disk_type": SYSTEM_DISK_TYPE,
+        "accelerator_type": None,
+        "accelerator_count": 0,
+    }
+    return cfg.model_copy(update={"cluster": c.model_copy(update=update)})
 
 
 def node_pool_attributes(cfg: Config) -> dict[str, Any]:
@@ -362,7 +389,10 @@ class Cluster(Resource[GcpContext]):
         cluster = gke.Cluster(
             name=self.cluster_name,
             description="Stable Diffusion serving cluster (managed by sdcluster)",
-            node_pools=[node_pool_proto(cfg, cfg.cluster.node_pool)],
+            node_pools=[
+                node_pool_proto(cfg, cfg.cluster.node_pool),
+                *([node_pool_proto(system_config(cfg), SYSTEM_POOL)] if cfg.cluster.system_pool else []),
+            ],
             workload_identity_config=gke.WorkloadIdentityConfig(workload_pool=f"{cfg.project}.svc.id.goog"),
             resource_labels=cluster_labels(cfg),
             network=cfg.cluster.network,

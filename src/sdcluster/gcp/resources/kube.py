@@ -91,6 +91,9 @@ KINDS = {
     "Service": Kind("CoreV1Api", "namespaced_service"),
     "Deployment": Kind("AppsV1Api", "namespaced_deployment"),
     "HorizontalPodAutoscaler": Kind("AutoscalingV2Api", "namespaced_horizontal_pod_autoscaler"),
+    "Role": Kind("RbacAuthorizationV1Api", "namespaced_role"),
+    "RoleBinding": Kind("RbacAuthorizationV1Api", "namespaced_role_binding"),
+    "CronJob": Kind("BatchV1Api", "namespaced_cron_job"),
 }
 
 

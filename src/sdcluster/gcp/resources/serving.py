@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ... import retry
 from ...config.quantity import canonical_cpu, quantity_value
-from ...engine import Change, Resource
+from ...engine import Action, Change, Resource
 from ...errors import InvalidRequest, NotFound, PermissionDenied, RolloutStuck, SdclusterError, WaitTimeout
 from ...state import ResourceState
 from ...tfserving import GRPC_PORT, HTTP_PORT, model_url
@@ -45,6 +45,15 @@ batch_timeout_micros { value: 1000000 }
 max_enqueued_batches { value: 16 }
 num_batch_threads { value: 2 }
 """
+PAUSED = "sdcluster.dev/paused"  # Deployment annotation: paused since when, by what (gcp/lifecycle.py)
+AUTOSTOP = "sdcluster.dev/autostop"  # Deployment annotation: autostop's last count and its time
+# TF Serving's Prometheus metrics, for autostop: a MonitoringConfig text proto (tensorflow/serving
+# tensorflow_serving/config/monitoring_config.proto) read from --monitoring_config_file
+# (model_servers/server.cc) and served on the REST port at its path (util/prometheus_exporter.cc's
+# kPrometheusPath is this default).
+METRICS_PATH = "/monitoring/prometheus/metrics"
+MONITORING_FILE = "monitoring_config.txt"
+MONITORING_CONFIG = f'prometheus_config {{ enable: true, path: "{METRICS_PATH}" }}\n'
 KSA = "tf-serving"  # the Kubernetes service account TF Serving runs as: its principal reads the model
 # On Spot (and preemptible) preemption GKE gives pods 30 s: the first 15 s to ordinary pods, the rest
 # to system pods (cloud.google.com/kubernetes-engine/docs/concepts/spot-vms, graceful shutdown). A
@@ -91,6 +100,8 @@ def configmap_manifest(cfg: Config) -> dict[str, Any]:
     data = {"MODEL_NAME": cfg.serving.model_name, "MODEL_PATH": cfg.model_path}
     if cfg.serving.batching:
         data[BATCHING_FILE] = BATCHING_PARAMETERS
+    if cfg.serving.idle_stop_minutes:
+        data[MONITORING_FILE] = MONITORING_CONFIG
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -112,8 +123,13 @@ def deployment_manifest(cfg: Config) -> dict[str, Any]:
         f"--port={GRPC_PORT}",
         f"--rest_api_port={HTTP_PORT}",
     ]
+    files = []
     if s.batching:
         args += ["--enable_batching", f"--batching_parameters_file={BATCHING_DIR}/{BATCHING_FILE}"]
+        files.append(BATCHING_FILE)
+    if s.idle_stop_minutes:
+        args.append(f"--monitoring_config_file={BATCHING_DIR}/{MONITORING_FILE}")
+        files.append(MONITORING_FILE)
     resources: dict[str, Any] = {"requests": {"cpu": canonical_cpu(s.cpu), "memory": s.memory}}
     if gpus:
         resources["limits"] = {"nvidia.com/gpu": str(gpus)}
@@ -158,14 +174,14 @@ def deployment_manifest(cfg: Config) -> dict[str, Any]:
         # Our pool carries this node label whatever its GKE name (a replaced pool gets a suffix).
         "nodeSelector": {POOL_LABEL: cfg.cluster.node_pool},
     }
-    if s.batching:
+    if files:
         container["volumeMounts"] = [
             {"name": "tfserving-configs", "mountPath": BATCHING_DIR, "readOnly": True}
         ]
         pod_spec["volumes"] = [
             {
                 "name": "tfserving-configs",
-                "configMap": {"name": CONFIGMAP, "items": [{"key": BATCHING_FILE, "path": BATCHING_FILE}]},
+                "configMap": {"name": CONFIGMAP, "items": [{"key": f, "path": f} for f in files]},
             }
         ]
     if gpus:
@@ -250,14 +266,34 @@ class Deployment(KubeObject):
     def diff(self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> Change:
         if observed is not None and "rollout" in observed:  # read() saw the live status
             desired = {**desired, "rollout": "complete"}
-        return super().diff(desired, observed)
+        paused = str((observed or {}).get("paused") or "")
+        if not paused or observed is None:
+            return super().diff(desired, observed)
+        # Paused (sdcluster pause, or autostop): zero replicas is the pause, not drift; an apply
+        # of other changes keeps it paused.
+        change = super().diff({**desired, "spec.replicas": observed.get("spec.replicas")}, observed)
+        note = f"paused since {paused}; sdcluster resume brings back {self.cfg.serving.replicas} replica(s)"
+        if change.action is Action.NOOP:
+            change.reason = f"Deployment {self.obj_name} is {note}"
+        else:
+            change.warnings.append(f"the cluster stays paused (since {paused}); resume: sdcluster resume")
+        return change
 
     def warnings(self, ctx: GcpContext, observed: Mapping[str, Any] | None) -> list[str]:
+        paused = str((observed or {}).get("paused") or "")
+        if paused:
+            return [
+                f"the cluster is paused since {paused}: no serving pods, its serving nodes are "
+                "scaled to zero; sdcluster resume (or sdcluster generate) brings them back"
+            ]
         return capacity_warnings(self.cfg)
 
     def extra(self, live: Mapping[str, Any]) -> dict[str, Any]:
         status = live.get("status", {}) or {}
-        return {"ready": f"{status.get('readyReplicas', 0) or 0}/{live.get('spec', {}).get('replicas', 0)}"}
+        return {
+            "ready": f"{status.get('readyReplicas', 0) or 0}/{live.get('spec', {}).get('replicas', 0)}",
+            "paused": paused_note(live),
+        }
 
     def read(self, ctx: GcpContext, prior: ResourceState | None) -> dict[str, Any] | None:
         live = self.get(ctx)
@@ -267,6 +303,11 @@ class Deployment(KubeObject):
         return {**self.view(live), "model": model, "rollout": rollout_word(live, model)}
 
     def apply(self, ctx: GcpContext) -> dict[str, Any]:
+        live = self.get(ctx, admin=True) or {}
+        if paused_note(live):  # apply keeps a paused cluster paused
+            spec = {**self.manifest["spec"], "replicas": 0}
+            self.manifest = {**self.manifest, "spec": spec}
+            ctx.report(self.address, f"the cluster is paused since {paused_note(live)}: kept paused")
         attrs = super().apply(ctx)
         return {**attrs, "model": self._model, "rollout": "complete"}
 
@@ -280,6 +321,11 @@ class Deployment(KubeObject):
             ctx.report(self.address, f"waiting for a model: {waiting_note(self.cfg)}")
         else:
             wait_for_rollout(ctx, self, generation)
+
+
+def paused_note(live: Mapping[str, Any]) -> str:
+    """The Deployment's paused annotation ("" while it serves)."""
+    return str(((live.get("metadata") or {}).get("annotations") or {}).get(PAUSED) or "")
 
 
 def model_versions(ctx: GcpContext, cfg: Config) -> list[int] | None:

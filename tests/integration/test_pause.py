@@ -1,0 +1,146 @@
+"""Pause and resume on the emulator: a paused cluster has no serving pod and (once the autoscaler
+removed them) no serving node, costs less in status, is not drift for plan and apply, can be
+destroyed; resume serves the model again; generate wakes a paused cluster unless --no-wake."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import sdcluster
+from sdcluster import retry
+from sdcluster.generate import generate
+from sdcluster.ui.cli import app
+from sdcluster.ui.demo import make_demo_model
+
+from .test_serving import kube_api, raw
+
+KNOBS = {"scale_down_s": 0.3}
+
+
+def deployment(emu: Any) -> dict[str, Any]:
+    from kubernetes import client as k8s
+
+    apps = k8s.AppsV1Api(kube_api(emu))
+    return raw(apps.read_namespaced_deployment("stable-diffusion", "default", _preload_content=False))
+
+
+def serving_nodes(emu: Any) -> list[str]:
+    from kubernetes import client as k8s
+
+    nodes = k8s.CoreV1Api(kube_api(emu)).list_node().items
+    return [n.metadata.name for n in nodes if "sd-node-pool" in n.metadata.name]
+
+
+def until_serving_nodes(emu: Any, count: int) -> None:
+    retry.until(
+        lambda: True if len(serving_nodes(emu)) == count else None,
+        timeout_s=30,
+        what=f"{count} serving node(s)",
+    )
+
+
+def test_pause_scales_to_zero_lowers_the_rate_is_not_drift_and_resume_serves_again(
+    setup: Any, tmp_path: Path
+) -> None:
+    emu, ws = setup(knobs=KNOBS)
+    sdcluster.apply(sdcluster.plan(ws))
+    sdcluster.upload_model(ws, make_demo_model(tmp_path / "model", shards=1, shard_bytes=1024))
+    running = sdcluster.status(ws)
+    assert running["cost"]["nodes"] == 2 and len(serving_nodes(emu)) == 1  # serving + system
+    endpoint = running["outputs"]["endpoint"]
+
+    got = sdcluster.pause(ws)
+    assert got["paused"].endswith("by sdcluster pause") and got["serving_nodes_kept"] == 0
+    assert deployment(emu)["spec"]["replicas"] == 0
+    until_serving_nodes(emu, 0)
+    paused = sdcluster.status(ws)
+    assert paused["deployment"]["paused"] == got["paused"]
+    assert paused["cost"]["nodes"] == 1  # the system pool's node
+    assert paused["cost"]["hourly_usd"] < running["cost"]["hourly_usd"]
+    assert paused["outputs"]["endpoint"] == endpoint  # the address stays
+    # Paused is not drift: plan changes nothing, says why, and apply keeps it paused.
+    p = sdcluster.plan(ws)
+    assert {c.action for c in p.changes} == {"noop"}, str(p)
+    dep = next(c for c in p.changes if c.address == "k8s.deployment.default/stable-diffusion")
+    assert "paused since" in dep.reason and "sdcluster resume" in dep.reason
+    assert any("the cluster is paused" in w for w in p.warnings)
+    emu.log.clear()
+    sdcluster.apply(p)
+    assert [e for e in emu.log.mutating() if e.service == "k8s"] == []
+    assert sdcluster.pause(ws)["paused"] == got["paused"]  # pausing twice changes nothing
+
+    resumed = sdcluster.resume(ws)
+    assert resumed["ready"] == "1/1" and resumed["paused"] == ""
+    assert len(serving_nodes(emu)) == 1
+    result = generate(ws.config, "a cat", endpoint=endpoint, steps=2)
+    assert len(result.images) == 1
+    assert "sdcluster.dev/paused" not in (deployment(emu)["metadata"].get("annotations") or {})
+
+
+def test_apply_of_a_change_keeps_a_paused_cluster_paused_and_destroy_works(setup: Any) -> None:
+    emu, ws = setup(knobs=KNOBS)
+    sdcluster.apply(sdcluster.plan(ws))
+    sdcluster.pause(ws)
+    _, changed = setup(knobs=KNOBS, serving={"rest_api_timeout_ms": 1000})
+    changed = sdcluster.Workspace.open(changed.config, emulator=emu.address)
+    p = sdcluster.plan(changed)
+    dep = next(c for c in p.changes if c.address == "k8s.deployment.default/stable-diffusion")
+    assert dep.action == "update" and any("stays paused" in w for w in dep.warnings)
+    sdcluster.apply(p)
+    live = deployment(emu)
+    assert live["spec"]["replicas"] == 0 and "--rest_api_timeout_in_ms=1000" in str(live["spec"])
+    until_serving_nodes(emu, 0)
+    sdcluster.destroy(changed)
+    assert sdcluster.status(changed)["cluster"] == {}
+
+
+@pytest.fixture
+def project(
+    make_emu: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Any]:
+    def make(**knobs: Any) -> Any:
+        emu = make_emu(**knobs)
+        for k in list(os.environ):
+            if k.startswith("SDCLUSTER_"):
+                monkeypatch.delenv(k)
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("SDCLUSTER_EMULATOR", emu.address)
+        assert cli(["init", "--project", "demo-proj", "--user", "demo@example.com"]).exit_code == 0
+        return emu
+
+    return make
+
+
+def cli(args: list[str]) -> Any:
+    return CliRunner().invoke(app, args)
+
+
+def test_generate_wakes_a_paused_cluster_and_no_wake_refuses(project: Any, tmp_path: Path) -> None:
+    emu = project(**KNOBS)
+    assert cli(["apply", "-y"]).exit_code == 0
+    r = cli(["upload-model", str(make_demo_model(tmp_path / "model", shards=1, shard_bytes=1024))])
+    assert r.exit_code == 0, r.output
+    r = cli(["pause"])
+    assert r.exit_code == 0, r.output
+    assert "Paused (" in r.output and "sdcluster resume" in r.output
+    r = cli(["status"])
+    assert "Paused: since " in r.output
+    r = cli(["generate", "a cat", "--steps", "2", "--out", str(tmp_path / "img"), "--no-wake"])
+    assert r.exit_code == 1
+    assert "the cluster is paused" in r.output and "Hint: resume it first: sdcluster resume" in r.output
+    assert deployment(emu)["spec"]["replicas"] == 0
+    r = cli(["generate", "a cat", "--steps", "2", "--out", str(tmp_path / "img")])
+    assert r.exit_code == 0, r.output
+    assert "The cluster is paused (" in r.output and "resuming it first; usually a few minutes" in r.output
+    assert "1 image(s)" in r.output
+    # The next wake-up says how long the last one took here.
+    assert cli(["pause"]).exit_code == 0
+    r = cli(["generate", "a cat", "--steps", "2", "--out", str(tmp_path / "img")])
+    assert r.exit_code == 0, r.output
+    assert "the last resume of this cluster took " in r.output
