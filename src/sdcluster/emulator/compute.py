@@ -7,8 +7,8 @@ Served by the REST transport (``rest.py``) under ``/compute/`` with Compute's JS
   ``CPUS_ALL_REGIONS`` and ``GPUS_ALL_REGIONS`` (in ``projects.get``), per-type GPU metrics
   (``NVIDIA_L4_GPUS`` ...), boot disks (pd-ssd and pd-balanced under ``SSD_TOTAL_GB``, pd-standard
   under ``DISKS_TOTAL_GB``) and external IPs (``IN_USE_ADDRESSES``: one per node, one per load balancer);
-- ``zones.get/list`` and ``machineTypes.get/list`` from the emulator's catalog (``gke.ZONES``,
-  ``gke.MACHINE_TYPES``): an unknown machine type is a 404, as Compute answers;
+- ``zones.get/list`` and ``machineTypes.get/list`` from the emulator's catalog (``gkecatalog.ZONES``,
+  ``gkecatalog.MACHINE_TYPES``): an unknown machine type is a 404, as Compute answers;
 - ``networks.get/list``: a project has a ``default`` network unless ``Knobs.default_network`` is off
   (organisations with ``compute.skipDefaultNetworkCreation``);
 - ``forwardingRules.get/list/aggregatedList/delete``, ``addresses.list``, ``regionOperations.get/wait``.
@@ -37,7 +37,7 @@ from typing import Any
 
 import grpc
 
-from . import gke
+from . import gke, gkecatalog
 from .core import EmulatorError, World, invalid, not_found
 from .rest import Call, JsonMethod
 
@@ -123,9 +123,9 @@ def pool_usage(pool: dict[str, Any], region: str, size: int | None = None) -> di
     Keys are (scope, metric), scope being the region or ``"global"``.
     """
     cfg = pool["pool"]["config"]
-    mt = gke.MACHINE_TYPES[cfg["machine_type"]]
+    mt = gkecatalog.MACHINE_TYPES[cfg["machine_type"]]
     nodes = (pool["size"] if size is None else size) * len(pool["pool"]["locations"])
-    gpu_type, gpus = gke.gpus_per_node(cfg)
+    gpu_type, gpus = gkecatalog.gpus_per_node(cfg)
     disk = "SSD_TOTAL_GB" if cfg.get("disk_type", "pd-balanced") in _SSD_DISKS else "DISKS_TOTAL_GB"
     out = {
         (region, cpu_metric(mt.family)): float(nodes * mt.cpus),
@@ -291,12 +291,12 @@ def _project_url(project: str) -> str:
 def _zone_json(project: str, zone: str) -> dict[str, Any]:
     return {
         "kind": "compute#zone",
-        "id": str(2000 + sorted(gke.ZONES).index(zone)),
+        "id": str(2000 + sorted(gkecatalog.ZONES).index(zone)),
         "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
         "name": zone,
         "description": zone,
         "status": "UP",
-        "region": f"{_project_url(project)}/regions/{gke.ZONES[zone]}",
+        "region": f"{_project_url(project)}/regions/{gkecatalog.ZONES[zone]}",
         "selfLink": f"{_project_url(project)}/zones/{zone}",
         "availableCpuPlatforms": ["Intel Cascade Lake", "Intel Ice Lake", "AMD Milan"],
         "supportsPzs": False,
@@ -311,12 +311,12 @@ def _region_json(world: World, project: str, region: str) -> dict[str, Any]:
     used = usage(world, project)
     return {
         "kind": "compute#region",
-        "id": str(1000 + sorted(gke.REGIONS).index(region)),
+        "id": str(1000 + sorted(gkecatalog.REGIONS).index(region)),
         "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
         "name": region,
         "description": region,
         "status": "UP",
-        "zones": [f"{_project_url(project)}/zones/{z}" for z in gke.REGIONS[region]],
+        "zones": [f"{_project_url(project)}/zones/{z}" for z in gkecatalog.REGIONS[region]],
         "quotas": [_quota(m, limit(world, project, m), used.get((region, m), 0.0)) for m in REGIONAL_METRICS],
         "selfLink": f"{_project_url(project)}/regions/{region}",
         "supportsPzs": False,
@@ -324,7 +324,7 @@ def _region_json(world: World, project: str, region: str) -> dict[str, Any]:
 
 
 def _machine_type_json(project: str, zone: str, name: str) -> dict[str, Any]:
-    mt = gke.MACHINE_TYPES[name]
+    mt = gkecatalog.MACHINE_TYPES[name]
     out: dict[str, Any] = {
         "kind": "compute#machineType",
         "id": str(abs(hash(name)) % 10**10),
@@ -349,8 +349,8 @@ def _machine_types_in(zone: str) -> list[str]:
     """The catalog's machine types a zone offers: GPU-carrying ones only where their GPU is."""
     return sorted(
         n
-        for n, mt in gke.MACHINE_TYPES.items()
-        if mt.gpu is None or zone in gke.ACCELERATORS[mt.gpu[0]].zones
+        for n, mt in gkecatalog.MACHINE_TYPES.items()
+        if mt.gpu is None or zone in gkecatalog.ACCELERATORS[mt.gpu[0]].zones
     )
 
 
@@ -366,7 +366,8 @@ def _network_json(project: str, net: dict[str, Any]) -> dict[str, Any]:
         "selfLinkWithId": f"{_project_url(project)}/global/networks/{net['id']}",
         "autoCreateSubnetworks": True,
         "subnetworks": [
-            f"{_project_url(project)}/regions/{r}/subnetworks/{net['name']}" for r in sorted(gke.REGIONS)
+            f"{_project_url(project)}/regions/{r}/subnetworks/{net['name']}"
+            for r in sorted(gkecatalog.REGIONS)
         ],
         "routingConfig": {"routingMode": "REGIONAL"},
         "networkFirewallPolicyEnforcementOrder": "AFTER_CLASSIC_FIREWALL",
@@ -437,14 +438,14 @@ def _project(world: World, call: Call, caller: str, permission: str, resource: s
 
 def _region(call: Call) -> str:
     region = str(call.params["region"])
-    if region not in gke.REGIONS:
+    if region not in gkecatalog.REGIONS:
         raise not_found(f"The resource 'projects/{call.params['project']}/regions/{region}' was not found")
     return region
 
 
 def _zone(call: Call, unknown_is_invalid: bool = False) -> str:
     zone = str(call.params["zone"])
-    if zone not in gke.ZONES:
+    if zone not in gkecatalog.ZONES:
         if unknown_is_invalid:
             raise invalid(f"Invalid value for field 'zone': '{zone}'. Unknown zone.")
         raise not_found(f"The resource 'projects/{call.params['project']}/zones/{zone}' was not found")
@@ -477,7 +478,7 @@ def regions_get(world: World, call: Call, caller: str) -> dict[str, Any]:
 
 def regions_list(world: World, call: Call, caller: str) -> dict[str, Any]:
     project = _project(world, call, caller, "compute.regions.list")
-    items = [_region_json(world, project, r) for r in sorted(gke.REGIONS)]
+    items = [_region_json(world, project, r) for r in sorted(gkecatalog.REGIONS)]
     return _list(call, "compute#regionList", f"{_project_url(project)}/regions", items)
 
 
@@ -506,7 +507,7 @@ def zones_get(world: World, call: Call, caller: str) -> dict[str, Any]:
 
 def zones_list(world: World, call: Call, caller: str) -> dict[str, Any]:
     project = _project(world, call, caller, "compute.zones.list")
-    items = [_zone_json(project, z) for z in sorted(gke.ZONES)]
+    items = [_zone_json(project, z) for z in sorted(gkecatalog.ZONES)]
     return _list(call, "compute#zoneList", f"{_project_url(project)}/zones", items)
 
 
@@ -540,7 +541,7 @@ def _accelerator_type_json(project: str, zone: str, name: str) -> dict[str, Any]
 
 
 def _accelerator_types_in(zone: str) -> list[str]:
-    return sorted(n for n, acc in gke.ACCELERATORS.items() if zone in acc.zones)
+    return sorted(n for n, acc in gkecatalog.ACCELERATORS.items() if zone in acc.zones)
 
 
 def accelerator_types_get(world: World, call: Call, caller: str) -> dict[str, Any]:
@@ -582,7 +583,7 @@ def subnetworks_get(world: World, call: Call, caller: str) -> dict[str, Any]:
         "network": f"{_project_url(project)}/global/networks/{name}",
         "region": f"{_project_url(project)}/regions/{region}",
         "selfLink": f"{_project_url(project)}{path}",
-        "ipCidrRange": f"10.{128 + sorted(gke.REGIONS).index(region) % 100}.0.0/20",
+        "ipCidrRange": f"10.{128 + sorted(gkecatalog.REGIONS).index(region) % 100}.0.0/20",
     }
 
 
@@ -644,7 +645,7 @@ def forwarding_rules_aggregated_list(world: World, call: Call, caller: str) -> d
         raise EmulatorError(grpc.StatusCode.UNIMPLEMENTED, "The emulator does not evaluate list filters.")
     scopes: dict[str, Any] = {}
     with world.lock:
-        for region in sorted(gke.REGIONS):
+        for region in sorted(gkecatalog.REGIONS):
             rules = _regional(world, "forwarding_rules", project, region)
             scope = f"regions/{region}"
             if rules:

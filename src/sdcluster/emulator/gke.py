@@ -30,239 +30,44 @@ Example::
 
 from __future__ import annotations
 
-import base64
 import copy
-import datetime as dt
-import hashlib
-import json
-import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-import grpc
 from google.cloud.container_v1 import types as gke
-from google.rpc import status_pb2
 
 from . import grpcutil
-from .core import EmulatorError, World, already_exists, invalid, not_found, precondition
-
-SERVICE = "container.googleapis.com"
-GKE_VERSION = "1.30.5-gke.1014001"
-VALID_VERSIONS = [GKE_VERSION, "1.30.4-gke.1348000", "1.29.9-gke.1496000", "1.28.14-gke.1340000"]
-API = "https://container.googleapis.com/v1"
-COMPUTE = "https://www.googleapis.com/compute/v1"
-
-# --------------------------------------------------------------------------------------------------
-# Catalog: locations, machine types, accelerators (a representative subset of GCP's)
-
-_REGION_ZONE_SUFFIXES = {
-    "us-central1": "abcf",
-    "us-east1": "bcd",
-    "us-east4": "abc",
-    "us-west1": "abc",
-    "europe-west1": "bcd",
-    "europe-west4": "abc",
-    "asia-east1": "abc",
-}
-REGIONS: dict[str, list[str]] = {r: [f"{r}-{s}" for s in sfx] for r, sfx in _REGION_ZONE_SUFFIXES.items()}
-ZONES: dict[str, str] = {z: r for r, zones in REGIONS.items() for z in zones}
-
-
-@dataclass(frozen=True)
-class MachineType:
-    family: str  # "n2": decides the CPU quota metric and which accelerators may be attached
-    cpus: int
-    memory_mib: int
-    gpu: tuple[str, int] | None = None  # accelerators built into the machine (A2, G2)
-
-    @property
-    def cpu_metric(self) -> str:
-        return f"{self.family.upper()}_CPUS"
-
-
-def _series(family: str, mib_per_cpu: int, sizes: list[int]) -> dict[str, MachineType]:
-    return {f"{family}-standard-{n}": MachineType(family, n, mib_per_cpu * n) for n in sizes}
-
-
-MACHINE_TYPES: dict[str, MachineType] = {
-    **_series("n1", 3840, [1, 2, 4, 8, 16, 32]),
-    **_series("n2", 4096, [2, 4, 8, 16, 32]),
-    **_series("n2d", 4096, [2, 4, 8, 16]),
-    **_series("e2", 4096, [2, 4, 8, 16]),
-    **_series("c2", 4096, [4, 8, 16]),
-    "e2-micro": MachineType("e2", 2, 1024),
-    "e2-small": MachineType("e2", 2, 2048),
-    "e2-medium": MachineType("e2", 2, 4096),
-    "g2-standard-4": MachineType("g2", 4, 16384, ("nvidia-l4", 1)),
-    "g2-standard-8": MachineType("g2", 8, 32768, ("nvidia-l4", 1)),
-    "g2-standard-16": MachineType("g2", 16, 65536, ("nvidia-l4", 1)),
-    "a2-highgpu-1g": MachineType("a2", 12, 87040, ("nvidia-tesla-a100", 1)),
-    "a2-highgpu-2g": MachineType("a2", 24, 174080, ("nvidia-tesla-a100", 2)),
-}
-
-
-@dataclass(frozen=True)
-class Accelerator:
-    family: str  # the machine family it attaches to
-    zones: frozenset[str]
-
-
-def _zones(*spec: str) -> frozenset[str]:
-    """``_zones("us-central1:abcf", ...)`` -> the zone names."""
-    return frozenset(f"{region}-{s}" for item in spec for region, sfx in [item.split(":")] for s in sfx)
-
-
-ACCELERATORS: dict[str, Accelerator] = {
-    "nvidia-tesla-t4": Accelerator(
-        "n1",
-        _zones(
-            "us-central1:abcf",
-            "us-east1:cd",
-            "us-east4:abc",
-            "us-west1:ab",
-            "europe-west1:bcd",
-            "europe-west4:abc",
-            "asia-east1:ac",
-        ),
-    ),
-    "nvidia-tesla-v100": Accelerator(
-        "n1", _zones("us-central1:abcf", "us-west1:ab", "europe-west4:abc", "asia-east1:c")
-    ),
-    "nvidia-tesla-p4": Accelerator("n1", _zones("us-central1:ac", "us-east4:abc", "europe-west4:bc")),
-    "nvidia-l4": Accelerator(
-        "g2",
-        _zones(
-            "us-central1:abc",
-            "us-east1:bcd",
-            "us-east4:ac",
-            "us-west1:abc",
-            "europe-west1:bc",
-            "europe-west4:abc",
-            "asia-east1:ac",
-        ),
-    ),
-    "nvidia-tesla-a100": Accelerator(
-        "a2", _zones("us-central1:abcf", "us-east1:b", "us-west1:b", "europe-west4:ab", "asia-east1:c")
-    ),
-}
-
-DEFAULT_SCOPES = [
-    "https://www.googleapis.com/auth/devstorage.read_only",
-    "https://www.googleapis.com/auth/logging.write",
-    "https://www.googleapis.com/auth/monitoring",
-    "https://www.googleapis.com/auth/service.management.readonly",
-    "https://www.googleapis.com/auth/servicecontrol",
-    "https://www.googleapis.com/auth/trace.append",
-]
-_NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]{0,38}[a-z0-9])?$")
-_RESOURCE_RE = re.compile(
-    r"^projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
-    r"(?:/clusters/(?P<cluster>[^/]+)(?:/nodePools/(?P<pool>[^/]+))?|/operations/(?P<operation>[^/]+))?$"
+from .core import World, already_exists, invalid, not_found, precondition
+from .gkecatalog import (
+    GKE_VERSION,
+    MACHINE_TYPES,
+    SERVICE,
+    VALID_VERSIONS,
+    ZONES,
+    Ref,
+    Site,
+    check_name,
+    cluster_message,
+    from_dict,
+    gpus_per_node,
+    label_fingerprint,
+    link,
+    operation_message,
+    parse_ref,
+    pool_message,
+    site_of,
+    timestamp,
+    to_dict,
 )
-
-# --------------------------------------------------------------------------------------------------
-# Resource names
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A parsed resource name: a location, a cluster, a node pool or an operation."""
-
-    project: str
-    location: str
-    cluster: str = ""
-    pool: str = ""
-    operation: str = ""
-
-    @property
-    def parent(self) -> str:
-        return f"projects/{self.project}/locations/{self.location}"
-
-    @property
-    def key(self) -> str:
-        """The cluster's name, also its key in the store and for the Kubernetes hub."""
-        return f"{self.parent}/clusters/{self.cluster}"
-
-    @property
-    def pool_name(self) -> str:
-        return f"{self.key}/nodePools/{self.pool}"
-
-    @property
-    def operation_name(self) -> str:
-        return f"{self.parent}/operations/{self.operation}"
-
-
-_DEPTH = {"location": (), "cluster": ("cluster",), "pool": ("cluster", "pool"), "operation": ("operation",)}
-_LEGACY = {"cluster": "cluster_id", "pool": "node_pool_id", "operation": "operation_id"}
-
-
-def parse_ref(world: World, request: Any, kind: str, field: str = "name") -> Ref:
-    """The resource a request names, from the v1 ``name``/``parent`` or the deprecated id fields.
-
-    ``kind`` is "location", "cluster", "pool" or "operation". The project may be an id or a number;
-    the result always carries the id. Example: ``parse_ref(world, GetClusterRequest(name=...), "cluster")``.
-    """
-    text = getattr(request, field, "")
-    parts: dict[str, str] = {}
-    if text:
-        m = _RESOURCE_RE.match(text)
-        wanted = set(_DEPTH[kind])
-        if m is None or {k for k in ("cluster", "pool", "operation") if m.group(k)} != wanted:
-            raise invalid(f'Invalid value for field "{field}": "{text}".')
-        parts = {k: v for k, v in m.groupdict().items() if v}
-    else:
-        parts = {"project": request.project_id, "location": request.zone}
-        parts.update({k: getattr(request, _LEGACY[k]) for k in _DEPTH[kind]})
-        missing = [k for k, v in parts.items() if not v]
-        if missing:
-            raise invalid(
-                f'Required field "{field}" is missing (or set project_id, zone and {_DEPTH[kind]}).'
-            )
-    parts["project"] = world.project(parts["project"])["project_id"]
-    return Ref(**parts)
-
-
-@dataclass(frozen=True)
-class Site:
-    """Where a cluster lives: its region, default node zones, and whether it is regional."""
-
-    project: str
-    number: str
-    location: str
-    region: str
-    zones: tuple[str, ...]
-
-    @property
-    def regional(self) -> bool:
-        return self.location == self.region
-
-
-def site_of(world: World, project: str, location: str) -> Site:
-    """A known zone (zonal cluster) or region (3 zones); INVALID_ARGUMENT otherwise."""
-    number = str(world.project(project)["number"])
-    if location in ZONES:
-        return Site(project, number, location, ZONES[location], (location,))
-    if location in REGIONS:
-        return Site(project, number, location, location, tuple(REGIONS[location][:3]))
-    raise invalid(f'Location "{location}" does not exist.')
-
-
-def _link(site_or_ref: Site | Ref, project: str, tail: str) -> str:
-    """Self links say ``zones/`` for zonal resources and ``locations/`` for regional ones, as GKE does."""
-    kind = "zones" if site_or_ref.location in ZONES else "locations"
-    return f"{API}/projects/{project}/{kind}/{site_or_ref.location}/{tail}"
-
-
-def _timestamp(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
-
-
-def _check_name(field: str, name: str) -> None:
-    if not _NAME_RE.match(name):
-        raise invalid(
-            f'Invalid value for field "{field}": "{name}". Must be a match of regex (?:[a-z](?:[-a-z0-9]{{0,38}}[a-z0-9])?).'
-        )
-
+from .gkepools import (
+    check_autoscaling,
+    check_config,
+    check_quota,
+    check_workload_metadata,
+    clamp,
+    pool_zones,
+    prepare_pool,
+)
 
 # --------------------------------------------------------------------------------------------------
 # Store and proto <-> JSON
@@ -271,20 +76,6 @@ def _check_name(field: str, name: str) -> None:
 def store(world: World) -> dict[str, Any]:
     """``world.data["container"]``: {"clusters": {key: record}, "operations": {name: record}}."""
     return world.data.setdefault("container", {"clusters": {}, "operations": {}})  # type: ignore[no-any-return]
-
-
-def _to_dict(msg: Any) -> dict[str, Any]:
-    text = type(msg).to_json(
-        msg,
-        use_integers_for_enums=False,
-        always_print_fields_with_no_presence=False,
-        preserving_proto_field_name=True,
-    )
-    return json.loads(text)  # type: ignore[no-any-return]
-
-
-def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
-    return cls.from_json(json.dumps(data), ignore_unknown_fields=True)
 
 
 def _cluster_record(world: World, ref: Ref) -> dict[str, Any]:
@@ -300,215 +91,6 @@ def _pool_record(world: World, ref: Ref) -> dict[str, Any]:
     if pool is None:
         raise not_found(f"Not found: {ref.pool_name}.")
     return pool  # type: ignore[no-any-return]
-
-
-# --------------------------------------------------------------------------------------------------
-# Node pool validation: machine, accelerators, autoscaling, service account
-
-
-def _machine(name: str, zone: str) -> MachineType:
-    mt = MACHINE_TYPES.get(name)
-    if mt is None:
-        raise invalid(f'Invalid machine type "{name}" in zone "{zone}": machine type does not exist.')
-    return mt
-
-
-def gpus_per_node(config: dict[str, Any]) -> tuple[str, int]:
-    """(accelerator type, count per node): the ones asked for, else those built into the machine."""
-    accs = config.get("accelerators") or []
-    if accs:
-        return str(accs[0].get("accelerator_type", "")), sum(int(a.get("accelerator_count", 0)) for a in accs)
-    builtin = MACHINE_TYPES[config["machine_type"]].gpu
-    return builtin if builtin else ("", 0)
-
-
-def _check_accelerators(config: gke.NodeConfig, mt: MachineType, zones: list[str]) -> None:
-    wanted = [(a.accelerator_type, a.accelerator_count) for a in config.accelerators]
-    if not wanted and mt.gpu:
-        wanted = [mt.gpu]  # A2/G2 machines carry their GPUs: the zone must offer them too
-    for acc_type, count in wanted:
-        acc = ACCELERATORS.get(acc_type, Accelerator("", frozenset()))
-        for zone in zones:
-            if zone not in acc.zones:
-                raise invalid(f'Accelerator type "{acc_type}" does not exist in zone {zone}.')
-        if acc.family != mt.family:
-            raise invalid(
-                f'Accelerator type "{acc_type}" is not supported with machine type "{config.machine_type}": '
-                f"it attaches to {acc.family.upper()} machine types only."
-            )
-        if count < 1:
-            raise invalid(f'Invalid value for field "accelerator_count": {count}. Must be greater than 0.')
-
-
-def _check_autoscaling(a: gke.NodePoolAutoscaling, field: str) -> None:
-    if not a.enabled:
-        return
-    if a.max_node_count < 1:
-        raise invalid(
-            f'Invalid value for field "{field}.max_node_count": {a.max_node_count}. Must be greater than 0.'
-        )
-    if not 0 <= a.min_node_count <= a.max_node_count:
-        raise invalid(
-            f'Invalid value for field "{field}.min_node_count": {a.min_node_count}. '
-            f"Must be between 0 and max_node_count ({a.max_node_count})."
-        )
-
-
-def _clamp(requested: int, autoscaling: dict[str, Any] | None) -> int:
-    """Nodes per zone that run: the requested count, within the autoscaler's limits when enabled.
-
-    The autoscaler itself is not emulated: a pool just stays at its clamped size.
-    """
-    a = autoscaling or {}
-    if not a.get("enabled"):
-        return requested
-    return max(int(a.get("min_node_count", 0)), min(requested, int(a.get("max_node_count", 0))))
-
-
-def _sa_project(email: str, default: str) -> str:
-    m = re.match(r"^[^@]+@([^.]+)\.iam\.gserviceaccount\.com$", email)
-    return m.group(1) if m else default
-
-
-def _check_node_service_account(world: World, caller: str, site: Site, name: str) -> None:
-    """The node SA must exist (and have propagated); the caller must be able to act as it."""
-    from .iam import service_account
-
-    default_sa = f"{site.number}-compute@developer.gserviceaccount.com"
-    email = default_sa if name in ("", "default") else name
-    project = _sa_project(email, site.project)
-    if email != default_sa and service_account(world, project, email, usable=True) is None:
-        raise invalid(f'Service account "{email}" does not exist.')
-    if not world.has_permission(caller, "iam.serviceAccounts.actAs", project, service_account=email):
-        raise EmulatorError(
-            grpc.StatusCode.PERMISSION_DENIED,
-            f'The user does not have access to service account "{email}". Ask a project owner to grant you '
-            "the iam.serviceAccountUser role on the service account.",
-        )
-
-
-def _check_workload_metadata(config: gke.NodeConfig, workload_pool: str, field: str) -> None:
-    """GKE_METADATA needs Workload Identity on the cluster, and is the default when it is on."""
-    mode = config.workload_metadata_config.mode
-    if mode == gke.WorkloadMetadataConfig.Mode.GKE_METADATA and not workload_pool:
-        raise invalid(
-            f'Invalid value for field "{field}.workload_metadata_config.mode": "GKE_METADATA". '
-            "Workload Identity must be enabled on the cluster to run the GKE Metadata Server on its nodes."
-        )
-    if mode == gke.WorkloadMetadataConfig.Mode.MODE_UNSPECIFIED:
-        modes = gke.WorkloadMetadataConfig.Mode
-        config.workload_metadata_config = gke.WorkloadMetadataConfig(
-            mode=modes.GKE_METADATA if workload_pool else modes.GCE_METADATA
-        )
-
-
-def _fill_config_defaults(config: gke.NodeConfig) -> None:
-    """The defaults GKE applies (and then returns) when the caller leaves a field unset."""
-    config.machine_type = config.machine_type or "e2-medium"
-    config.disk_size_gb = config.disk_size_gb or 100
-    config.disk_type = config.disk_type or "pd-balanced"
-    config.image_type = config.image_type or "COS_CONTAINERD"
-    config.service_account = config.service_account or "default"
-    if not config.oauth_scopes:
-        config.oauth_scopes = DEFAULT_SCOPES
-
-
-def _check_config(config: gke.NodeConfig, zones: list[str]) -> None:
-    mt = _machine(config.machine_type, zones[0])
-    if config.disk_size_gb < 10:
-        raise invalid(
-            f'Invalid value for field "node_config.disk_size_gb": {config.disk_size_gb}. Must be at least 10.'
-        )
-    if config.disk_type not in ("pd-standard", "pd-balanced", "pd-ssd", "hyperdisk-balanced"):
-        raise invalid(f'Invalid value for field "node_config.disk_type": "{config.disk_type}".')
-    if config.spot and config.preemptible:
-        raise invalid(
-            "Spot VMs and preemptible VMs cannot both be enabled on a node pool: set only one of spot, preemptible."
-        )
-    _check_accelerators(config, mt, zones)
-
-
-def _pool_zones(site: Site, pool: gke.NodePool) -> list[str]:
-    zones = list(pool.locations) or list(site.zones)
-    for z in zones:
-        if ZONES.get(z) != site.region:
-            raise invalid(
-                f'Invalid value for field "node_pool.locations": "{z}" is not a zone of {site.region}.'
-            )
-    return zones
-
-
-def prepare_pool(
-    world: World, caller: str, site: Site, cluster: str, pool: gke.NodePool, workload_pool: str = ""
-) -> dict[str, Any]:
-    """Validate a new node pool and return its store record (status PROVISIONING, no nodes yet)."""
-    _check_name("node_pool.name", pool.name)
-    _check_workload_metadata(pool.config, workload_pool, "node_pool.config")
-    if pool.initial_node_count < 0:
-        raise invalid(f'Invalid value for field "node_pool.initial_node_count": {pool.initial_node_count}.')
-    zones = _pool_zones(site, pool)
-    _fill_config_defaults(pool.config)
-    _check_config(pool.config, zones)
-    _check_autoscaling(pool.autoscaling, "node_pool.autoscaling")
-    _check_node_service_account(world, caller, site, pool.config.service_account)
-    pool.locations = zones
-    pool.version = pool.version or GKE_VERSION
-    pool.self_link = _link(site, site.project, f"clusters/{cluster}/nodePools/{pool.name}")
-    suffix = f"{world.rng.getrandbits(32):08x}"
-    pool.instance_group_urls = [
-        f"{COMPUTE}/projects/{site.project}/zones/{z}/instanceGroupManagers/gke-{cluster[:18]}-{pool.name[:14]}-{suffix}-grp"
-        for z in zones
-    ]
-    if "management" not in pool:
-        pool.management = gke.NodeManagement(auto_upgrade=True, auto_repair=True)
-    if "max_pods_constraint" not in pool:
-        pool.max_pods_constraint = gke.MaxPodsConstraint(max_pods_per_node=110)
-    pool.pod_ipv4_cidr_size = pool.pod_ipv4_cidr_size or 24
-    record: dict[str, Any] = {
-        "pool": _to_dict(pool),
-        "status": "PROVISIONING",
-        "requested": pool.initial_node_count,
-        "current": 0,
-    }
-    record["size"] = _clamp(pool.initial_node_count, record["pool"].get("autoscaling"))
-    return record
-
-
-# --------------------------------------------------------------------------------------------------
-# Quota: what Compute Engine counts (``compute.usage``) for the nodes a pool would run
-
-
-def check_quota(
-    world: World, site: Site, pools: list[dict[str, Any]], skip: tuple[str, str] | None = None
-) -> None:
-    """PERMISSION_DENIED (HTTP 403), worded as GKE words it, when ``pools`` (at their target size)
-    would exceed a Compute quota: "Insufficient regional quota to satisfy request: resource
-    "N2_CPUS": request requires '12.0' and is short '4.0'. project has a quota of '8.0' with '8.0'
-    available. View and manage quotas at ..." (googlecodelabs/feedback#950,
-    GoogleCloudPlatform/cloud-ops-sandbox#44; "project quota" for the all-regions metrics,
-    kubeflow/examples#597). GKE lists every shortfall; the emulator names the first (CPUs first).
-
-    ``skip`` = (cluster key, pool name) of a pool being resized, so its old size is not counted twice.
-    """
-    from . import compute  # Compute reads this module's pools for its usage, so it imports us
-
-    demand: dict[tuple[str, str], float] = {}
-    for pool in pools:
-        for k, v in compute.pool_usage(pool, site.region).items():
-            demand[k] = demand.get(k, 0.0) + v
-    short = compute.shortfall(world, site.project, demand, skip)
-    if short is None:
-        return
-    scope, metric, amount, cap, in_use = short
-    available = max(cap - in_use, 0.0)
-    kind = "project" if scope == "global" else "regional"
-    raise EmulatorError(
-        grpc.StatusCode.PERMISSION_DENIED,
-        f'Insufficient {kind} quota to satisfy request: resource "{metric}": request requires '
-        f"'{amount:.1f}' and is short '{amount - available:.1f}'. project has a quota of '{cap:.1f}' "
-        f"with '{available:.1f}' available. View and manage quotas at "
-        f"https://console.cloud.google.com/iam-admin/quotas?usage=USED&project={site.project}.",
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -537,8 +119,8 @@ def start_operation(world: World, site: Site, op_type: str, cluster: str, pool: 
         "status": "PENDING",
         "cluster_key": f"projects/{site.project}/locations/{site.location}/clusters/{cluster}",
         "pool": pool,
-        "self_link": _link(site, site.number, f"operations/{name}"),
-        "target_link": _link(site, site.number, target),
+        "self_link": link(site, site.number, f"operations/{name}"),
+        "target_link": link(site, site.number, target),
         "start": now,
         "running_at": now + duration * 0.2,
         "done_at": now + duration,
@@ -547,70 +129,6 @@ def start_operation(world: World, site: Site, op_type: str, cluster: str, pool: 
     }
     store(world)["operations"][name] = op
     return op
-
-
-def operation_message(op: dict[str, Any]) -> gke.Operation:
-    msg = gke.Operation(
-        name=op["name"],
-        zone=op["location"],
-        location=op["location"],
-        operation_type=op["type"],
-        status=op["status"],
-        self_link=op["self_link"],
-        target_link=op["target_link"],
-        start_time=_timestamp(op["start"]),
-        end_time=_timestamp(op["end"]) if op["end"] else "",
-    )
-    if op["error"]:
-        msg.status_message = op["error"]
-        code = grpc.StatusCode.RESOURCE_EXHAUSTED if op.get("stockout") else grpc.StatusCode.INTERNAL
-        msg.error = status_pb2.Status(code=code.value[0], message=op["error"])
-        if op.get("stockout"):
-            msg.cluster_conditions = [
-                gke.StatusCondition(
-                    code=gke.StatusCondition.Code.GCE_STOCKOUT,
-                    message=op["error"],
-                    canonical_code=code.value[0],
-                )
-            ]
-    return msg
-
-
-# --------------------------------------------------------------------------------------------------
-# Messages out of records
-
-
-def _ca_b64(rec: dict[str, Any]) -> str:
-    return base64.b64encode(rec["ca_pem"].encode()).decode() if rec["ca_pem"] else ""
-
-
-def pool_message(pool: dict[str, Any]) -> gke.NodePool:
-    msg: gke.NodePool = _from_dict(gke.NodePool, pool["pool"])
-    msg.status = pool["status"]
-    return msg
-
-
-def label_fingerprint(labels: dict[str, str]) -> str:
-    """An opaque fingerprint of the resource labels that changes whenever they change (GKE: 8 hex)."""
-    return hashlib.sha256(json.dumps(sorted(labels.items())).encode()).hexdigest()[:8]
-
-
-def cluster_message(rec: dict[str, Any]) -> gke.Cluster:
-    msg: gke.Cluster = _from_dict(gke.Cluster, rec["cluster"])
-    msg.label_fingerprint = label_fingerprint(dict(msg.resource_labels))
-    pools = list(rec["pools"].values())
-    msg.status = rec["status"]
-    msg.status_message = rec.get("status_message", "")
-    msg.conditions = [
-        gke.StatusCondition(code=getattr(gke.StatusCondition.Code, c["code"]), message=c["message"])
-        for c in rec.get("conditions", [])
-    ]
-    msg.endpoint = rec["endpoint"]
-    msg.master_auth.cluster_ca_certificate = _ca_b64(rec)
-    msg.node_pools = [pool_message(p) for p in pools]
-    msg.current_node_count = sum(p["current"] * len(p["pool"]["locations"]) for p in pools)
-    msg.instance_group_urls = [u for p in pools for u in p["pool"].get("instance_group_urls", [])]
-    return msg
 
 
 def kube_nodes(rec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -668,13 +186,13 @@ def _new_cluster_record(
 ) -> dict[str, Any]:
     now = world.now()
     cluster.node_pools = []
-    cluster.self_link = _link(site, site.project, f"clusters/{cluster.name}")
+    cluster.self_link = link(site, site.project, f"clusters/{cluster.name}")
     cluster.zone = site.location
     cluster.location = site.location
     if not cluster.locations:
         cluster.locations = list(site.zones)
     cluster.id = f"{world.rng.getrandbits(128):032x}"
-    cluster.create_time = _timestamp(now)
+    cluster.create_time = timestamp(now)
     cluster.current_master_version = cluster.initial_cluster_version or GKE_VERSION
     cluster.current_node_version = cluster.current_master_version
     cluster.network = cluster.network or "default"
@@ -685,13 +203,13 @@ def _new_cluster_record(
     cluster.services_ipv4_cidr = cluster.services_ipv4_cidr or "34.118.224.0/20"
     cluster.node_ipv4_cidr_size = 24
     if pools:  # GKE reports the first pool's configuration (with defaults) as the cluster's
-        cluster.node_config = _from_dict(gke.NodeConfig, pools[0]["pool"]["config"])
+        cluster.node_config = from_dict(gke.NodeConfig, pools[0]["pool"]["config"])
     return {
         "project": site.project,
         "location": site.location,
         "region": site.region,
         "name": cluster.name,
-        "cluster": _to_dict(cluster),
+        "cluster": to_dict(cluster),
         "pools": {p["pool"]["name"]: p for p in pools},
         "status": "PROVISIONING",
         "status_message": "",
@@ -718,7 +236,7 @@ def _initial_pools(cluster: gke.Cluster) -> list[gke.NodePool]:
 
 
 def _check_cluster_fields(site: Site, cluster: gke.Cluster) -> None:
-    _check_name("cluster.name", cluster.name)
+    check_name("cluster.name", cluster.name)
     for z in cluster.locations:
         if ZONES.get(z) != site.region:
             raise invalid(
@@ -939,7 +457,7 @@ def _resize(
     autoscaling: dict[str, Any] | None,
 ) -> None:
     """Set the pool's target size; a bigger footprint must fit the quota first."""
-    size = _clamp(requested, autoscaling)
+    size = clamp(requested, autoscaling)
     if size > pool["size"]:
         check_quota(world, site, [{**pool, "size": size}], skip=(ref.key, ref.pool))
     pool["requested"] = requested
@@ -960,10 +478,10 @@ def set_node_pool_autoscaling(
     world: World, request: gke.SetNodePoolAutoscalingRequest, caller: str
 ) -> gke.Operation:
     ref = parse_ref(world, request, "pool")
-    _check_autoscaling(request.autoscaling, "autoscaling")
+    check_autoscaling(request.autoscaling, "autoscaling")
     with world.lock:
         rec, pool, site = _mutate_pool(world, ref, caller)
-        autoscaling = _to_dict(request.autoscaling)
+        autoscaling = to_dict(request.autoscaling)
         # New limits keep the pool's current size, clamped into them (it is not reset to the initial count).
         _resize(world, ref, site, pool, pool["current"] or pool["requested"], autoscaling)
         pool["pool"]["autoscaling"] = autoscaling
@@ -998,14 +516,14 @@ def update_node_pool(world: World, request: gke.UpdateNodePoolRequest, caller: s
     ref = parse_ref(world, request, "pool")
     with world.lock:
         rec, pool, site = _mutate_pool(world, ref, caller)
-        msg = _from_dict(gke.NodePool, pool["pool"])
+        msg = from_dict(gke.NodePool, pool["pool"])
         locations_before = list(msg.locations)
         _apply_node_pool_update(request, msg)
         workload_pool = str((rec["cluster"].get("workload_identity_config") or {}).get("workload_pool") or "")
-        _check_workload_metadata(msg.config, workload_pool, "update")
-        zones = _pool_zones(site, msg)
-        _check_config(msg.config, zones)
-        updated = {**pool, "pool": _to_dict(msg)}
+        check_workload_metadata(msg.config, workload_pool, "update")
+        zones = pool_zones(site, msg)
+        check_config(msg.config, zones)
+        updated = {**pool, "pool": to_dict(msg)}
         if list(msg.locations) != locations_before or request.machine_type or request.accelerators:
             check_quota(world, site, [updated], skip=(ref.key, ref.pool))
         pool["pool"] = updated["pool"]

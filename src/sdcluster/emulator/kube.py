@@ -591,7 +591,7 @@ class Hub:
         return changed
 
     def _allocate_forwarding_rule(self, key: str, lb: dict[str, Any], svc: dict[str, Any]) -> None:
-        from . import compute, gke
+        from . import compute, gkecatalog
 
         project, location = key.split("/")[1], key.split("/")[3]
         meta = svc["metadata"]
@@ -599,7 +599,7 @@ class Hub:
         compute.allocate_lb(
             self.world,
             project,
-            gke.ZONES.get(location, location),
+            gkecatalog.ZONES.get(location, location),
             key,
             meta["uid"],
             service_name=f"{meta.get('namespace', 'default')}/{meta['name']}",
@@ -607,11 +607,11 @@ class Hub:
         )
 
     def _release_forwarding_rule(self, key: str, lb: dict[str, Any]) -> None:
-        from . import compute, gke
+        from . import compute, gkecatalog
 
         if lb.get("uid"):
             project, location = key.split("/")[1], key.split("/")[3]
-            compute.release_lb(self.world, project, gke.ZONES.get(location, location), key, lb["uid"])
+            compute.release_lb(self.world, project, gkecatalog.ZONES.get(location, location), key, lb["uid"])
 
     @staticmethod
     def _publish_root_ca(rec: dict[str, Any], api: ClusterApi) -> None:
