@@ -50,17 +50,22 @@ if TYPE_CHECKING:
 __all__ = [
     "STAGING",
     "LocalFile",
+    "Survey",
     "UploadProgress",
     "UploadResult",
     "crc32c_b64",
+    "model_digest",
     "saved_model_files",
     "split_model_path",
     "summarize",
+    "survey",
     "upload_model",
+    "version_record",
     "versions_under",
 ]
 
 MAX_WORKERS = 8
+MIB = 1024 * 1024
 # Progress events while bytes flow are throttled; per-phase events are always sent.
 PROGRESS_INTERVAL_S = 0.2
 STAGING = "_staging"  # below the model path: TF Serving aspires numeric directories only
@@ -104,6 +109,20 @@ class UploadProgress:
         """Seconds left at the current rate (None before bytes flow)."""
         rate = self.rate_bps
         return (self.bytes_total - self.bytes_done) / rate if rate > 0 else None
+
+    def describe(self) -> str:
+        """One line, e.g. ``uploading: 12.0/40.0 MiB (30%) at 8.1 MiB/s, ETA 4 s``."""
+        if self.phase == "checking":
+            return f"checking {self.files_total} file(s) against the bucket..."
+        if self.phase == "publishing":
+            return f"publishing version {self.version}: server-side copies, saved_model.pb last..."
+        pct = 100 * self.bytes_done / self.bytes_total if self.bytes_total else 100
+        line = (
+            f"{self.phase}: {self.bytes_done / MIB:.1f}/{self.bytes_total / MIB:.1f} MiB ({pct:.0f}%) "
+            f"at {self.rate_bps / MIB:.1f} MiB/s"
+        )
+        eta = self.eta_s
+        return f"{line}, ETA {eta:.0f} s" if self.phase == "uploading" and eta is not None else line
 
 
 @dataclass(frozen=True)
@@ -168,10 +187,8 @@ def upload_model(
     client = factory.storage(cfg.project)
     tracker = _Tracker(len(files), sum(f.size for f in files), progress)
     tracker.emit("checking", force=True)
-    remote = _remote_objects(client, bucket_name, f"{base}/", cfg.project)
-    versions = sorted({int(n.split("/", 1)[0]) for n in remote if n.split("/", 1)[0].isdigit()})
-    sums = _Checksums()
-    chosen = _choose_version(version, versions, files, remote, sums)
+    seen = survey(cfg, files, factory=factory, version=version)
+    remote, versions, sums, chosen = seen.remote, seen.versions, seen.sums, seen.version
     tracker.version = chosen
     target, staging = f"{chosen}/", f"{STAGING}/{chosen}/"
     destination = f"gs://{bucket_name}/{base}/{target}"
@@ -210,6 +227,76 @@ def upload_model(
         workers=len(sent.workers),
         published=bool(sources),
     )
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What the bucket holds under the model path, against a local SavedModel (one listing).
+
+    ``version``: the version an upload publishes (see the module docstring); ``holds``: that version
+    already holds exactly these files (same names, sizes and CRC32Cs), so an upload is a no-op.
+    """
+
+    files: list[LocalFile]
+    remote: dict[str, tuple[int, str]]  # name below the model path -> (size, base64 CRC32C)
+    versions: list[int]  # numeric version directories, ascending
+    version: int
+    holds: bool
+    sums: _Checksums
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def record(self, version: int) -> dict[str, Any] | None:
+        """What the bucket holds as ``version`` (``version_record``)."""
+        return _record(self.remote, version)
+
+
+def version_record(cfg: Config, version: int, *, factory: ClientFactory) -> dict[str, Any] | None:
+    """What the bucket holds as ``version``, from one listing: its number, file count, bytes and
+    ``digest`` (``model_digest`` of its objects), or None when it holds nothing under it."""
+    bucket_name, base = split_model_path(cfg.model_path)
+    prefix = f"{base}/{version}/"
+    remote = _remote_objects(factory.storage(cfg.project), bucket_name, prefix, cfg.project)
+    return _record({f"{version}/{n}": m for n, m in remote.items()}, version)
+
+
+def _record(remote: dict[str, tuple[int, str]], version: int) -> dict[str, Any] | None:
+    prefix = f"{version}/"
+    objects = {n.removeprefix(prefix): m for n, m in remote.items() if n.startswith(prefix)}
+    if not objects:
+        return None
+    return {
+        "version": version,
+        "files": len(objects),
+        "bytes": sum(size for size, _ in objects.values()),
+        "digest": model_digest(objects),
+    }
+
+
+def survey(
+    cfg: Config, files: list[LocalFile], *, factory: ClientFactory, version: int | None = None
+) -> Survey:
+    """List the model path once and decide which version ``files`` go to (``version=None``: the
+    module docstring's rule). CRC32Cs are computed only for files whose size matches an object.
+    NotFound when the bucket does not exist; UsageError for a ``version`` holding another model."""
+    bucket_name, base = split_model_path(cfg.model_path)
+    remote = _remote_objects(factory.storage(cfg.project), bucket_name, f"{base}/", cfg.project)
+    versions = sorted({int(n.split("/", 1)[0]) for n in remote if n.split("/", 1)[0].isdigit()})
+    sums = _Checksums()
+    chosen = _choose_version(version, versions, files, remote, sums)
+    holds = all(sums.same(f, remote.get(f"{chosen}/{f.name}")) for f in files)
+    return Survey(files, remote, versions, chosen, holds, sums)
+
+
+def model_digest(objects: dict[str, tuple[int, str]]) -> str:
+    """A short digest of a model version's files (name -> (size, base64 CRC32C)): equal for equal
+    files, computable from a bucket listing alone (no object is read)."""
+    import hashlib
+
+    lines = "".join(f"{name}\t{size}\t{crc}\n" for name, (size, crc) in sorted(objects.items()))
+    return "crc32c-sha256:" + hashlib.sha256(lines.encode()).hexdigest()[:16]
 
 
 def _choose_version(

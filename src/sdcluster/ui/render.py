@@ -24,14 +24,8 @@ def rich_lines(lines: Iterable[Line]) -> Any:
 
 
 def upload_progress_line(p: Any) -> str:
-    """``uploading: 12.0/40.0 MiB (30%) at 8.1 MiB/s``."""
-    mib = 1024 * 1024
-    if p.phase == "checking":
-        return f"checking {p.files_total} file(s) against the bucket..."
-    if p.phase == "publishing":
-        return f"publishing version {p.version}: server-side copies, saved_model.pb last..."
-    pct = 100 * p.bytes_done / p.bytes_total if p.bytes_total else 100
-    return f"{p.phase}: {p.bytes_done / mib:.1f}/{p.bytes_total / mib:.1f} MiB ({pct:.0f}%) at {p.rate_bps / mib:.1f} MiB/s"
+    """``uploading: 12.0/40.0 MiB (30%) at 8.1 MiB/s, ETA 4 s`` (``UploadProgress.describe``)."""
+    return str(p.describe())
 
 
 _ING = {"create": "Creating", "update": "Modifying", "replace": "Replacing", "delete": "Destroying"}
