@@ -26,19 +26,27 @@ def changes(emu: Any, workdir: Path, *extra: str) -> dict[str, dict[str, Any]]:
 def test_one_apply_uploads_during_cluster_creation_and_serves_then_unchanged_then_new_version(
     make_emu: Any, tmp_path: Path
 ) -> None:
-    # A cluster operation long enough that an upload of a few KiB fits inside it many times over.
-    emu = make_emu(operation_s=1.5)
-    model = make_demo_model(tmp_path / "model", shards=2, shard_bytes=64 * 1024)
+    # Each storage connection capped so that the upload (about 2 s for a 1 MiB shard, past the
+    # link's 256 KiB burst) outlasts the work before CreateCluster, inside a cluster operation that
+    # outlasts the upload.
+    emu = make_emu(operation_s=4.0, storage_mib_s=0.4)
+    model = make_demo_model(tmp_path / "model", shards=2, shard_bytes=1024 * 1024)
     init(emu, tmp_path, serving={"rollout_timeout_s": 20, "model_dir": "model"})  # relative to the file
 
     shown = cli(emu, tmp_path, "plan")
     assert shown.exit_code == 0, shown.output
     assert f"# {MODEL} will be created" in shown.output
-    assert "# (model version 1: 133.1 KiB in 5 files)" in shown.output
+    assert "# (model version 1: 2.0 MiB in 5 files)" in shown.output
 
-    applied = cli(emu, tmp_path, "apply", "-y")
+    applied = cli(emu, tmp_path, "apply", "-y", "-v")
     assert applied.exit_code == 0, applied.output
     assert "waiting for a model" not in applied.output
+    # --verbose: a line per file sent, with the overall count
+    sent = [
+        line for line in applied.output.splitlines() if line.startswith(f"{MODEL}: ") and ": sent " in line
+    ]
+    assert len(sent) == 5, applied.output
+    assert any("variables/variables.data-00000-of-00002: sent 1.0 MiB" in line for line in sent)
     assert served(endpoint(tmp_path), 1, within_s=0.5)  # apply returned once version 1 was AVAILABLE
 
     # The upload ran while GKE created the cluster: between CreateCluster and its operation's end.
@@ -48,7 +56,15 @@ def test_one_apply_uploads_during_cluster_creation_and_serves_then_unchanged_the
     uploads = [
         e.time for e in entries if e.service == "storage" and e.bytes_in > 0 and "_staging/1/" in e.resource
     ]
-    assert uploads and any(created < t < op["end"] for t in uploads)
+    assert uploads and any(created < t < op["end"] for t in uploads), (
+        created,
+        op["end"],
+        min(uploads),
+        max(uploads),
+        len(uploads),
+    )
+
+    emu.world.knobs.storage_mib_s = 0.0  # loopback speed from here on
 
     state = json.loads((tmp_path / "state.json").read_text())
     record = state["resources"][MODEL]
@@ -67,10 +83,10 @@ def test_one_apply_uploads_during_cluster_creation_and_serves_then_unchanged_the
 
     # One changed file: a new version, published and served.
     shard = model / "variables" / "variables.data-00000-of-00002"
-    shard.write_bytes(os.urandom(64 * 1024))
+    shard.write_bytes(os.urandom(1024 * 1024))
     planned = changes(emu, tmp_path)[MODEL]
     assert planned["action"] == "update"
-    assert planned["reason"].startswith("model version 2: 133.1 KiB in 5 files")
+    assert planned["reason"].startswith("model version 2: 2.0 MiB in 5 files")
     assert "differs from version 1" in planned["reason"]
     assert cli(emu, tmp_path, "apply", "-y").exit_code == 0
     assert served(endpoint(tmp_path), 2)

@@ -431,31 +431,39 @@ def send(
     project: str,
     max_workers: int = 8,
     on_bytes: Callable[[int], None] = lambda n: None,
+    on_file: Callable[[LocalFileLike, float], None] = lambda f, s: None,
     stop: threading.Event | None = None,
 ) -> Sent:
-    """Upload ``files`` to ``<prefix><name>`` (see the module docstring). Raises ``Stopped`` when
-    ``stop`` is set (or on Ctrl-C) with the journal saved, and the translated error otherwise."""
+    """Upload ``files`` to ``<prefix><name>`` (see the module docstring). ``on_file(file, seconds)``
+    is called once a file's object exists (seconds since its first part started). Raises ``Stopped``
+    when ``stop`` is set (or on Ctrl-C) with the journal saved, and the translated error otherwise."""
     stop = stop or threading.Event()
     transfer = _Transfer(bucket, Journal(journal_path), project, stop, on_bytes)
     parts = split(files, prefix)
     pending: dict[str, list[tuple[Part, dict[str, Any]]]] = {}
+    started: dict[str, float] = {}
     lock = threading.Lock()
 
     def job(part: Part) -> None:
-        obj = transfer.send_part(part)
-        if part.count == 1:
-            return
         with lock:
-            done = pending.setdefault(part.file.name, [])
-            done.append((part, obj))
-            complete = len(done) == part.count
-        if complete:
+            started.setdefault(part.file.name, time.monotonic())
+        obj = transfer.send_part(part)
+        if part.count > 1:
+            with lock:
+                done = pending.setdefault(part.file.name, [])
+                done.append((part, obj))
+                complete = len(done) == part.count
+            if not complete:
+                return
             transfer.compose(part.file, prefix + part.file.name, done)
+        on_file(part.file, time.monotonic() - started[part.file.name])
 
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="upload") as pool:
         futures: list[Future[None]] = [pool.submit(job, p) for p in parts]
         try:
             while True:
+                if retry.cancelled():  # an interrupted apply (its upload runs in a worker thread)
+                    stop.set()
                 finished, running = wait(futures, timeout=0.2, return_when=FIRST_EXCEPTION)
                 failed = [f for f in finished if f.exception() is not None]
                 if failed or not running:

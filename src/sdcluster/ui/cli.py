@@ -119,10 +119,10 @@ def _print_lines(lines: Any) -> None:
     _console().print(rich_lines(lines), end="")
 
 
-def _progress() -> Any:
+def _progress(verbose: bool = False) -> Any:
     from .render import ProgressPrinter
 
-    return ProgressPrinter(_console())
+    return ProgressPrinter(_console(), verbose=verbose)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,16 +266,18 @@ def apply(
         p = api.load_plan(planfile, state=opts.state, emulator=opts.emulator, stack=stack)
         with p.bound().backend.lock("apply"):
             _print_lines(plan_lines(p))
-            _run(p, "apply the plan", auto_approve=True, adopt=adopt)  # a saved plan was reviewed when saved
+            _run(
+                p, "apply the plan", auto_approve=True, adopt=adopt, verbose=opts.verbose
+            )  # a saved plan was reviewed when saved
         return
     ws = _workspace(ctx)
     with ws.backend.lock("apply"):
         p = api.plan(ws)
         _print_lines(plan_lines(p))
-        _run(p, "perform these actions", auto_approve, adopt=adopt)
+        _run(p, "perform these actions", auto_approve, adopt=adopt, verbose=_opts(ctx).verbose)
 
 
-def _run(p: Any, what: str, auto_approve: bool, adopt: bool = False) -> None:
+def _run(p: Any, what: str, auto_approve: bool, adopt: bool = False, verbose: bool = False) -> None:
     from .. import api
 
     api.refuse_conflicts(p, adopt)  # before asking: the answer could not be acted on
@@ -289,7 +291,7 @@ def _run(p: Any, what: str, auto_approve: bool, adopt: bool = False) -> None:
         return
     _confirm(what, auto_approve)
     INTERRUPTS.applying(p.bound().context)
-    with _progress() as progress:
+    with _progress(verbose) as progress:
         state = api.apply(p, listener=progress, adopt=adopt)
     INTERRUPTS.finished()
     n = p.counts()
@@ -592,12 +594,17 @@ def upload_model(
     ws = _workspace(ctx)
     console = _console()
     last = [0.0]
+    verbose = _opts(ctx).verbose
 
     def progress(p: Any) -> None:
         import time
 
         now = time.monotonic()
-        if json_ or (p.phase == "uploading" and now - last[0] < 0.5):
+        if json_ or p.file:  # a file sent or skipped: a line of its own with --verbose
+            if p.file and verbose and not json_:
+                console.print(f"  {p.describe_file()}", highlight=False, style="dim")
+            return
+        if p.phase == "uploading" and now - last[0] < 0.5:
             return
         last[0] = now
         console.print(upload_progress_line(p), highlight=False)

@@ -38,13 +38,14 @@ class ProgressPrinter:
     On a terminal, long waits show a live status line per running resource (phase and a ticking
     elapsed time), one line per resource when several run at once; elsewhere (pipes, CI, Jupyter
     cells via rich's own handling, ``--json``) it prints plain lines, a progress message only when
-    it changes.
+    it changes. ``verbose``: also each ``detail`` event (e.g. every file of a model upload).
     """
 
-    def __init__(self, console: Any, live: bool | None = None) -> None:
+    def __init__(self, console: Any, live: bool | None = None, *, verbose: bool = False) -> None:
         import threading
 
         self.console = console
+        self.verbose = verbose  # also print "detail" events (each file of an upload)
         self.live_enabled = console.is_terminal if live is None else live
         self._status: dict[str, tuple[str, float]] = {}  # address -> (phase, started at)
         self._last: dict[str, str] = {}
@@ -96,6 +97,9 @@ class ProgressPrinter:
                 if self._live is None and self._last.get(a) != event.message:
                     self._print(f"{a}: {event.message}")
                 self._last[a] = event.message
+            elif event.kind == "detail":
+                if self.verbose:
+                    self._print(f"{a}: {event.message}", "dim")
             elif event.kind == "done":
                 self._status.pop(a, None)
                 self._print(

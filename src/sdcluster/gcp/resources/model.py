@@ -39,6 +39,7 @@ from ..upload import (
     Survey,
     UploadProgress,
     saved_model_files,
+    size_text,
     split_model_path,
     survey,
     upload_model,
@@ -147,6 +148,9 @@ class ModelVersion(Resource[GcpContext]):
         last = [0.0]
 
         def report(p: UploadProgress) -> None:
+            if p.file:  # one file sent or skipped: a line in verbose output
+                ctx.detail(self.address, p.describe_file())
+                return
             now = time.monotonic()
             if p.phase == "uploading" and now - last[0] < REPORT_INTERVAL_S:
                 return
@@ -154,11 +158,3 @@ class ModelVersion(Resource[GcpContext]):
             ctx.report(self.address, p.describe())
 
         return report
-
-
-def size_text(n: int) -> str:
-    """``1.9 GiB``, ``24.0 MiB``, ``512 bytes``."""
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
