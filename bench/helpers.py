@@ -115,10 +115,14 @@ class EmulatorProcess:
         self.address = ""
         self._proc: subprocess.Popen[str] | None = None
 
-    def __enter__(self) -> EmulatorProcess:
+    def command(self) -> list[str]:
         cmd = [SDCLUSTER, "emulator", "serve", "--project", self.project, "--owner", self.owner]
         for k, v in self.knobs.items():
             cmd += [f"--{k.replace('_', '-')}", str(v)]
+        return cmd
+
+    def __enter__(self) -> EmulatorProcess:
+        cmd = self.command()
         # Its complaints go to a log file, not into the benchmark's table.
         self._log = tempfile.NamedTemporaryFile(prefix="bench_emulator_", suffix=".log", delete=False)
         # cwd=/: no sdcluster.toml around to pick a project from.
@@ -178,3 +182,30 @@ def model_dir(total_mib: int, files: int = 20, root: Path = Path("/tmp")) -> Pat
 
 def _has_size(path: Path, size: int) -> bool:
     return path.is_file() and path.stat().st_size == size
+
+
+# Starts ``Emulator(**knobs)`` (knobs as JSON in argv[1]) and prints its address as serve does.
+_SERVE = """
+import json, sys, time
+from sdcluster.emulator import Emulator
+with Emulator(**json.loads(sys.argv[1])) as emu:
+    print("export SDCLUSTER_EMULATOR=" + emu.address, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+"""
+
+
+class KnobsProcess(EmulatorProcess):
+    """The emulator in its own process with any of its knobs (``emulator serve`` has flags for a few):
+    ``KnobsProcess(rollout_s=3.0, model_load_s=2.0, enabled_services=[...])``."""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-c",
+            _SERVE,
+            json.dumps({"project": self.project, "owner": self.owner, **self.knobs}),
+        ]

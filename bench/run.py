@@ -14,6 +14,10 @@ What is measured (RESULTS.md says it again, with the figures):
    compared with the rollout knob (its pods start; TF Serving waits for ``upload-model``);
 4. model upload: ``sdcluster.gcp.upload.upload_model`` (parallel) against one file at a time, and a rerun;
 5. peak RSS of ``sdcluster plan`` and ``sdcluster apply -y`` processes (emulator in another process).
+
+Two more scripts write their own sections of RESULTS.md: ``bench/upload.py`` (issue 19 rows a, c, d:
+uploads with each connection capped) and ``bench/serve.py`` (row b: zero to serving in one apply with
+``serving.model_dir``, against apply then upload-model and the tutorial's way).
 """
 
 from __future__ import annotations

@@ -13,9 +13,12 @@ tutorial reaches it:
 4. CreateCluster with a default pool (``initial_node_count``), wait; DeleteNodePool ``default-pool``,
    wait; CreateNodePool ``sd-node-pool``, wait (``remove_default_node_pool = true``);
 5. the bucket, and ``roles/storage.objectViewer`` for ``gke-node`` on it;
-6. the Kubernetes objects, **created** (not server-side applied) with the kubernetes client, all at
-   once, then a wait for the pods to start and the load balancer (the bucket has no model yet, as in
-   sdcluster's apply: TF Serving becomes ready only once one is uploaded).
+6. with ``model`` (a SavedModel directory): its files copied into ``<model_path>/1/`` one after
+   another, as ``gsutil cp -r`` without ``-m`` does;
+7. the Kubernetes objects, **created** (not server-side applied) with the kubernetes client, all at
+   once, then a wait for the pods to start and the load balancer (without ``model`` the bucket has
+   no model yet, as in sdcluster's apply: TF Serving becomes ready only once one is uploaded), and
+   with ``model`` until TF Serving reports version 1 AVAILABLE.
 
 Every wait is polled every ``poll_s`` (0.1 s by default), which is generous to the tutorial: its only
 avoidable delay left is the fixed sleep and the default-pool detour, which is what we measure.
@@ -30,7 +33,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from sdcluster.tfserving import model_url
 
 POLL_S = 0.1
 TIMEOUT_S = 300.0
@@ -98,7 +104,13 @@ def _manifests(cfg: Any) -> list[dict[str, Any]]:
 
 
 def run_tutorial(
-    emulator: str, *, project: str, user: str, sleep_s: float, poll_s: float = POLL_S
+    emulator: str,
+    *,
+    project: str,
+    user: str,
+    sleep_s: float,
+    poll_s: float = POLL_S,
+    model: Path | None = None,
 ) -> dict[str, float]:
     """Stand the stack up the tutorial's way on the emulator at ``emulator``; seconds per stage."""
     from google.cloud import container_v1, iam_admin_v1
@@ -183,6 +195,12 @@ def run_tutorial(
     bucket.set_iam_policy(policy)
     stage("bucket + reader binding")
 
+    if model is not None:
+        base = cfg.model_path.removeprefix(f"gs://{cfg.bucket_name}/").strip("/")
+        for f in sorted(p for p in model.rglob("*") if p.is_file()):
+            bucket.blob(f"{base}/1/{f.relative_to(model).as_posix()}").upload_from_filename(str(f))
+        stage("upload the model, one file at a time (gsutil cp -r)")
+
     cluster = gke.get_cluster(name=cluster_name)
     api = factory.kubernetes(
         cluster.endpoint, cluster.master_auth.cluster_ca_certificate, factory.impersonated(cfg.admin_email)
@@ -213,4 +231,20 @@ def run_tutorial(
 
     _wait("pods started and load balancer", serving, poll_s)
     stage("wait pods + load balancer")
+    if model is not None:
+        ip = core.read_namespaced_service_status(name, ns).status.load_balancer.ingress[0].ip
+        _wait("version 1 AVAILABLE", lambda: _available(model_url(ip, cfg.serving.model_name)), poll_s)
+        stage("wait until TF Serving serves version 1")
     return stages
+
+
+def _available(url: str) -> bool:
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            doc = json.loads(r.read())
+    except OSError:
+        return False
+    return any(v["state"] == "AVAILABLE" for v in doc.get("model_version_status", []))

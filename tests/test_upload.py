@@ -348,3 +348,37 @@ def test_a_cut_final_answer_and_a_gone_session_cost_no_whole_upload(
         result.bytes_sent,
     )
     assert summary["seconds"] > 0
+
+
+def test_verbose_upload_model_prints_a_line_per_file_and_a_rerun_says_each_is_not_sent(
+    setup: Any, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from sdcluster.ui.cli import app
+
+    emu, cfg, _ = setup
+    sizes = make_saved_model(tmp_path / "model")
+    (tmp_path / "sdcluster.toml").write_text(
+        f'project = "{PROJECT}"\nuser = "{cfg.user}"\n[state]\npath = "{tmp_path / "state.json"}"\n'
+    )
+
+    def run(*flags: str) -> str:
+        args = ["--emulator", emu.address, "--config", str(tmp_path / "sdcluster.toml"), "upload-model"]
+        result = CliRunner().invoke(app, [*args, str(tmp_path / "model"), "--no-wait", *flags])
+        assert result.exit_code == 0, result.output
+        return str(result.output)
+
+    quiet = run()
+    assert not any(f"{name}: sent" in quiet for name in sizes)
+    loud = run("-v")  # nothing changed: every file is reported as not sent
+    assert all(f"{name}: " in loud and "already in version 1: not sent" in loud for name in sizes)
+    shard = tmp_path / "model" / "variables" / "variables.data-00000-of-00004"
+    shard.write_bytes(os.urandom(SHARD_BYTES))
+    changed = run("--verbose")
+    lines = [line.strip() for line in changed.splitlines()]
+    sent = [line for line in lines if ": sent " in line]
+    assert len(sent) == 1 and sent[0].startswith("variables/variables.data-00000-of-00004: sent 683.6 KiB")
+    assert "files, " in sent[0]  # with the overall count and percentage
+    copied = [line for line in lines if "copied, not sent" in line]
+    assert len(copied) == len(sizes) - 1  # version 2's other files come from version 1, in the bucket

@@ -203,6 +203,13 @@ def test_compose_concatenates_up_to_32_sources_into_a_composite(emu: Any) -> Non
     got = bucket.get_blob("whole")
     assert got is not None and got.component_count == 32 and got.md5_hash is None and got.crc32c
     assert got.download_as_bytes() == b"".join(f"{i:02d}".encode() for i in range(32))
+    # Its CRC32C is the concatenation's (GCS combines the components' CRC32Cs; nothing is re-read).
+    import base64
+
+    import google_crc32c
+
+    joined = b"".join(f"{i:02d}".encode() for i in range(32))
+    assert got.crc32c == base64.b64encode(google_crc32c.value(joined).to_bytes(4, "big")).decode()
     with pytest.raises(gexc.BadRequest, match=r"\(33\) exceeds the maximum \(32\)"):
         bucket.blob("too-many").compose([*parts, bucket.blob("part-32")])
     with pytest.raises(gexc.NotFound):

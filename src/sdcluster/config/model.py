@@ -199,6 +199,13 @@ class ServingConfig(_Section):
         default="gs://{bucket}/stable_diffusion_model",
         description="model base path; {bucket} and {project} are replaced",
     )
+    model_dir: str = Field(
+        default="",
+        description=(
+            "a local SavedModel directory apply publishes as a model version (relative: to the "
+            "config file's directory; empty: upload-model does it)"
+        ),
+    )
     image: Image = Field(default="tensorflow/serving:2.11.0", description="TF Serving container image")
     replicas: int = Field(default=1, ge=1, description="Deployment replicas")
     cpu: CpuQuantity = Field(default="3", description="CPU request per replica (Kubernetes quantity)")
@@ -275,6 +282,8 @@ class Config(_Section):
     # The directory a relative state.path written in the config file is relative to (set by
     # Config.load; None: the working directory). Not a setting: it takes no part in equality.
     _state_base: str | None = PrivateAttr(default=None)
+    # Likewise for a relative serving.model_dir written in the config file (--set: the working directory).
+    _model_base: str | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Config) and self.model_dump() == other.model_dump()
@@ -290,6 +299,15 @@ class Config(_Section):
         if self._state_base is None or "://" in path or os.path.isabs(path):
             return path
         return os.path.normpath(os.path.join(self._state_base, path))
+
+    @property
+    def model_directory(self) -> str:
+        """``serving.model_dir``, a relative one written in the config file taken from the file's
+        directory, one given by ``--set`` or the environment from the working directory ("": unset)."""
+        path = self.serving.model_dir
+        if not path or self._model_base is None or os.path.isabs(path):
+            return path
+        return os.path.normpath(os.path.join(self._model_base, path))
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:

@@ -166,4 +166,6 @@ def load(
     cfg = validate(data, source=str(file) if file.exists() else None, origins=origins)
     if file.exists() and "state.path" not in origins:  # written in the file, or the default
         cfg._state_base = str(file.parent)
+    if file.exists() and "serving.model_dir" not in origins:  # relative to the file that says it
+        cfg._model_base = str(file.parent)
     return cfg

@@ -66,6 +66,32 @@ class Checksums:
         return base64.b64encode(self._md5.digest()).decode()
 
 
+_ZEROS = bytes(1 << 20)
+
+
+def _extend_zeros(crc: int, n: int) -> int:
+    while n > 0:
+        step = min(n, len(_ZEROS))
+        crc = google_crc32c.extend(crc, _ZEROS[:step] if step < len(_ZEROS) else _ZEROS)
+        n -= step
+    return crc
+
+
+def crc32c_concat(parts: list[tuple[str, int]]) -> str:
+    """The CRC32C (GCS's base64) of the concatenation of parts given as (base64 CRC32C, size), as
+    Cloud Storage computes a composite object's from its components', without reading them.
+
+    CRC32C is affine in its input, so crc(A+B) = ext(crc(A), 0^n) ^ crc(B) ^ ext(0, 0^n) with n =
+    len(B) and ext(c, 0^n) the CRC continued over n zero bytes.
+    """
+    total: int | None = None
+    for b64, size in parts:
+        crc = int.from_bytes(base64.b64decode(b64), "big")
+        total = crc if total is None else _extend_zeros(total, size) ^ crc ^ _extend_zeros(0, size)
+    value = 0 if total is None else total
+    return base64.b64encode(value.to_bytes(4, "big")).decode()
+
+
 def file_checksums(path: str, start: int = 0, length: int | None = None) -> Checksums:
     sums = Checksums()
     with open(path, "rb") as f:

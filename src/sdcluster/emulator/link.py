@@ -23,7 +23,7 @@ from typing import Any
 
 MIB = 1024 * 1024
 BLOCK = 256 * 1024  # what one read or write moves while capped (about one TCP window's worth)
-_BURST = BLOCK  # a connection may run ahead of its rate by this much
+_BURST = 4 * BLOCK  # a connection may run ahead of its rate by this much (catching up a late wake-up)
 
 
 class Link:

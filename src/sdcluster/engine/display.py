@@ -144,8 +144,9 @@ def change_lines(c: Change) -> list[Line]:
     st, sym = style(c), "<!" if c.conflict else symbol(c)
     kind, name = _split(c.address, c.type)
     lines: list[Line] = [("bold", f"  # {c.address} {verb(c)}")]
-    # "does not exist" says nothing the verb does not; "not readable yet" does.
-    if c.action is not Action.CREATE or UNREADABLE in c.reason:
+    # "does not exist" says nothing the verb does not; "not readable yet" (or what a create makes,
+    # e.g. "model version 1: 1.9 GiB in 24 files") does.
+    if c.action is not Action.CREATE or UNREADABLE in c.reason or not c.reason.endswith("does not exist"):
         lines.append(("dim", f"  # ({c.reason})"))
     if c.action in (Action.KEEP, Action.NOOP):
         return lines

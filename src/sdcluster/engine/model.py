@@ -246,7 +246,8 @@ def digest(body: Mapping[str, Any]) -> str:
 
 @dataclass
 class Event:
-    kind: Literal["refresh", "start", "progress", "done", "failed"]
+    # "detail": a progress line only verbose output shows (e.g. each file of an upload).
+    kind: Literal["refresh", "start", "progress", "detail", "done", "failed"]
     address: str
     action: str = ""
     message: str = ""

@@ -78,6 +78,10 @@ class Context:
             start = self._starts.get(address, time.monotonic())
         self.emit(Event("progress", address, message=message, elapsed=time.monotonic() - start))
 
+    def detail(self, address: str, message: str) -> None:
+        """A progress line for verbose output only (e.g. one file of an upload done)."""
+        self.emit(Event("detail", address, message=message, elapsed=self.elapsed(address)))
+
     def checkpoint(self, address: str, attributes: Mapping[str, Any]) -> None:
         """Record a change's partial progress in the state now (e.g. a cluster whose create was
         accepted, a Service applied before its load balancer is up): if the change then fails or the

@@ -36,6 +36,7 @@ from .resources.iam import (
     ServiceAccount,
     ServiceAccountMember,
 )
+from .resources.model import ModelVersion
 from .resources.serving import APP, KSA, Deployment, endpoint_outputs, serving_resources, waiting_note
 from .resources.storage import Bucket, KsaBucketMember
 
@@ -146,6 +147,13 @@ class GcpStack(Stack[GcpContext]):
             )
             out += [bucket, reader]
             model_deps = (reader.address,)
+        if cfg.serving.model_dir:
+            # Only the bucket first: it uploads while IAM propagates and the cluster is created;
+            # the Deployment's rollout waits for it.
+            storage_deps = (bucket.address,) if cfg.bucket.enabled else (svc("storage.googleapis.com"),)
+            model = ModelVersion(cfg, storage_deps)
+            out.append(model)
+            model_deps = (*model_deps, model.address)
         out += serving_resources(cfg, (cluster.address, pool.address), model_deps)
         if cfg.serving.idle_stop_minutes:
             from .resources.autostop import manifests

@@ -34,7 +34,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,7 +180,8 @@ class Journal:
 
 
 class _Slice:
-    """A byte range of a file, read in blocks as requests sends it, counting and checksumming."""
+    """A byte range of a file, read in blocks as requests sends it, counting and checksumming
+    (``len`` is what is left to send: requests takes it as the Content-Length)."""
 
     def __init__(
         self, path: Path, start: int, length: int, on_read: Callable[[int], None], stop: threading.Event
@@ -195,15 +196,20 @@ class _Slice:
     def __len__(self) -> int:
         return self._left
 
-    def read(self, size: int = -1) -> bytes:
-        if self._stop.is_set():
-            raise Stopped("upload interrupted", hint="run it again: it resumes where it stopped")
-        n = self._left if size < 0 else min(size, self._left, _READ)
-        data = self._file.read(n) if n > 0 else b""
-        self._left -= len(data)
-        self.crc.update(data)
-        self._on_read(len(data))
-        return data
+    def __iter__(self) -> Iterator[bytes]:
+        """The bytes in ``_READ`` blocks. An iterable, not a file: urllib3 reads a file-like body
+        16 KiB at a time (a call, a checksum update and a progress count each), but sends each
+        block an iterable yields with one ``sendall``."""
+        while self._left > 0:
+            if self._stop.is_set():
+                raise Stopped("upload interrupted", hint="run it again: it resumes where it stopped")
+            data = self._file.read(min(self._left, _READ))
+            if not data:
+                return
+            self._left -= len(data)
+            self.crc.update(data)
+            self._on_read(len(data))
+            yield data
 
     def close(self) -> None:
         self._file.close()
@@ -329,8 +335,12 @@ class _Transfer:
                         with self._lock:
                             self.sent.bytes_resumed += held
                         self.on_bytes(held)  # held by the session: done, not sent again
-                obj = held if isinstance(held, dict) else self._put(uri, part, held)
-                self._verify(part, obj)
+                sent_crc: str | None = None
+                if isinstance(held, dict):
+                    obj = held
+                else:
+                    obj, sent_crc = self._put(uri, part, held)
+                self._verify(part, obj, sent_crc)
                 self.journal.drop(part)
                 return obj
             except _Gone:
@@ -341,7 +351,8 @@ class _Transfer:
                 _backoff(attempt)
         raise AssertionError("unreachable")
 
-    def _put(self, uri: str, part: Part, held: int) -> dict[str, Any]:
+    def _put(self, uri: str, part: Part, held: int) -> tuple[dict[str, Any], str | None]:
+        """The session's answer, and the CRC32C of the bytes sent when they were the whole part."""
         body = _Slice(part.file.path, part.offset + held, part.size - held, self._count, self.stop)
         try:
             headers = {
@@ -354,15 +365,18 @@ class _Transfer:
             body.close()
         if response.status_code == 308:  # the session holds less than we sent: ask and go on
             raise _Transient("session holds fewer bytes than sent")
-        return self._json(response)
+        whole = held == 0 and len(body) == 0
+        return self._json(response), body.crc.b64() if whole else None
 
     def _count(self, n: int) -> None:
         with self._lock:
             self.sent.bytes_sent += n
         self.on_bytes(n)
 
-    def _verify(self, part: Part, obj: dict[str, Any]) -> None:
-        want = crc32c_of(part.file.path, part.offset, part.size)
+    def _verify(self, part: Part, obj: dict[str, Any], sent_crc: str | None = None) -> None:
+        """The part's object holds the file's bytes: its CRC32C is that of the bytes this run read
+        and sent (``sent_crc``, when they were the whole part), else of the part read again."""
+        want = sent_crc or crc32c_of(part.file.path, part.offset, part.size)
         if obj.get("crc32c") != want or int(obj.get("size", -1)) != part.size:
             raise UploadCorrupted(
                 f"gs://{self.bucket.name}/{part.object_name} holds other bytes than {part.file.path} "
@@ -431,31 +445,39 @@ def send(
     project: str,
     max_workers: int = 8,
     on_bytes: Callable[[int], None] = lambda n: None,
+    on_file: Callable[[LocalFileLike, float], None] = lambda f, s: None,
     stop: threading.Event | None = None,
 ) -> Sent:
-    """Upload ``files`` to ``<prefix><name>`` (see the module docstring). Raises ``Stopped`` when
-    ``stop`` is set (or on Ctrl-C) with the journal saved, and the translated error otherwise."""
+    """Upload ``files`` to ``<prefix><name>`` (see the module docstring). ``on_file(file, seconds)``
+    is called once a file's object exists (seconds since its first part started). Raises ``Stopped``
+    when ``stop`` is set (or on Ctrl-C) with the journal saved, and the translated error otherwise."""
     stop = stop or threading.Event()
     transfer = _Transfer(bucket, Journal(journal_path), project, stop, on_bytes)
     parts = split(files, prefix)
     pending: dict[str, list[tuple[Part, dict[str, Any]]]] = {}
+    started: dict[str, float] = {}
     lock = threading.Lock()
 
     def job(part: Part) -> None:
-        obj = transfer.send_part(part)
-        if part.count == 1:
-            return
         with lock:
-            done = pending.setdefault(part.file.name, [])
-            done.append((part, obj))
-            complete = len(done) == part.count
-        if complete:
+            started.setdefault(part.file.name, time.monotonic())
+        obj = transfer.send_part(part)
+        if part.count > 1:
+            with lock:
+                done = pending.setdefault(part.file.name, [])
+                done.append((part, obj))
+                complete = len(done) == part.count
+            if not complete:
+                return
             transfer.compose(part.file, prefix + part.file.name, done)
+        on_file(part.file, time.monotonic() - started[part.file.name])
 
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="upload") as pool:
         futures: list[Future[None]] = [pool.submit(job, p) for p in parts]
         try:
             while True:
+                if retry.cancelled():  # an interrupted apply (its upload runs in a worker thread)
+                    stop.set()
                 finished, running = wait(futures, timeout=0.2, return_when=FIRST_EXCEPTION)
                 failed = [f for f in finished if f.exception() is not None]
                 if failed or not running:

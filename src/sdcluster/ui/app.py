@@ -100,10 +100,11 @@ def print_lines(lines: Any) -> None:
     console().print(rich_lines(lines), end="")
 
 
-def progress_printer() -> Any:
+def progress_printer(verbose: bool = False) -> Any:
+    """Engine events as terraform-style lines; ``verbose``: a line per model file too."""
     from .render import ProgressPrinter
 
-    return ProgressPrinter(console())
+    return ProgressPrinter(console(), verbose=verbose)
 
 
 def read_state(ws: Any) -> Any:

@@ -176,16 +176,17 @@ def apply(
         p = api.load_plan(planfile, state=o.state, emulator=o.emulator, stack=stack)
         with p.bound().backend.lock("apply"):
             print_lines(plan_lines(p))
-            _run(p, "apply the plan", auto_approve=True, adopt=adopt)  # a saved plan was reviewed when saved
+            # A saved plan was reviewed when it was saved.
+            _run(p, "apply the plan", auto_approve=True, adopt=adopt, verbose=o.verbose)
         return
     ws = workspace(ctx)
     with ws.backend.lock("apply"):
         p = api.plan(ws)
         print_lines(plan_lines(p))
-        _run(p, "perform these actions", auto_approve, adopt=adopt)
+        _run(p, "perform these actions", auto_approve, adopt=adopt, verbose=opts(ctx).verbose)
 
 
-def _run(p: Any, what: str, auto_approve: bool, adopt: bool = False) -> None:
+def _run(p: Any, what: str, auto_approve: bool, adopt: bool = False, verbose: bool = False) -> None:
     from .. import api
 
     api.refuse_conflicts(p, adopt)  # before asking: the answer could not be acted on
@@ -199,7 +200,7 @@ def _run(p: Any, what: str, auto_approve: bool, adopt: bool = False) -> None:
         return
     confirm(what, auto_approve)
     INTERRUPTS.applying(p.bound().context)
-    with progress_printer() as progress:
+    with progress_printer(verbose) as progress:
         state = api.apply(p, listener=progress, adopt=adopt)
     INTERRUPTS.finished()
     n = p.counts()

@@ -106,7 +106,10 @@ EmulatorOpt = Annotated[
     str | None,
     typer.Option("--emulator", metavar="HOST:PORT", help="Route every call to the emulator at HOST:PORT."),
 ]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.", metavar="")]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Show tracebacks, and each file of a model upload.", metavar=""),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(

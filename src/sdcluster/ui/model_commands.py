@@ -87,12 +87,17 @@ def upload_model(
     ws = workspace(ctx)
     out = console()
     last = [0.0]
+    verbose = opts(ctx).verbose
 
     def progress(p: Any) -> None:
         import time
 
         now = time.monotonic()
-        if json_ or (p.phase == "uploading" and now - last[0] < 0.5):
+        if json_ or p.file:  # a file sent or skipped: a line of its own with --verbose
+            if p.file and verbose and not json_:
+                out.print(f"  {p.describe_file()}", highlight=False, style="dim")
+            return
+        if p.phase == "uploading" and now - last[0] < 0.5:
             return
         last[0] = now
         out.print(upload_progress_line(p), highlight=False)

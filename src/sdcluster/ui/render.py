@@ -24,16 +24,8 @@ def rich_lines(lines: Iterable[Line]) -> Any:
 
 
 def upload_progress_line(p: Any) -> str:
-    """``uploading: 12.0/40.0 MiB (30%) at 8.1 MiB/s``."""
-    mib = 1024 * 1024
-    if p.phase == "checking":
-        return f"checking {p.files_total} file(s) against the bucket..."
-    if p.phase == "publishing":
-        return f"publishing version {p.version}: server-side copies, saved_model.pb last..."
-    if p.phase == "done" and p.bytes_done == p.bytes_at_start:
-        return f"unchanged: {p.files_total} file(s), 0 B sent"  # every file was already in the bucket
-    pct = 100 * p.bytes_done / p.bytes_total if p.bytes_total else 100
-    return f"{p.phase}: {p.bytes_done / mib:.1f}/{p.bytes_total / mib:.1f} MiB ({pct:.0f}%) at {p.rate_bps / mib:.1f} MiB/s"
+    """``uploading: 12.0/40.0 MiB (30%) at 8.1 MiB/s, ETA 4 s`` (``UploadProgress.describe``)."""
+    return str(p.describe())
 
 
 _ING = {"create": "Creating", "update": "Modifying", "replace": "Replacing", "delete": "Destroying"}
@@ -46,13 +38,14 @@ class ProgressPrinter:
     On a terminal, long waits show a live status line per running resource (phase and a ticking
     elapsed time), one line per resource when several run at once; elsewhere (pipes, CI, Jupyter
     cells via rich's own handling, ``--json``) it prints plain lines, a progress message only when
-    it changes.
+    it changes. ``verbose``: also each ``detail`` event (e.g. every file of a model upload).
     """
 
-    def __init__(self, console: Any, live: bool | None = None) -> None:
+    def __init__(self, console: Any, live: bool | None = None, *, verbose: bool = False) -> None:
         import threading
 
         self.console = console
+        self.verbose = verbose  # also print "detail" events (each file of an upload)
         self.live_enabled = console.is_terminal if live is None else live
         self._status: dict[str, tuple[str, float]] = {}  # address -> (phase, started at)
         self._last: dict[str, str] = {}
@@ -104,6 +97,9 @@ class ProgressPrinter:
                 if self._live is None and self._last.get(a) != event.message:
                     self._print(f"{a}: {event.message}")
                 self._last[a] = event.message
+            elif event.kind == "detail":
+                if self.verbose:
+                    self._print(f"{a}: {event.message}", "dim")
             elif event.kind == "done":
                 self._status.pop(a, None)
                 self._print(
