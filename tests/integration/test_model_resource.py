@@ -26,17 +26,17 @@ def changes(emu: Any, workdir: Path, *extra: str) -> dict[str, dict[str, Any]]:
 def test_one_apply_uploads_during_cluster_creation_and_serves_then_unchanged_then_new_version(
     make_emu: Any, tmp_path: Path
 ) -> None:
-    # Each storage connection capped so that the upload (about 2 s for a 1 MiB shard, past the
-    # link's 256 KiB burst) outlasts the work before CreateCluster, inside a cluster operation that
+    # Each storage connection capped so that the upload (about 4 s for a 2.5 MiB shard, past the
+    # link's 1 MiB burst) outlasts the work before CreateCluster, inside a cluster operation that
     # outlasts the upload.
-    emu = make_emu(operation_s=4.0, storage_mib_s=0.4)
-    model = make_demo_model(tmp_path / "model", shards=2, shard_bytes=1024 * 1024)
+    emu = make_emu(operation_s=8.0, storage_mib_s=0.4)
+    model = make_demo_model(tmp_path / "model", shards=2, shard_bytes=5 * 1024 * 1024 // 2)
     init(emu, tmp_path, serving={"rollout_timeout_s": 20, "model_dir": "model"})  # relative to the file
 
     shown = cli(emu, tmp_path, "plan")
     assert shown.exit_code == 0, shown.output
     assert f"# {MODEL} will be created" in shown.output
-    assert "# (model version 1: 2.0 MiB in 5 files)" in shown.output
+    assert "# (model version 1: 5.0 MiB in 5 files)" in shown.output
 
     applied = cli(emu, tmp_path, "apply", "-y", "-v")
     assert applied.exit_code == 0, applied.output
@@ -46,7 +46,7 @@ def test_one_apply_uploads_during_cluster_creation_and_serves_then_unchanged_the
         line for line in applied.output.splitlines() if line.startswith(f"{MODEL}: ") and ": sent " in line
     ]
     assert len(sent) == 5, applied.output
-    assert any("variables/variables.data-00000-of-00002: sent 1.0 MiB" in line for line in sent)
+    assert any("variables/variables.data-00000-of-00002: sent 2.5 MiB" in line for line in sent)
     assert served(endpoint(tmp_path), 1, within_s=0.5)  # apply returned once version 1 was AVAILABLE
 
     # The upload ran while GKE created the cluster: between CreateCluster and its operation's end.
@@ -83,10 +83,10 @@ def test_one_apply_uploads_during_cluster_creation_and_serves_then_unchanged_the
 
     # One changed file: a new version, published and served.
     shard = model / "variables" / "variables.data-00000-of-00002"
-    shard.write_bytes(os.urandom(1024 * 1024))
+    shard.write_bytes(os.urandom(5 * 1024 * 1024 // 2))
     planned = changes(emu, tmp_path)[MODEL]
     assert planned["action"] == "update"
-    assert planned["reason"].startswith("model version 2: 2.0 MiB in 5 files")
+    assert planned["reason"].startswith("model version 2: 5.0 MiB in 5 files")
     assert "differs from version 1" in planned["reason"]
     assert cli(emu, tmp_path, "apply", "-y").exit_code == 0
     assert served(endpoint(tmp_path), 2)
