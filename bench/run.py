@@ -613,9 +613,21 @@ def main(argv: list[str] | None = None) -> int:
     print(console(sections))
     if out is not None:
         command = "python bench/run.py" + ("".join(f" {a}" for a in (argv or sys.argv[1:])))
-        out.write_text(markdown(sections, command, elapsed, (load_start, os.getloadavg()[0])))
+        text = markdown(sections, command, elapsed, (load_start, os.getloadavg()[0]))
+        out.write_text(text + kept_sections(out, text))
         print(f"\nwrote {out} ({elapsed / 60:.1f} min)")
     return 0  # a benchmark, not a test: missed goals show in the table, not in the exit code
+
+
+def kept_sections(path: Path, text: str) -> str:
+    """The sections of ``path`` this script does not write (bench/upload.py's and bench/serve.py's,
+    and notes written by hand after them), so that refreshing these figures keeps those."""
+    if not path.exists():
+        return ""
+    ours = {line for line in text.splitlines() if line.startswith("## ")}
+    old = path.read_text().split("\n## ")[1:]
+    kept = [f"## {body.rstrip()}" for body in old if f"## {body.splitlines()[0]}" not in ours]
+    return "".join(f"\n{section}\n" for section in kept)
 
 
 if __name__ == "__main__":
