@@ -23,11 +23,12 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
-
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import Conflict, Interrupted, SdclusterError, TransientError, WaitTimeout, translate
+
+if TYPE_CHECKING:
+    from tenacity import wait_random_exponential  # tenacity loads on the first retried call
 
 T = TypeVar("T")
 
@@ -71,6 +72,8 @@ def check_cancelled(what: str) -> None:
 def call_wait() -> wait_random_exponential:
     """The backoff between attempts of one call: exponential, capped, with full jitter (clients
     retrying the same outage do not retry in step)."""
+    from tenacity import wait_random_exponential
+
     return wait_random_exponential(multiplier=0.2 * BACKOFF_SCALE, max=CALL_MAX_WAIT_S * BACKOFF_SCALE)
 
 
@@ -95,6 +98,8 @@ def _translated(fn: Callable[[], T], project: str, context: str) -> Callable[[],
 
 def call(fn: Callable[[], T], *, project: str = "", context: str = "", attempts: int = CALL_ATTEMPTS) -> T:
     """Run one API call, retrying transient failures with jittered exponential backoff."""
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
     retrying = Retrying(
         retry=retry_if_exception(lambda e: isinstance(e, TransientError)),
         wait=call_wait(),
@@ -106,6 +111,8 @@ def call(fn: Callable[[], T], *, project: str = "", context: str = "", attempts:
 
 def read_modify_write(fn: Callable[[], T], *, project: str = "", context: str = "") -> T:
     """Redo a whole read-modify-write on concurrent modification (and on transient failures)."""
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
     retrying = Retrying(
         retry=retry_if_exception(lambda e: isinstance(e, Conflict | TransientError)),
         wait=wait_random_exponential(multiplier=0.1 * BACKOFF_SCALE, max=4.0 * BACKOFF_SCALE),

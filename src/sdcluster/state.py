@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
+import functools
 import json
 import os
 import socket
@@ -47,8 +48,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._version import __version__
 from .errors import (
@@ -166,31 +165,40 @@ class State:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-    type: str = Field(min_length=1)
-    id: str = ""
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    dependencies: list[str] = Field(default_factory=list)
-    pending: bool = False
+@functools.cache
+def _document_schema() -> Any:
+    """The schema a state document must satisfy (strict: 3.7 is no serial, "12" no lineage, true no 1).
+
+    Built on first use: pydantic is the heaviest import here, and ``sdcluster --help`` needs none of it.
+    """
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class _Record(BaseModel):
+        model_config = ConfigDict(strict=True, extra="ignore")
+        type: str = Field(min_length=1)
+        id: str = ""
+        attributes: dict[str, Any] = Field(default_factory=dict)
+        dependencies: list[str] = Field(default_factory=list)
+        pending: bool = False
+
+    class _Document(BaseModel):
+        model_config = ConfigDict(strict=True, extra="ignore")
+        format_version: int = Field(ge=1, le=FORMAT_VERSION)
+        serial: int = Field(ge=0)
+        lineage: str = Field(min_length=1)
+        sdcluster_version: str = ""
+        project: str = ""
+        resources: dict[str, _Record] = Field(default_factory=dict)
+        outputs: dict[str, Any] = Field(default_factory=dict)
+
+    return _Document
 
 
-class _Document(BaseModel):
-    """The schema a state document must satisfy (strict: 3.7 is no serial, "12" no lineage, true no 1)."""
+def _validated(d: dict[str, Any], source: str) -> Any:
+    from pydantic import ValidationError
 
-    model_config = ConfigDict(strict=True, extra="ignore")
-    format_version: int = Field(ge=1, le=FORMAT_VERSION)
-    serial: int = Field(ge=0)
-    lineage: str = Field(min_length=1)
-    sdcluster_version: str = ""
-    project: str = ""
-    resources: dict[str, _Record] = Field(default_factory=dict)
-    outputs: dict[str, Any] = Field(default_factory=dict)
-
-
-def _validated(d: dict[str, Any], source: str) -> _Document:
     try:
-        return _Document.model_validate(d)
+        return _document_schema().model_validate(d)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "the document"
