@@ -209,3 +209,14 @@ class KnobsProcess(EmulatorProcess):
             _SERVE,
             json.dumps({"project": self.project, "owner": self.owner, **self.knobs}),
         ]
+
+
+def replace_section(results: Path, title: str, text: str) -> None:
+    """Write ``text`` (which starts with the ``title`` line, e.g. "## Zero to serving") as the last
+    section of ``results``, instead of the section of that title it had; other sections stay."""
+    old = results.read_text() if results.exists() else ""
+    if title in old:
+        head, _, rest = old.partition(title)
+        after = rest.split("\n## ", 1)
+        old = head + (("## " + after[1]) if len(after) > 1 else "")
+    results.write_text(old.rstrip("\n") + "\n\n" + text)

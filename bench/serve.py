@@ -32,7 +32,7 @@ from run import APPLY_KNOBS, EXISTING_PROJECT, FAST_KNOBS, PROJECT, SCALE, TUTOR
 from tutorial_way import run_tutorial
 
 import sdcluster
-from helpers import MIB, KnobsProcess, model_dir
+from helpers import MIB, KnobsProcess, model_dir, replace_section
 from sdcluster import retry
 from sdcluster.gcp.upload import MAX_WORKERS, saved_model_files
 
@@ -187,12 +187,7 @@ def main() -> int:
         ]
     )
     print(text)
-    old = RESULTS.read_text() if RESULTS.exists() else ""
-    if SECTION in old:
-        head, _, rest = old.partition(SECTION)
-        after = rest.split("\n## ", 1)
-        old = head + (("## " + after[1]) if len(after) > 1 else "")
-    RESULTS.write_text(old.rstrip("\n") + "\n\n" + text)
+    replace_section(RESULTS, SECTION, text)
     return 0
 
 

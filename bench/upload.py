@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 import sdcluster
-from helpers import MIB, SDCLUSTER, EmulatorProcess, measure_child, model_dir
+from helpers import MIB, SDCLUSTER, EmulatorProcess, measure_child, model_dir, replace_section
 from sdcluster.gcp.clients import ClientFactory
 from sdcluster.gcp.upload import UploadProgress, saved_model_files, upload_model
 
@@ -169,12 +169,7 @@ def main() -> int:
         ]
     )
     print(text)
-    old = RESULTS.read_text() if RESULTS.exists() else ""
-    if SECTION in old:
-        head, _, rest = old.partition(SECTION)
-        after = rest.split("\n## ", 1)
-        old = head + (("## " + after[1]) if len(after) > 1 else "")
-    RESULTS.write_text(old.rstrip("\n") + "\n\n" + text)
+    replace_section(RESULTS, SECTION, text)
     return 0
 
 
