@@ -220,3 +220,15 @@ def replace_section(results: Path, title: str, text: str) -> None:
         after = rest.split("\n## ", 1)
         old = head + (("## " + after[1]) if len(after) > 1 else "")
     results.write_text(old.rstrip("\n") + "\n\n" + text)
+
+
+def section_head(command: str) -> list[str]:
+    """The lines after a section's title: which command made its rows, when and where, and the
+    table's header (the rows follow)."""
+    return [
+        f"Made by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, all rows in this one run, "
+        f"on {os.cpu_count()} cores shared with the emulator (its own process) and other work.",
+        "",
+        "| row | figure | value | goal | result | how |",
+        "| --- | --- | ---: | ---: | --- | --- |",
+    ]

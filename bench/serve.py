@@ -32,7 +32,7 @@ from run import APPLY_KNOBS, EXISTING_PROJECT, FAST_KNOBS, PROJECT, SCALE, TUTOR
 from tutorial_way import run_tutorial
 
 import sdcluster
-from helpers import MIB, KnobsProcess, model_dir, replace_section
+from helpers import MIB, KnobsProcess, model_dir, replace_section, section_head
 from sdcluster import retry
 from sdcluster.gcp.upload import MAX_WORKERS, saved_model_files
 
@@ -170,11 +170,7 @@ def main() -> int:
         [
             SECTION,
             "",
-            f"Made by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, all rows in this one run, "
-            f"on {os.cpu_count()} cores shared with the emulator (its own process) and other work.",
-            "",
-            "| row | figure | value | goal | result | how |",
-            "| --- | --- | ---: | ---: | --- | --- |",
+            *section_head(command),
             *rows,
             "",
             f"A {size:.0f} MiB, {MODEL_FILES}-file SavedModel (`bench/helpers.model_dir`), every Cloud Storage "

@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 import sdcluster
-from helpers import MIB, SDCLUSTER, EmulatorProcess, measure_child, model_dir, replace_section
+from helpers import MIB, SDCLUSTER, EmulatorProcess, measure_child, model_dir, replace_section, section_head
 from sdcluster.gcp.clients import ClientFactory
 from sdcluster.gcp.upload import UploadProgress, saved_model_files, upload_model
 
@@ -152,11 +152,7 @@ def main() -> int:
         [
             SECTION,
             "",
-            f"Made by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, all rows in this one run, "
-            f"on {os.cpu_count()} cores shared with the emulator (its own process) and other work.",
-            "",
-            "| row | figure | value | goal | result | how |",
-            "| --- | --- | ---: | ---: | --- | --- |",
+            *section_head(command),
             *rows,
             "",
             "The cap is the emulator's `--storage-mib-s`: a token bucket per connection on request and response "

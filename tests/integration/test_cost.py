@@ -4,7 +4,6 @@ the shipped snapshot (named) when it does not; README's figures are the plan's."
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,26 +24,6 @@ from ..helpers import factory
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 PARENT = "projects/demo-proj/locations/us-central1-c"
-
-
-@pytest.fixture
-def project(
-    make_emu: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Any]:
-    """``emu = project(**knobs)``: an emulator and an sdcluster.toml for it in the working directory."""
-
-    def make(**knobs: Any) -> Any:
-        emu = make_emu(**knobs)
-        for k in list(os.environ):
-            if k.startswith("SDCLUSTER_"):
-                monkeypatch.delenv(k)
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setenv("SDCLUSTER_EMULATOR", emu.address)
-        r = cli(["init", "--project", "demo-proj", "--user", "demo@example.com"])
-        assert r.exit_code == 0, r.output
-        return emu
-
-    return make
 
 
 def cli(args: list[str]) -> Any:

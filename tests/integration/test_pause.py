@@ -4,20 +4,15 @@ destroyed; resume serves the model again; generate wakes a paused cluster unless
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
-from typer.testing import CliRunner
 
 import sdcluster
 from sdcluster import retry
 from sdcluster.generate import generate
-from sdcluster.ui.cli import app
 from sdcluster.ui.demo import make_demo_model
 
+from .test_cost import cli
 from .test_serving import kube_api, raw
 
 KNOBS = {"scale_down_s": 0.3}
@@ -98,27 +93,6 @@ def test_apply_of_a_change_keeps_a_paused_cluster_paused_and_destroy_works(setup
     until_serving_nodes(emu, 0)
     sdcluster.destroy(changed)
     assert sdcluster.status(changed)["cluster"] == {}
-
-
-@pytest.fixture
-def project(
-    make_emu: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Any]:
-    def make(**knobs: Any) -> Any:
-        emu = make_emu(**knobs)
-        for k in list(os.environ):
-            if k.startswith("SDCLUSTER_"):
-                monkeypatch.delenv(k)
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setenv("SDCLUSTER_EMULATOR", emu.address)
-        assert cli(["init", "--project", "demo-proj", "--user", "demo@example.com"]).exit_code == 0
-        return emu
-
-    return make
-
-
-def cli(args: list[str]) -> Any:
-    return CliRunner().invoke(app, args)
 
 
 def test_generate_wakes_a_paused_cluster_and_no_wake_refuses(project: Any, tmp_path: Path) -> None:
