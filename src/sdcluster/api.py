@@ -246,15 +246,20 @@ def destroy(config: Config | Workspace, *, listener: Listener | None = None, **k
 def pause(config: Config | Workspace, *, listener: Listener | None = None, **kw: Any) -> dict[str, Any]:
     """Pause the cluster: the serving Deployment at zero replicas, so the cluster autoscaler removes
     the serving nodes; the cluster, system pool, bucket, model, Service (and its address) and the
-    state stay. Returns ``{"paused": "<since> by <what>", "serving_nodes_kept": N}`` (N: the pool's
-    ``min_nodes``, the nodes that keep billing while paused). Pausing a paused cluster changes nothing.
+    state stay. Returns ``{"paused": "<since> by <what>", "serving_nodes_kept": N, "held_by": [...]}``
+    (N: the pool's ``min_nodes``, the nodes that keep billing while paused; ``held_by``: the
+    kube-system pods, ``{"pod", "node"}``, that keep a serving node up). Pausing a paused cluster
+    changes nothing.
     """
+    from .gcp.lifecycle import node_holders
     from .gcp.lifecycle import pause as pause_deployment
 
     ws = _workspace(config, **kw)
     with ws.backend.lock("pause"):
-        note = pause_deployment(ws.stack.context(listener))
-    return {"paused": note, "serving_nodes_kept": ws.config.cluster.min_nodes}
+        ctx = ws.stack.context(listener)
+        note = pause_deployment(ctx)
+        held_by = node_holders(ctx)
+    return {"paused": note, "serving_nodes_kept": ws.config.cluster.min_nodes, "held_by": held_by}
 
 
 def resume(config: Config | Workspace, *, listener: Listener | None = None, **kw: Any) -> dict[str, Any]:

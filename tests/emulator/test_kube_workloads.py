@@ -352,15 +352,30 @@ def test_gke_system_pods_take_their_share_of_every_node(make_emu: Any) -> None:
     system = {
         p.metadata.name.rsplit("-", 1)[0] if "proxy" not in p.metadata.name else "kube-proxy": p
         for p in core.list_namespaced_pod("kube-system").items
+        if p.metadata.owner_references[0].kind != "ReplicaSet"
     }
     assert set(system) == {"kube-proxy", "fluentbit-gke", "ip-masq-agent", "gke-metadata-server"}
     assert all(p.spec.node_name == node.metadata.name for p in system.values())
-    # 3920m allocatable - 315m of system pods = 3605m for workloads.
-    apply_deployment(apps, deployment(cpu="3610m"))
+    # The cluster-wide ones too: one kube-dns on a one-node cluster, and its autoscaler.
+    addons = wait_for(lambda: _addons(core))
+    assert sorted(addons) == ["kube-dns", "kube-dns-autoscaler"]
+    assert {p.spec.node_name for p in addons.values()} == {node.metadata.name}
+    # 3920m allocatable - 315m of per-node system pods - 260m kube-dns - 20m its autoscaler = 3325m.
+    apply_deployment(apps, deployment(cpu="3330m"))
     pending = wait_for(lambda: events(core, "FailedScheduling"))
     assert pending[0].message.startswith("0/1 nodes are available: 1 Insufficient cpu.")
-    apply_deployment(apps, deployment(cpu="3600m"))
+    apply_deployment(apps, deployment(cpu="3320m"))
     wait_for(lambda: available(apps, "tf-serving"))
+
+
+def _addons(core: k8s.CoreV1Api) -> dict[str, Any]:
+    """GKE's cluster-wide kube-system pods (Deployments' pods, not DaemonSets') that run, by
+    ``k8s-app`` (empty while one is Pending)."""
+    pods = core.list_namespaced_pod("kube-system").items
+    found = [p for p in pods if p.metadata.owner_references[0].kind == "ReplicaSet"]
+    if not found or any(p.status.phase != "Running" for p in found):
+        return {}
+    return {p.metadata.labels["k8s-app"]: p for p in found}
 
 
 AUTOSCALED = {
@@ -371,34 +386,95 @@ AUTOSCALED = {
 }
 
 
+# A small fixed pool beside the autoscaled one, as sdcluster's system pool: GKE's own pods need a node.
+SYSTEM = {**POOL, "name": "sd-system-pool", "machine_type": "e2-medium", "cpus": 2, "memory_mib": 4096}
+SERVING_TAINT = {"key": "sdcluster.dev/serving", "value": "true", "effect": "NoSchedule"}
+TOLERATION = {"key": "sdcluster.dev/serving", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def tolerating(body: dict[str, Any]) -> dict[str, Any]:
+    body["spec"]["template"]["spec"]["tolerations"] = [TOLERATION]
+    return body
+
+
 def test_the_autoscaler_adds_a_node_for_a_pod_that_fits_and_removes_idle_nodes_down_to_zero(
     make_emu: Any,
 ) -> None:
     emu = make_emu(scale_down_s=0.3)
-    api = start(emu, AUTOSCALED)
+    api = start(emu, {**AUTOSCALED, "taints": [SERVING_TAINT]}, SYSTEM)
     core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
-    apply_deployment(apps, deployment(cpu="2", replicas=2))  # one per node
-    wait_for(lambda: available(apps, "tf-serving") and len(core.list_node().items) == 2)
+
+    def serving_nodes() -> list[Any]:
+        return [n for n in core.list_node().items if "sd-node-pool" in n.metadata.name]
+
+    apply_deployment(apps, tolerating(deployment(cpu="2", replicas=2)))  # one per node
+    wait_for(lambda: available(apps, "tf-serving") and len(serving_nodes()) == 2)
     (triggered,) = events(core, "TriggeredScaleUp")
     assert triggered.message == (
         "pod triggered scale-up: [{https://www.googleapis.com/compute/v1/projects/demo-proj/zones/"
         "us-central1-c/instanceGroups/gke-sd-grp 1->2 (max: 2)}]"
     )
     # The scheduler's verdict from before the scale-up is still listed (events live for an hour),
-    # while the pod it was about is scheduled and running.
+    # while the pod it was about is scheduled and running: the system node does not fit 2 CPUs.
     (stale,) = events(core, "FailedScheduling")
-    assert "Insufficient cpu" in stale.message
+    assert stale.message.startswith("0/2 nodes are available: 2 Insufficient cpu.")
     pod = next(p for p in pods_of(core) if p.metadata.name == stale.involved_object.name)
     assert {c.type: c.status for c in pod.status.conditions}["PodScheduled"] == "True"
 
-    apply_deployment(apps, deployment(cpu="2", replicas=0))
-    wait_for(lambda: core.list_node().items == [])
+    apply_deployment(apps, tolerating(deployment(cpu="2", replicas=0)))
+    wait_for(lambda: serving_nodes() == [])
     removed = [e.message for e in events(core, "ScaleDownEmpty")]
     assert len(removed) == 2 and all(
-        m.startswith('Scale-down: removing empty node "gke-sd-cluster-') for m in removed
+        m.startswith('Scale-down: removing empty node "gke-sd-cluster-sd-node-pool-') for m in removed
     )
-    apply_deployment(apps, deployment(cpu="2", replicas=1))  # scale from zero
-    wait_for(lambda: available(apps, "tf-serving") and len(core.list_node().items) == 1)
+    apply_deployment(apps, tolerating(deployment(cpu="2", replicas=1)))  # scale from zero
+    wait_for(lambda: available(apps, "tf-serving") and len(serving_nodes()) == 1)
+
+
+@pytest.mark.parametrize("tainted", [False, True], ids=["untainted", "tainted"])
+def test_gke_pods_keep_an_untainted_node_up_and_a_taint_keeps_them_off(make_emu: Any, tainted: bool) -> None:
+    """kube-dns and its autoscaler go to the node with the most room (the serving one, if it admits
+    them); a node running one is never removed. With the serving pool tainted they run on the
+    system pool, and the serving pool reaches zero."""
+    taints = [SERVING_TAINT] if tainted else []
+    emu = make_emu(scale_down_s=0.3)
+    api = start(emu, {**AUTOSCALED, "taints": taints}, SYSTEM)
+    core = k8s.CoreV1Api(api)
+    nodes = {n.metadata.name: n for n in core.list_node().items}
+    serving = next(n for n in nodes if "sd-node-pool" in n)
+    assert (nodes[serving].spec.taints or []) == [k8s.V1Taint(**t) for t in taints]
+    addons = wait_for(lambda: _addons(core))
+    # Two nodes: kube-dns runs two pods (preventSinglePointFailure), on different nodes if it can.
+    dns = core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns").items
+    assert len(dns) == 2
+    hosts = {p.spec.node_name for p in dns} | {addons["kube-dns-autoscaler"].spec.node_name}
+    if tainted:
+        assert hosts == {next(n for n in nodes if "system" in n)}
+        wait_for(lambda: all("sd-node-pool" not in n.metadata.name for n in core.list_node().items))
+        return
+    assert serving in hosts
+    # Idle for far longer than scale_down_s, the serving node stays: kube-dns runs there.
+    since = nodes[serving].metadata.creation_timestamp.timestamp()
+    wait_for(lambda: core.list_node().items and emu.world.now() > since + 5 * 0.3)
+    assert serving in {n.metadata.name for n in core.list_node().items}
+    assert not events(core, "ScaleDownEmpty")
+
+
+def test_a_pod_that_does_not_tolerate_a_taint_is_told_so(make_emu: Any) -> None:
+    emu = make_emu()
+    api = start(emu, {**POOL, "taints": [SERVING_TAINT]})
+    core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+    apply_deployment(apps, deployment(cpu="1"))
+    (pending,) = wait_for(lambda: events(core, "FailedScheduling"))
+    assert pending.message == (
+        "0/1 nodes are available: 1 node(s) had untolerated taint {sdcluster.dev/serving: true}. "
+        "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+    )
+    # GKE's own pods do not tolerate it either: with no other node, they wait too.
+    dns = core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns").items
+    assert [p.status.phase for p in dns] == ["Pending"]
+    apply_deployment(apps, tolerating(deployment(cpu="1")))
+    wait_for(lambda: available(apps, "tf-serving"))
 
 
 def test_pods_that_cannot_fit_or_meet_the_pool_maximum_do_not_trigger_a_scale_up(make_emu: Any) -> None:

@@ -96,7 +96,7 @@ def test_apply_of_a_change_keeps_a_paused_cluster_paused_and_destroy_works(setup
 
 
 def test_generate_wakes_a_paused_cluster_and_no_wake_refuses(project: Any, tmp_path: Path) -> None:
-    emu = project(**KNOBS)
+    emu = project(scale_down_s=2.0)  # an empty serving node lives 2 s: time to place kube-dns on it
     assert cli(["apply", "-y"]).exit_code == 0
     r = cli(["upload-model", str(make_demo_model(tmp_path / "model", shards=1, shard_bytes=1024))])
     assert r.exit_code == 0, r.output
@@ -118,3 +118,71 @@ def test_generate_wakes_a_paused_cluster_and_no_wake_refuses(project: Any, tmp_p
     r = cli(["generate", "a cat", "--steps", "2", "--out", str(tmp_path / "img")])
     assert r.exit_code == 0, r.output
     assert "the last resume of this cluster took " in r.output
+
+
+def kube_dns_nodes(emu: Any) -> set[str]:
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(kube_api(emu))
+    pods = core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns").items
+    return {p.spec.node_name or "" for p in pods}
+
+
+def delete_kube_dns(emu: Any) -> None:
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(kube_api(emu))
+    for p in core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns").items:
+        core.delete_namespaced_pod(p.metadata.name, "kube-system")
+
+
+def test_the_serving_pool_is_tainted_so_gke_pods_leave_it_and_an_untainted_one_is_fixed_and_said(
+    project: Any, tmp_path: Path
+) -> None:
+    """GKE's kube-dns runs wherever it is admitted and keeps its node up: on an untainted serving
+    pool (a cluster made before the taint) pause cannot reach zero nodes, and says what to do."""
+    from google.cloud import container_v1 as gke
+
+    from ..helpers import factory
+    from .test_serving import KEY
+
+    emu = project(scale_down_s=2.0)  # an empty serving node lives 2 s: time to place kube-dns on it
+    assert cli(["apply", "-y"]).exit_code == 0
+    system = {n for n in kube_dns_nodes(emu) if "sd-system-pool" in n}
+    assert kube_dns_nodes(emu) == system and len(system) == 1  # both kube-dns pods on the system node
+
+    # As a cluster an earlier sdcluster made: no taint, and kube-dns placed on the serving node.
+    manager = factory(emu).cluster_manager()
+    pool = manager.get_node_pool(name=f"{KEY}/nodePools/sd-node-pool")
+    assert [(t.key, t.value, t.effect.name) for t in pool.config.taints] == [
+        ("sdcluster.dev/serving", "true", "NO_SCHEDULE")
+    ]
+    manager.update_node_pool(
+        request=gke.UpdateNodePoolRequest(
+            name=f"{KEY}/nodePools/sd-node-pool",
+            node_version=pool.version,
+            image_type=pool.config.image_type,
+            taints=gke.NodeTaints(taints=[]),
+        )
+    )
+    # Paused, the serving node is empty, so it has the most room: a kube-dns placed now goes there.
+    assert cli(["pause"]).exit_code == 0
+    delete_kube_dns(emu)
+    assert any("sd-node-pool" in n for n in kube_dns_nodes(emu))
+    r = cli(["pause"])
+    assert r.exit_code == 0, r.output
+    assert "keeps its serving node up" in r.output and "run sdcluster apply" in r.output, r.output
+
+    # apply puts the taint back in place (an update of the pool, not a new pool).
+    r = cli(["plan"])
+    assert "gke.node_pool.sd-node-pool will be updated in-place" in r.output, r.output
+    assert '+ "sdcluster.dev/serving=true:NoSchedule"' in r.output, r.output
+    emu.log.clear()
+    assert cli(["apply", "-y"]).exit_code == 0
+    assert [e.method for e in emu.log.mutating() if e.service == "container"] == ["UpdateNodePool"]
+    # Pausing again names the pods to delete; deleted, they come back on the system pool.
+    r = cli(["pause"])
+    assert "kubectl -n kube-system delete pod kube-dns-" in r.output, r.output
+    delete_kube_dns(emu)
+    until_serving_nodes(emu, 0)
+    assert all("sd-system-pool" in n for n in kube_dns_nodes(emu))

@@ -135,6 +135,7 @@ def kube_nodes(rec: dict[str, Any]) -> list[dict[str, Any]]:
     """The node pools the Kubernetes API should show (``KubeHub`` contract, plus a few extras:
     ``accelerator_type``, ``spot``, ``preemptible``, ``zones``, ``labels``)."""
     nodes = []
+    gpu_free_pool = any(not gpus_per_node(p["pool"]["config"])[1] for p in rec["pools"].values())
     for name, pool in rec["pools"].items():
         if pool["status"] == "PROVISIONING":
             continue
@@ -159,9 +160,32 @@ def kube_nodes(rec: dict[str, Any]) -> list[dict[str, Any]]:
                 "oauth_scopes": list(cfg.get("oauth_scopes") or []),
                 "autoscaling": dict(pool["pool"].get("autoscaling") or {}),
                 "instance_group": (pool["pool"].get("instance_group_urls") or [""])[0],
+                "taints": node_taints(cfg, gpus > 0 and gpu_free_pool),
             }
         )
     return nodes
+
+
+def node_taints(cfg: dict[str, Any], gpu_taint: bool) -> list[dict[str, str]]:
+    """The taints on a pool's nodes, as Kubernetes writes them: the pool's own (NodeConfig.taints,
+    NO_SCHEDULE -> NoSchedule), and GKE's ``nvidia.com/gpu=present:NoSchedule`` on GPU nodes of a
+    cluster that also has a pool without GPUs."""
+    effects = {
+        "NO_SCHEDULE": "NoSchedule",
+        "PREFER_NO_SCHEDULE": "PreferNoSchedule",
+        "NO_EXECUTE": "NoExecute",
+    }
+    out = [
+        {
+            "key": str(t.get("key", "")),
+            "value": str(t.get("value", "")),
+            "effect": effects.get(str(t.get("effect")), ""),
+        }
+        for t in cfg.get("taints") or []
+    ]
+    if gpu_taint:
+        out.append({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"})
+    return out
 
 
 def autoscaled(world: World, key: str, pool_name: str, nodes: int) -> None:

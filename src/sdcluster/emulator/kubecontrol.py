@@ -10,14 +10,14 @@
 - **ReplicaSet controller**: pods to match, deleting not-ready and unscheduled ones first; a pod whose
   ``serviceAccountName`` does not exist is refused by the ServiceAccount admission plugin
   (``FailedCreate`` on the ReplicaSet, ``ReplicaFailure`` on the Deployment);
-- **scheduler**: first fit on nodes' allocatable minus the system pods and the pods already there;
-  ``FailedScheduling`` in the scheduler's words, the pod's ``PodScheduled`` condition False;
+- **scheduler**: the default plugins' filters in their order (TaintToleration: NoSchedule taints the
+  pod does not tolerate; NodeAffinity: its ``nodeSelector``; NodeResourcesFit: allocatable minus the
+  system pods and the pods already there), then the fitting node with the most room left
+  (``LeastAllocated``; kube-dns also avoids a node that runs one); ``FailedScheduling`` in the
+  scheduler's words, the pod's ``PodScheduled`` condition False;
+- **GKE's cluster add-ons** (``kubeaddons``): kube-dns and its autoscaler, scheduled like any pod;
 - **kubelet** (``kubelet.py``) on scheduled pods;
-- **cluster autoscaler** (GKE's, for pools with autoscaling): a Pending pod that fits an empty node of
-  a pool below its maximum triggers a scale-up (``TriggeredScaleUp``) that lands ``autoscale_s``
-  later; one that would not fit, or only on pools at their maximum, gets ``NotTriggerScaleUp`` in the
-  autoscaler's words; a node without workload pods for ``scale_down_s`` (and at least that old) is
-  removed down to the pool's minimum, which may be 0 (``ScaleDownEmpty``);
+- **cluster autoscaler** (``kubeautoscale``): scale-up for Pending pods, scale-down of empty nodes;
 - **events** are aggregated (count, lastTimestamp) and kept for ``event_ttl_s`` after their last
   update (kube-apiserver's ``--event-ttl``, 1 h): a FailedScheduling stays visible after the pod ran.
 
@@ -34,8 +34,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import kubelet, kuberevisions, kubesim
+from . import kubeaddons, kubelet, kuberevisions, kubesim
 from .core import Knobs
+from .kubeautoscale import Autoscaler
 
 WORKLOAD_NAMESPACES_EXCLUDED = ("kube-system",)
 
@@ -44,7 +45,7 @@ def _oid(ns: str, name: str) -> str:
     return f"{ns}/{name}"
 
 
-class ClusterSim:
+class ClusterSim(Autoscaler):
     """One cluster's controllers over its record ``rec`` at time ``now``."""
 
     def __init__(
@@ -65,7 +66,7 @@ class ClusterSim:
         self.number = project_number
         self.bump = bump
         self.resized = resized
-        for section in ("replicasets", "pods", "events", "node_records", "scale_ups"):
+        for section in ("replicasets", "pods", "events", "node_records", "scale_ups", "addons"):
             rec.setdefault(section, [] if section == "scale_ups" else {})
         self.sync_nodes()
 
@@ -109,8 +110,26 @@ class ClusterSim:
     def _remove_node(self, name: str) -> None:
         """The node is gone: its pods go with it (their ReplicaSets make new ones)."""
         self.rec["node_records"].pop(name, None)
-        for pid in [pid for pid, p in self.rec["pods"].items() if p.get("node") == name]:
-            del self.rec["pods"][pid]
+        for section in ("pods", "addons"):
+            for pid in [pid for pid, p in self.rec[section].items() if p.get("node") == name]:
+                del self.rec[section][pid]
+
+    def addons(self) -> None:
+        """GKE's cluster-wide kube-system pods, as many as the cluster's size asks for."""
+        pools = self.pools()
+        nodes = list(self.rec["node_records"].values())
+        cores = sum(float(pools[n["pool"]].get("cpus", 0)) for n in nodes)
+        kubeaddons.reconcile(self.rec["addons"], len(nodes), cores, self.now, self.key)
+
+    def pending_pods(self) -> list[dict[str, Any]]:
+        """Pods without a node, workload and add-on alike, oldest first."""
+        every = [*self.rec["pods"].values(), *self.rec["addons"].values()]
+        return sorted((p for p in every if not p.get("node")), key=lambda p: p["created"])
+
+    def busy_nodes(self) -> set[str]:
+        """Nodes running a pod the cluster autoscaler will not remove (DaemonSets do not count)."""
+        every = [*self.rec["pods"].values(), *self.rec["addons"].values()]
+        return {str(p["node"]) for p in every if p.get("node")}
 
     def node_objects(self) -> list[dict[str, Any]]:
         pools = self.pools()
@@ -164,6 +183,7 @@ class ClusterSim:
     def step(self, env: kubelet.Env) -> None:
         self.expire_events()
         self.autoscale_due()
+        self.addons()
         for oid, d in sorted(self.objects("deployments").items(), key=_created):
             self.deployment(oid, d)
         for rsid in list(self.rec["replicasets"]):
@@ -507,23 +527,25 @@ class ClusterSim:
             name: kubesim.free_on(obj, pools[self.rec["node_records"][name]["pool"]])
             for name, obj in nodes.items()
         }
-        for p in self.rec["pods"].values():
+        for p in [*self.rec["pods"].values(), *self.rec["addons"].values()]:
             if p.get("node") in free:
                 free[p["node"]].take(kubesim.pod_requests(p["spec"]))
+                if "app" in p:
+                    free[p["node"]].apps.append(p["app"])
         return list(free.values())
 
     def schedule(self) -> None:
-        pending = sorted(
-            (p for p in self.rec["pods"].values() if not p.get("node")), key=lambda p: p["created"]
-        )
+        pending = self.pending_pods()
         if not pending:
             return
         free = self._free()
         for pod in pending:
             need = kubesim.pod_requests(pod["spec"])
-            selector = pod["spec"].get("nodeSelector") or {}
-            reasons = [kubesim.misfits(f, need, selector) for f in free]
-            fit = next((f for f, r in zip(free, reasons, strict=True) if not r), None)
+            reasons = [kubesim.misfits(f, need, pod["spec"]) for f in free]
+            fits = [f for f, r in zip(free, reasons, strict=True) if not r]
+            spread = str(pod.get("app", "")) if kubeaddons.BY_APP.get(pod.get("app", "")) else ""
+            # The highest score wins; among equals, the first node (max keeps the first).
+            fit = max(fits, key=lambda f: kubesim.score(f, need, spread), default=None)
             if fit is None:
                 message = kubesim.unschedulable_message(reasons)
                 if message != pod["unschedulable"]:
@@ -538,6 +560,11 @@ class ClusterSim:
                 )
                 continue
             fit.take(need)
+            if "app" in pod:  # an add-on pod: placed, it runs (its containers are GKE's, not simulated)
+                fit.apps.append(pod["app"])
+                pod.update(node=fit.name, unschedulable="")
+                self.rec["node_records"][fit.name]["empty_since"] = None
+                continue
             self._bind(pod, fit.name)
 
     def _bind(self, pod: dict[str, Any], node_name: str) -> None:
@@ -565,167 +592,13 @@ class ClusterSim:
             self.record(involved, "Pulling", f'Pulling image "{c.get("image", "")}"')
         node["empty_since"] = None
 
-    # ---- cluster autoscaler ---------------------------------------------------------------------------
-    def _autoscaled(self) -> dict[str, tuple[dict[str, Any], int, int]]:
-        """Pools with autoscaling: (pool, min, max) in nodes (the limits are per zone)."""
-        out = {}
-        for name, pool in self.pools().items():
-            a = pool.get("autoscaling") or {}
-            if a.get("enabled"):
-                zones = len(pool.get("zones") or []) or 1
-                out[name] = (
-                    pool,
-                    int(a.get("min_node_count", 0)) * zones,
-                    int(a.get("max_node_count", 0)) * zones,
-                )
-        return out
-
-    def _template_free(self, pool: dict[str, Any]) -> kubesim.Free:
-        """An empty node the pool would add (what the autoscaler simulates scheduling on)."""
-        record = {
-            "name": "template",
-            "pool": pool["name"],
-            "index": 0,
-            "zone": (pool.get("zones") or [""])[0],
-            "created": self.now,
-        }
-        return kubesim.free_on(kubesim.node_object(self.key, record, pool), pool)
-
-    def autoscale(self) -> None:
-        pools = self._autoscaled()
-        if not pools:
-            return
-        waiting = {uid for up in self.rec["scale_ups"] for uid in up["pods"]}
-        pending = [
-            p
-            for p in sorted(self.rec["pods"].values(), key=lambda p: p["created"])
-            if not p.get("node") and p["unschedulable"] and p["uid"] not in waiting
-        ]
-        planned: dict[str, list[kubesim.Free]] = {}
-        triggered: dict[str, list[dict[str, Any]]] = {}
-        for pod in pending:
-            need = kubesim.pod_requests(pod["spec"])
-            selector = pod["spec"].get("nodeSelector") or {}
-            misfit, fitting = [], []
-            for name, (pool, _, _) in pools.items():
-                m = kubesim.misfits(self._template_free(pool), need, selector)
-                (misfit.append(m) if m else fitting.append(name))
-            if not fitting:
-                message = f"pod didn't trigger scale-up (it wouldn't fit if a new node is added): {kubesim.count_reasons(misfit)}"
-                self.record(_pod_involved(pod), "NotTriggerScaleUp", message, component="cluster-autoscaler")
-                continue
-            placed = self._place_virtually(pod, need, selector, fitting, pools, planned, triggered)
-            if not placed:
-                at_max = [["max node group size reached"]] * len(fitting)
-                message = f"pod didn't trigger scale-up: {kubesim.count_reasons(at_max + misfit)}"
-                self.record(_pod_involved(pod), "NotTriggerScaleUp", message, component="cluster-autoscaler")
-        for name, nodes in planned.items():
-            pool, _, most = pools[name]
-            current = self._size(name)
-            up: dict[str, Any] = {
-                "pool": name,
-                "to": current + len(nodes),
-                "at": self.now + self.knobs.autoscale_s,
-                "pods": [],
-            }
-            for pod in triggered[name]:
-                up["pods"].append(pod["uid"])
-                group = str(pool.get("instance_group", "")).replace(
-                    "/instanceGroupManagers/", "/instanceGroups/"
-                )
-                self.record(
-                    _pod_involved(pod),
-                    "TriggeredScaleUp",
-                    f"pod triggered scale-up: [{{{group} {current}->{up['to']} (max: {most})}}]",
-                    component="cluster-autoscaler",
-                )
-            self.rec["scale_ups"].append(up)
-        self._scale_down(pools)
-
-    def _size(self, pool: str) -> int:
-        """Nodes of ``pool`` now plus those a scale-up is bringing."""
-        planned = [u["to"] for u in self.rec["scale_ups"] if u["pool"] == pool]
-        return int(max([int(self.pools()[pool].get("node_count", 0)), *planned]))
-
-    def _place_virtually(
-        self,
-        pod: dict[str, Any],
-        need: dict[str, float],
-        selector: dict[str, Any],
-        fitting: list[str],
-        pools: dict[str, tuple[dict[str, Any], int, int]],
-        planned: dict[str, list[kubesim.Free]],
-        triggered: dict[str, list[dict[str, Any]]],
-    ) -> bool:
-        for name in fitting:
-            for vnode in planned.get(name, []):
-                if not kubesim.misfits(vnode, need, selector):
-                    vnode.take(need)
-                    triggered[name].append(pod)
-                    return True
-        for name in fitting:
-            pool, _, most = pools[name]
-            if self._size(name) + len(planned.get(name, [])) < most:
-                vnode = self._template_free(pool)
-                vnode.take(need)
-                planned.setdefault(name, []).append(vnode)
-                triggered.setdefault(name, []).append(pod)
-                return True
-        return False
-
-    def autoscale_due(self) -> None:
-        """Scale-ups whose nodes have come up."""
-        due = [u for u in self.rec["scale_ups"] if u["at"] <= self.now]
-        self.rec["scale_ups"] = [u for u in self.rec["scale_ups"] if u["at"] > self.now]
-        for up in due:
-            pool = self.pools().get(up["pool"])
-            if pool is None or int(pool.get("node_count", 0)) >= up["to"]:
-                continue
-            self._set_size(pool, up["to"])
-
-    def _set_size(self, pool: dict[str, Any], count: int) -> None:
-        pool["node_count"] = count
-        self.sync_nodes()
-        self.resized(str(pool["name"]), count)
-
-    def _scale_down(self, pools: dict[str, tuple[dict[str, Any], int, int]]) -> None:
-        busy = {p["node"] for p in self.rec["pods"].values() if p.get("node")}
-        pending = any(not p.get("node") for p in self.rec["pods"].values())
-        for name, (pool, least, _) in pools.items():
-            nodes = sorted(
-                (n for n in self.rec["node_records"].values() if n["pool"] == name), key=lambda n: -n["index"]
-            )
-            count = int(pool.get("node_count", 0))
-            for node in nodes:
-                if node["name"] in busy:
-                    node["empty_since"] = None
-                    continue
-                node["empty_since"] = node.get("empty_since") or self.now
-                idle = self.now - node["empty_since"] >= self.knobs.scale_down_s
-                old = self.now - node["created"] >= self.knobs.scale_down_s
-                if count > least and idle and old and not pending:
-                    self.record(
-                        {
-                            "apiVersion": "v1",
-                            "kind": "Node",
-                            "name": node["name"],
-                            "namespace": "default",
-                            "uid": kubesim.stable_uid("node", self.project, node["zone"], node["name"]),
-                        },
-                        "ScaleDownEmpty",
-                        f'Scale-down: removing empty node "{node["name"]}"',
-                        component="cluster-autoscaler",
-                    )
-                    self._remove_node(node["name"])
-                    count -= 1
-                    pool["node_count"] = count
-                    self.resized(name, count)
-
     # ---- what the API shows ------------------------------------------------------------------------------
     def pod_objects(self) -> list[dict[str, Any]]:
-        return [
-            kubelet.pod_object(p, self.now) for p in self.rec["pods"].values()
-        ] + self.system_pod_objects()
+        return (
+            [kubelet.pod_object(p, self.now) for p in self.rec["pods"].values()]
+            + self.system_pod_objects()
+            + [kubeaddons.pod_object(p, self.now) for p in self.rec["addons"].values()]
+        )
 
     def replicaset_objects(self) -> list[dict[str, Any]]:
         out = []
@@ -822,14 +695,7 @@ def _involved(d: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _pod_involved(pod: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "name": pod["name"],
-        "namespace": pod["namespace"],
-        "uid": pod["uid"],
-    }
+_pod_involved = kubesim.pod_involved
 
 
 def _deletion_rank(pod: dict[str, Any]) -> tuple[int, int, int, int, float]:

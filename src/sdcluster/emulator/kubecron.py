@@ -18,7 +18,7 @@ stand-in listens, since the emulator has no cluster network), the container's ``
 Time: schedules of the form ``* * * * *`` and ``*/N * * * *`` (every N minutes) run, one minute
 lasting ``Knobs.cron_minute_s`` (60 s; tests shorten it), told to the process as
 ``AUTOSTOP_MINUTE_SECONDS``. Other schedules are not run. A run needs a node matching the pod's
-``nodeSelector`` (it would stay Pending otherwise). Not modelled: Job and Pod objects, retries
+``nodeSelector`` and whose taints it tolerates (it would stay Pending otherwise). Not modelled: Job and Pod objects, retries
 (``backoffLimit``), ``startingDeadlineSeconds``. The last runs' exit codes and output are kept in the
 cluster's record (``cron_runs``: what ``kubectl logs job/...`` would show).
 
@@ -78,9 +78,12 @@ def interval_minutes(schedule: str) -> int | None:
 
 
 def _selected(pod_spec: dict[str, Any], nodes: list[dict[str, Any]]) -> bool:
+    """Whether some node could take the job's pod: its ``nodeSelector`` matches, and the pod tolerates
+    the node's NoSchedule taints (the scheduler's two filters; room is not modelled for jobs)."""
     selector = pod_spec.get("nodeSelector") or {}
     return any(
         all(((n.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in selector.items())
+        and kubesim.untolerated(list((n.get("spec") or {}).get("taints") or []), pod_spec) is None
         for n in nodes
     )
 

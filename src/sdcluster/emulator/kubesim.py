@@ -22,7 +22,7 @@ import json
 import math
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Repositories the emulated nodes can pull (anything else fails with ErrImagePull, as a typo would).
@@ -201,7 +201,11 @@ def node_object(key: str, node: dict[str, Any], pool: dict[str, Any]) -> dict[st
             "creationTimestamp": created,
             "labels": node_labels(pool, name, zone),
         },
-        "spec": {"podCIDR": f"10.4.{index % 256}.0/24", "providerID": f"gce://{project}/{zone}/{name}"},
+        "spec": {
+            "podCIDR": f"10.4.{index % 256}.0/24",
+            "providerID": f"gce://{project}/{zone}/{name}",
+            **({"taints": [dict(t) for t in pool["taints"]]} if pool.get("taints") else {}),
+        },
         "status": {
             "capacity": capacity,
             "allocatable": allocatable,
@@ -348,6 +352,9 @@ class Free:
     memory: float
     gpu: float
     pods: int
+    taints: list[dict[str, str]] = field(default_factory=list)
+    allocatable: tuple[float, float] = (0.0, 0.0)  # (cpu, memory): what LeastAllocated scores against
+    apps: list[str] = field(default_factory=list)  # the ``k8s-app`` labels of the add-on pods on it
 
     def take(self, need: dict[str, float]) -> None:
         self.cpu -= need["cpu"]
@@ -366,14 +373,46 @@ def free_on(node_obj: dict[str, Any], pool: dict[str, Any]) -> Free:
         parse_quantity(alloc["memory"]),
         parse_quantity(alloc.get(GPU, 0)),
         MAX_PODS_PER_NODE,
+        list(node_obj["spec"].get("taints") or []),
+        (parse_quantity(alloc["cpu"]), parse_quantity(alloc["memory"])),
     )
     for sp in system_pods(pool):
         free.take({"cpu": sp.cpu_m / 1000, "memory": sp.memory_mi * 2.0**20, GPU: 0.0})
     return free
 
 
-def misfits(node: Free, need: dict[str, float], selector: dict[str, Any]) -> list[str]:
-    """Why a pod does not fit on ``node`` (empty: it fits), in the scheduler's words."""
+def tolerates(tolerations: list[dict[str, Any]], taint: dict[str, str]) -> bool:
+    """Whether one of ``tolerations`` tolerates ``taint`` (``Toleration.ToleratesTaint``: an empty
+    effect matches every effect, an empty key with ``Exists`` every key, ``Equal`` compares values)."""
+    for t in tolerations:
+        if t.get("effect") and t["effect"] != taint.get("effect"):
+            continue
+        if t.get("key") and t["key"] != taint.get("key"):
+            continue
+        if not t.get("key") and t.get("operator") != "Exists":
+            continue
+        if t.get("operator") == "Exists" or str(t.get("value", "")) == taint.get("value", ""):
+            return True
+    return False
+
+
+def untolerated(taints: list[dict[str, str]], pod_spec: dict[str, Any]) -> dict[str, str] | None:
+    """The first NoSchedule/NoExecute taint the pod does not tolerate (the TaintToleration filter)."""
+    tolerations = list(pod_spec.get("tolerations") or [])
+    for taint in taints:
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, taint):
+            return taint
+    return None
+
+
+def misfits(node: Free, need: dict[str, float], pod_spec: dict[str, Any]) -> list[str]:
+    """Why a pod does not fit on ``node`` (empty: it fits), in the scheduler's words. The filters in
+    the default plugin order: TaintToleration, NodeAffinity, NodeResourcesFit; a node reports the
+    first that fails."""
+    taint = untolerated(node.taints, pod_spec)
+    if taint is not None:
+        return [f"node(s) had untolerated taint {{{taint.get('key', '')}: {taint.get('value', '')}}}"]
+    selector = pod_spec.get("nodeSelector") or {}
     if not all(node.labels.get(k) == v for k, v in selector.items()):
         return ["node(s) didn't match Pod's node affinity/selector"]
     short = []
@@ -386,6 +425,29 @@ def misfits(node: Free, need: dict[str, float], selector: dict[str, Any]) -> lis
     if node.pods < 1:
         short.append("Too many pods")
     return short
+
+
+def score(node: Free, need: dict[str, float], spread_app: str = "") -> float:
+    """The default scheduler's preference among fitting nodes, reduced to what matters here:
+    NodeResourcesFit's ``LeastAllocated`` (the share of CPU and memory left after the pod, averaged)
+    and, for a pod with a preferred anti-affinity on its ``k8s-app`` across hostnames (kube-dns), a
+    heavy penalty on a node already running one."""
+    cpu, memory = node.allocatable
+    left = ((node.cpu - need["cpu"]) / cpu if cpu else 0.0) + (
+        (node.memory - need["memory"]) / memory if memory else 0.0
+    )
+    return left / 2 - (1.0 if spread_app and spread_app in node.apps else 0.0)
+
+
+def pod_involved(pod: dict[str, Any]) -> dict[str, Any]:
+    """An event's ``involvedObject`` for a pod record."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": pod["name"],
+        "namespace": pod["namespace"],
+        "uid": pod["uid"],
+    }
 
 
 def count_reasons(reasons: list[list[str]]) -> str:
@@ -402,13 +464,15 @@ def unschedulable_message(reasons: list[list[str]]) -> str:
     if not reasons:
         return "no nodes available to schedule pods"
     n = len(reasons)
-    if any(r.startswith(("Insufficient", "Too many")) for rs in reasons for r in rs):
-        preemption = (
-            f"preemption: 0/{n} nodes are available: {n} No preemption victims found for incoming pod."
-        )
-    else:
-        preemption = f"preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling."
-    return f"0/{n} nodes are available: {count_reasons(reasons)}. {preemption}"
+    # Per node: a resource shortfall might be solved by evicting lower-priority pods (none here), a
+    # taint or selector mismatch (UnschedulableAndUnresolvable) never is.
+    per_node = [
+        ["No preemption victims found for incoming pod"]
+        if rs and all(r.startswith(("Insufficient", "Too many")) for r in rs)
+        else ["Preemption is not helpful for scheduling"]
+        for rs in reasons
+    ]
+    return f"0/{n} nodes are available: {count_reasons(reasons)}. preemption: 0/{n} nodes are available: {count_reasons(per_node)}."
 
 
 # --------------------------------------------------------------------------------------------------

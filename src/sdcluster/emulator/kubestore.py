@@ -155,12 +155,15 @@ class ClusterApi:
         return {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": meta, "items": out}
 
     def delete_pod(self, ns: str, name: str, dry: bool) -> dict[str, Any]:
-        """Delete a pod (its ReplicaSet makes a new one): a restart by hand."""
+        """Delete a pod (its ReplicaSet makes a new one, the scheduler places it anew): a restart by
+        hand. A DaemonSet's pod comes back at once on its node (the emulator keeps no state for it)."""
         pods = BY_PLURAL["pods"]
         obj = self.get(pods, ns, name)
         if dry:
             return obj
-        del self.rec["pods"][f"{ns}/{name}"]
+        self.rec["pods"].pop(f"{ns}/{name}", None)
+        if ns == "kube-system":
+            self.rec.get("addons", {}).pop(name, None)
         self.bump_version()
         self.journal.sync(self, [pods])
         self.world.changed()

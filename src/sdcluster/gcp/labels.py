@@ -9,6 +9,10 @@ from typing import Any
 MANAGED_BY = {"managed-by": "sdcluster"}
 # The node label that finds our pool whatever its GKE name (a replaced pool gets a suffix).
 POOL_LABEL = "sdcluster-pool"
+# The taint on the serving pool's nodes while a system pool exists: GKE's own cluster-wide pods
+# (kube-dns, metrics-server) do not tolerate it, so they stay on the system pool and the serving pool
+# can reach zero nodes (a kube-system pod without a PodDisruptionBudget keeps its node up).
+SERVING_TAINT = {"key": "sdcluster.dev/serving", "value": "true", "effect": "NoSchedule"}
 # Kubernetes object labels.
 K8S_MANAGED_BY = {"app.kubernetes.io/managed-by": "sdcluster"}
 # Service accounts have no labels: their description carries this marker.

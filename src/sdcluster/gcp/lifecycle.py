@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import NotFound
 from .context import GcpContext
+from .labels import POOL_LABEL, SERVING_TAINT
 from .resources.kube import kube_call, raw_json
 from .resources.serving import APP, AUTOSTOP, PAUSED, Deployment, deployment_manifest, paused_note
 
@@ -144,3 +145,30 @@ def _duration(seconds: int) -> str:
 def is_paused(ctx: GcpContext) -> str:
     """The paused annotation of the configured Deployment ("" if it serves or does not exist)."""
     return paused_note(deployment(ctx).get(ctx) or {})
+
+
+def node_holders(ctx: GcpContext) -> list[dict[str, Any]]:
+    """The kube-system pods that keep a serving node up ({"pod", "node", "tainted": whether that
+    node carries SERVING_TAINT yet}): not a DaemonSet's and not
+    a node's mirror pod, so the cluster autoscaler does not remove their node (kubernetes/autoscaler
+    cluster-autoscaler/FAQ.md, "What types of pods can prevent CA from removing a node?"). With the
+    serving pool tainted new ones go to the system pool; one placed before the taint stays until it
+    is deleted (its Deployment then makes it again, on the system pool)."""
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(ctx.kube(admin=True))
+    selector = f"{POOL_LABEL}={ctx.config.cluster.node_pool}"
+    tainted = {
+        n.metadata.name: any(t.key == SERVING_TAINT["key"] for t in n.spec.taints or [])
+        for n in kube_call(ctx, lambda: core.list_node(label_selector=selector)).items
+    }
+    if not tainted:
+        return []
+    pods = kube_call(ctx, lambda: core.list_namespaced_pod("kube-system")).items
+    out = []
+    for pod in pods:
+        owners = {o.kind for o in pod.metadata.owner_references or []}
+        if pod.spec.node_name in tainted and not owners & {"DaemonSet", "Node"}:
+            node = pod.spec.node_name
+            out.append({"pod": pod.metadata.name, "node": node, "tainted": tainted[node]})
+    return sorted(out, key=lambda h: (h["node"], h["pod"]))

@@ -35,6 +35,22 @@ def pause(ctx: typer.Context) -> None:
             f"cluster.min_nodes = {kept} keeps {kept} serving node(s) running while paused; "
             "set it to 0 for a pause that stops them all."
         )
+    elif got["held_by"]:
+        held = ", ".join(f"kube-system/{h['pod']} on {h['node']}" for h in got["held_by"])
+        names = " ".join(h["pod"] for h in got["held_by"])
+        if not ws.config.cluster.system_pool:
+            move = "set cluster.system_pool = true (apply), so GKE's pods have a node of their own"
+        elif all(h["tainted"] for h in got["held_by"]):
+            move = f"to move them to the system pool: kubectl -n kube-system delete pod {names}"
+        else:
+            move = (
+                "run sdcluster apply (it taints the serving pool, so GKE's pods go to the system pool), "
+                f"then: kubectl -n kube-system delete pod {names}"
+            )
+        say(
+            f"Warning: {held} keeps its serving node up: the cluster autoscaler does not remove a "
+            f"node running kube-system pods; {move}"
+        )
     else:
         say(
             "The cluster autoscaler removes the empty serving nodes (on GKE about 10 minutes after "

@@ -36,7 +36,7 @@ from ...errors import (
 from ...state import ResourceState
 from .. import preflight
 from ..context import GcpContext
-from ..labels import MANAGED_BY, POOL_LABEL, marked
+from ..labels import MANAGED_BY, POOL_LABEL, SERVING_TAINT, marked
 
 if TYPE_CHECKING:
     from ...config import Config
@@ -50,7 +50,10 @@ OPERATION_TIMEOUT_S = 3600.0
 # cluster-autoscaler, minimum and maximum node pool size), and a node running kube-system pods
 # without a PodDisruptionBudget is not removed by the autoscaler (kubernetes/autoscaler
 # cluster-autoscaler/FAQ.md, "What types of pods can prevent CA from removing a node?"). A 1-node
-# pool holds them, so the serving pool can reach zero nodes while paused.
+# pool holds them, so the serving pool can reach zero nodes while paused. GKE schedules them on any
+# node whose taints they tolerate ("a node taint tells GKE to avoid scheduling workloads without a
+# corresponding toleration (such as GKE-managed workloads)", kubernetes-engine/docs/how-to/
+# isolate-workloads-dedicated-nodes): the serving pool carries SERVING_TAINT, the Deployment its toleration.
 SYSTEM_POOL = "sd-system-pool"
 SYSTEM_DISK_GB = 30
 SYSTEM_DISK_TYPE = "pd-standard"
@@ -77,6 +80,24 @@ def system_config(cfg: Config) -> Config:
     return cfg.model_copy(update={"cluster": c.model_copy(update=update)})
 
 
+# NodeTaint.Effect's names in the GKE API, and the Kubernetes names the nodes show.
+_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "PREFER_NO_SCHEDULE": "PreferNoSchedule", "NO_EXECUTE": "NoExecute"}
+
+
+def taint_text(key: str, value: str, effect: str) -> str:
+    """``sdcluster.dev/serving=true:NoSchedule``: a taint as ``kubectl taint`` and gcloud write it."""
+    return f"{key}={value}:{_EFFECTS.get(effect, effect)}"
+
+
+def pool_taints(cfg: Config) -> list[str]:
+    """The serving pool's taints: SERVING_TAINT while a system pool holds GKE's own pods, else none
+    (GKE's pods would have nowhere to run)."""
+    c = cfg.cluster
+    if not c.system_pool or c.node_pool == SYSTEM_POOL:
+        return []
+    return [taint_text(**SERVING_TAINT)]
+
+
 def node_pool_attributes(cfg: Config) -> dict[str, Any]:
     """What sdcluster manages on the node pool, as plain attributes (plan/diff/state)."""
     c = cfg.cluster
@@ -92,7 +113,21 @@ def node_pool_attributes(cfg: Config) -> dict[str, Any]:
         "autoscaling": True,
         "min_nodes": c.min_nodes,
         "max_nodes": c.max_nodes,
+        "taints": pool_taints(cfg),
     }
+
+
+def taint_protos(taints: list[str]) -> list[Any]:
+    """``["k=v:NoSchedule"]`` as the API's NodeTaint messages."""
+    from google.cloud import container_v1 as gke
+
+    effects = {v: k for k, v in _EFFECTS.items()}
+    out = []
+    for t in taints:
+        kv, _, effect = t.rpartition(":")
+        key, _, value = kv.partition("=")
+        out.append(gke.NodeTaint(key=key, value=value, effect=getattr(gke.NodeTaint.Effect, effects[effect])))
+    return out
 
 
 def node_pool_proto(cfg: Config, gke_name: str) -> Any:
@@ -128,6 +163,7 @@ def node_pool_proto(cfg: Config, gke_name: str) -> Any:
             labels={**MANAGED_BY, POOL_LABEL: cfg.cluster.node_pool},
             resource_labels=dict(MANAGED_BY),
             accelerators=accelerators,
+            taints=taint_protos(a["taints"]),
             workload_metadata_config=gke.WorkloadMetadataConfig(
                 mode=gke.WorkloadMetadataConfig.Mode.GKE_METADATA
             ),
@@ -150,6 +186,7 @@ def pool_attributes_of(pool: Any) -> dict[str, Any]:
         "autoscaling": bool(pool.autoscaling.enabled),
         "min_nodes": pool.autoscaling.min_node_count,
         "max_nodes": pool.autoscaling.max_node_count,
+        "taints": [taint_text(t.key, t.value, t.effect.name) for t in cfg.taints],
         "name": pool.name,
         "status": pool.status.name,
         "initial_nodes": pool.initial_node_count,
@@ -647,15 +684,33 @@ class NodePool(Resource[GcpContext]):
         if current is None:
             raise NotFound(f"node pool {self.pool} disappeared")
         d = self.desired()
-        request = gke.SetNodePoolAutoscalingRequest(
-            name=self.cfg.cluster_ref.pool_path(current.name),
-            autoscaling=gke.NodePoolAutoscaling(
-                enabled=True, min_node_count=d["min_nodes"], max_node_count=d["max_nodes"]
-            ),
-        )
-        self._op(
-            ctx, lambda client: client.set_node_pool_autoscaling(request=request), "updating autoscaling"
-        )
+        live = pool_attributes_of(current)
+        name = self.cfg.cluster_ref.pool_path(current.name)
+        if (live["min_nodes"], live["max_nodes"], live["autoscaling"]) != (
+            d["min_nodes"],
+            d["max_nodes"],
+            True,
+        ):
+            request = gke.SetNodePoolAutoscalingRequest(
+                name=name,
+                autoscaling=gke.NodePoolAutoscaling(
+                    enabled=True, min_node_count=d["min_nodes"], max_node_count=d["max_nodes"]
+                ),
+            )
+            self._op(
+                ctx, lambda client: client.set_node_pool_autoscaling(request=request), "updating autoscaling"
+            )
+        if sorted(live["taints"]) != sorted(d["taints"]):
+            # Taints change in place, by UpdateNodePool (what `gcloud container node-pools update
+            # --node-taints` sends), not by replacing the pool. The version and image type are the
+            # pool's own, so nothing else changes.
+            taints = gke.UpdateNodePoolRequest(
+                name=name,
+                node_version=current.version,
+                image_type=current.config.image_type,
+                taints=gke.NodeTaints(taints=taint_protos(d["taints"])),
+            )
+            self._op(ctx, lambda client: client.update_node_pool(request=taints), "updating node taints")
         found = self._find(ctx)
         return pool_attributes_of(found) if found is not None else dict(d)
 

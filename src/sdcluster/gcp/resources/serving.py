@@ -29,8 +29,9 @@ from ...errors import InvalidRequest, NotFound, PermissionDenied, RolloutStuck, 
 from ...state import ResourceState
 from ...tfserving import GRPC_PORT, HTTP_PORT, model_url
 from ..context import GcpContext
-from ..labels import K8S_MANAGED_BY, POOL_LABEL
+from ..labels import K8S_MANAGED_BY, POOL_LABEL, SERVING_TAINT
 from ..preflight import machine_vcpus
+from .gke import pool_taints
 from .kube import KubeObject, kube_call, raw_json
 
 if TYPE_CHECKING:
@@ -190,8 +191,11 @@ def deployment_manifest(cfg: Config) -> dict[str, Any]:
                 "configMap": {"name": CONFIGMAP, "items": [{"key": f, "path": f} for f in files]},
             }
         ]
-    if gpus:
-        pod_spec["tolerations"] = [GPU_TOLERATION]
+    tolerations = [GPU_TOLERATION] if gpus else []
+    if pool_taints(cfg):
+        tolerations.append({"key": SERVING_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"})
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
