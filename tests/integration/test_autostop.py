@@ -56,7 +56,10 @@ def finished(emu: Any) -> int:
 
 
 def paused_note(emu: Any) -> str:
-    return str((deployment(emu)["metadata"].get("annotations") or {}).get("sdcluster.dev/paused") or "")
+    """The autostop's note, in its own ConfigMap (it may not annotate the Deployment)."""
+    with emu.world.lock:
+        cms = emu.world.data["kube"][KEY]["objects"]["configmaps"]
+        return str((cms.get(f"default/{serving.AUTOSTOP_STATE}", {}).get("data") or {}).get("paused") or "")
 
 
 def predict(endpoint: str) -> None:
@@ -145,14 +148,22 @@ def autostop_token(setup: Any, tmp_path: Path) -> tuple[Any, k8s.ApiClient]:
 def test_the_role_lets_the_script_touch_its_deployment_and_nothing_else(autostop_token: Any) -> None:
     _, api = autostop_token
     apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
-    # What the script does: read the Deployment, annotate it, scale it.
+    # What the script does: read the Deployment, keep its clock in its ConfigMap, scale it.
     assert apps.read_namespaced_deployment("stable-diffusion", "default").metadata.name == "stable-diffusion"
+    core.patch_namespaced_config_map(serving.AUTOSTOP_STATE, "default", {"data": {"since": "1"}})
     apps.patch_namespaced_deployment_scale("stable-diffusion", "default", {"spec": {"replicas": 1}})
     live = json.loads(
         apps.read_namespaced_deployment("stable-diffusion", "default", _preload_content=False).data
     )
     another = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": live["spec"]}
+    template = {"spec": {"template": {"spec": {"containers": [{"name": "x", "image": "busybox"}]}}}}
     refused = [
+        # Not the Deployment itself: a new pod template would run anything as tf-serving.
+        lambda: apps.patch_namespaced_deployment("stable-diffusion", "default", template),
+        lambda: apps.patch_namespaced_deployment(
+            "stable-diffusion", "default", {"metadata": {"annotations": {"a": "b"}}}
+        ),
+        lambda: core.patch_namespaced_config_map(autostop.NAME, "default", {"data": {"autostop.py": ""}}),
         lambda: apps.delete_namespaced_deployment("stable-diffusion", "default"),
         lambda: apps.list_namespaced_deployment("default"),
         lambda: apps.create_namespaced_deployment("default", another),
@@ -180,5 +191,5 @@ def test_the_configmap_carries_the_shipped_script_and_its_names_match_sdclusters
     assert cm["data"]["autostop.py"] == shipped.read_text(encoding="utf-8")
     text = shipped.read_text(encoding="utf-8")
     # The script cannot import sdcluster: the annotation names it writes must be sdcluster's own.
-    assert f'PAUSED = "{serving.PAUSED}"' in text and f'AUTOSTOP = "{serving.AUTOSTOP}"' in text
+    assert f'PAUSED = "{serving.PAUSED}"' in text and f'default="{serving.AUTOSTOP_STATE}"' in text
     assert f'"{serving.METRICS_PATH}"' in text

@@ -3,8 +3,9 @@
 Shipped with sdcluster and run **inside the cluster** by the CronJob ``sdcluster-autostop`` (every
 minute, image ``python``), from the ConfigMap ``sdcluster-autostop`` that ``sdcluster apply`` fills
 with this very file. Standard library only. It holds no Google credential: it speaks to the
-Kubernetes API as its own service account (``sdcluster-autostop``), whose Role allows only get and
-patch on the one Deployment and its scale subresource.
+Kubernetes API as its own service account (``sdcluster-autostop``), whose Role allows only: get on
+the one Deployment, get and patch on its scale subresource, get and patch on its own state ConfigMap
+(``sdcluster-autostop-state``). It cannot change the Deployment itself.
 
 Each run:
 
@@ -15,11 +16,11 @@ Each run:
    ``API="predict"`` (REST) or ``"Predict"`` (gRPC) for the model. Not
    ``:tensorflow:serving:request_count``: it counts every REST request, the readiness probe's
    metadata GET every 10 s included, so it never stands still;
-3. remembers the count and when it last changed in the Deployment's annotation
-   ``sdcluster.dev/autostop`` (``{"count": N, "since": EPOCH}``; an unreachable endpoint counts as
-   its own value, so a server that never comes up is idle too);
-4. once the count has not changed for ``--idle-minutes``, pauses exactly as ``sdcluster pause``
-   does: the paused annotation first, then the scale subresource to 0 replicas.
+3. remembers the count and when it last changed in its state ConfigMap (``count``, ``since``: an
+   unreachable endpoint counts as its own value, so a server that never comes up is idle too);
+4. once the count has not changed for ``--idle-minutes``, pauses: the note (``paused``, which
+   sdcluster reads as it reads its own ``sdcluster.dev/paused`` annotation) in the ConfigMap first,
+   then the scale subresource to 0 replicas. A later ``sdcluster resume`` clears the ConfigMap.
 
 Environment: ``KUBERNETES_SERVICE_HOST``/``_PORT`` (set in every pod), the Service's
 ``<SERVICE>_SERVICE_HOST``/``<SERVICE>_SERVICE_PORT_HTTP`` (Kubernetes sets them for the Services of
@@ -29,7 +30,8 @@ the pod's namespace), ``AUTOSTOP_SA_DIR`` (default: the mounted service-account 
 Example (what the CronJob runs)::
 
     python3 /autostop/autostop.py --namespace default --deployment stable-diffusion \\
-        --service stable-diffusion --model stable-diffusion --idle-minutes 30
+        --service stable-diffusion --model stable-diffusion --idle-minutes 30 \\
+        --state sdcluster-autostop-state
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ import urllib.request
 from typing import Any
 
 PAUSED = "sdcluster.dev/paused"
-AUTOSTOP = "sdcluster.dev/autostop"
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 METRIC = ":tensorflow:serving:request_latency_count"
 PREDICT_APIS = ("predict", "Predict")  # REST's method name, gRPC's
@@ -122,23 +123,19 @@ def run(args: argparse.Namespace) -> str:
     kube = Kube(os.environ.get("AUTOSTOP_SA_DIR", SA_DIR))
     minute_s = float(os.environ.get("AUTOSTOP_MINUTE_SECONDS", "60"))
     path = f"/apis/apps/v1/namespaces/{args.namespace}/deployments/{args.deployment}"
+    state_path = f"/api/v1/namespaces/{args.namespace}/configmaps/{args.state}"
     dep = kube.call("GET", path)
     annotations = (dep.get("metadata") or {}).get("annotations") or {}
     if annotations.get(PAUSED):
         return f"paused already ({annotations[PAUSED]})"
     if int((dep.get("spec") or {}).get("replicas", 0) or 0) == 0:
         return "the Deployment has no replicas: nothing to watch"
+    seen = kube.call("GET", state_path).get("data") or {}
     count = predict_count(service_url(args.service, args.metrics_path), args.model)
     now = time.time()
-    try:
-        seen = json.loads(annotations.get(AUTOSTOP) or "{}")
-    except ValueError:
-        seen = {}
-    if "since" not in seen or seen.get("count") != count:
+    if "since" not in seen or seen.get("count") != json.dumps(count):
         kube.call(
-            "PATCH",
-            path,
-            {"metadata": {"annotations": {AUTOSTOP: json.dumps({"count": count, "since": now})}}},
+            "PATCH", state_path, {"data": {"count": json.dumps(count), "since": str(now), "paused": None}}
         )
         return (
             f"predict requests: {count if count is not None else 'unknown (no answer)'}; idle clock restarted"
@@ -147,7 +144,7 @@ def run(args: argparse.Namespace) -> str:
     if idle < args.idle_minutes:
         return f"idle for {idle:.1f} of {args.idle_minutes} minute(s)"
     note = f"{stamp(now)} by autostop after {args.idle_minutes} idle minute(s)"
-    kube.call("PATCH", path, {"metadata": {"annotations": {PAUSED: note, AUTOSTOP: None}}})
+    kube.call("PATCH", state_path, {"data": {"paused": note, "count": None, "since": None}})
     kube.call("PATCH", f"{path}/scale", {"spec": {"replicas": 0}})
     return f"paused: {note}"
 
@@ -160,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--idle-minutes", type=int, required=True)
     p.add_argument("--metrics-path", default="/monitoring/prometheus/metrics")
+    p.add_argument("--state", default="sdcluster-autostop-state")
     print(f"autostop: {run(p.parse_args(argv))}", flush=True)
     return 0
 

@@ -27,7 +27,15 @@ from ..errors import NotFound
 from .context import GcpContext
 from .labels import POOL_LABEL, SERVING_TAINT
 from .resources.kube import kube_call, raw_json
-from .resources.serving import APP, AUTOSTOP, PAUSED, Deployment, deployment_manifest, paused_note
+from .resources.serving import (
+    APP,
+    AUTOSTOP,
+    AUTOSTOP_STATE,
+    PAUSED,
+    Deployment,
+    deployment_manifest,
+    paused_note,
+)
 
 RESUME_SECONDS = "sdcluster.dev/resume-seconds"  # how long the last resume took, measured here
 MERGE_PATCH = "application/merge-patch+json"
@@ -119,10 +127,34 @@ def resume(ctx: GcpContext) -> dict[str, Any]:
         _scale(ctx, dep, replicas)
     # The autostop's idle clock starts again: the time paused was not idleness of a running server.
     live = _annotate(ctx, dep, {PAUSED: None, AUTOSTOP: None}) if was_paused else _live(ctx, dep)
+    if was_paused and ctx.config.serving.idle_stop_minutes:
+        _clear_autostop(ctx)
     dep.after_apply(ctx, live)
     if was_paused:
         _annotate(ctx, dep, {RESUME_SECONDS: str(round(time.monotonic() - started))})
     return dep.read(ctx, None) or {}
+
+
+def _clear_autostop(ctx: GcpContext) -> None:
+    """The autostop's note and idle clock go (its next run starts the clock again)."""
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(ctx.kube(admin=True))
+    body = {"data": {"paused": None, "count": None, "since": None}}
+    try:
+        kube_call(
+            ctx,
+            lambda: core.patch_namespaced_config_map(
+                AUTOSTOP_STATE,
+                ctx.config.serving.namespace,
+                body,
+                field_manager=PAUSE_MANAGER,
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            ),
+        )
+    except NotFound:
+        pass
 
 
 def usual_resume(ctx: GcpContext) -> str:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..labels import POOL_LABEL
 from .gke import SYSTEM_POOL
-from .serving import APP, METRICS_PATH, labels
+from .serving import APP, AUTOSTOP_STATE, METRICS_PATH, labels
 
 if TYPE_CHECKING:
     from ...config import Config
@@ -45,11 +45,26 @@ def _meta(cfg: Config) -> dict[str, Any]:
 
 
 def manifests(cfg: Config) -> list[dict[str, Any]]:
-    """ServiceAccount, Role, RoleBinding, ConfigMap and CronJob, in that order."""
+    """ServiceAccount, Role, RoleBinding, the script's ConfigMap, the state's ConfigMap and the
+    CronJob, in that order."""
     ns = cfg.serving.namespace
+    # Least privilege: read the Deployment, change only its replica count (the scale subresource),
+    # and keep its own clock in its own ConfigMap. Not patch on the Deployment: that would let it
+    # rewrite the pod template and run any image as tf-serving (which reads the model bucket).
     rules = [
-        {"apiGroups": ["apps"], "resources": [resource], "resourceNames": [APP], "verbs": ["get", "patch"]}
-        for resource in ("deployments", "deployments/scale")
+        {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": [APP], "verbs": ["get"]},
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments/scale"],
+            "resourceNames": [APP],
+            "verbs": ["get", "patch"],
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [AUTOSTOP_STATE],
+            "verbs": ["get", "patch"],
+        },
     ]
     command = [
         "python3",
@@ -60,6 +75,7 @@ def manifests(cfg: Config) -> list[dict[str, Any]]:
         f"--model={cfg.serving.model_name}",
         f"--idle-minutes={cfg.serving.idle_stop_minutes}",
         f"--metrics-path={METRICS_PATH}",
+        f"--state={AUTOSTOP_STATE}",
     ]
     pod: dict[str, Any] = {
         "serviceAccountName": NAME,
@@ -93,6 +109,9 @@ def manifests(cfg: Config) -> list[dict[str, Any]]:
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
         },
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(cfg), "data": {SCRIPT: script_text()}},
+        # Its data is the autostop's (RBAC cannot let it create a ConfigMap of one name): sdcluster
+        # makes it empty and never sets its data, so apply leaves the clock alone.
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {**_meta(cfg), "name": AUTOSTOP_STATE}},
         {
             "apiVersion": "batch/v1",
             "kind": "CronJob",

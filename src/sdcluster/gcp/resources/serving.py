@@ -47,7 +47,11 @@ max_enqueued_batches { value: 16 }
 num_batch_threads { value: 2 }
 """
 PAUSED = "sdcluster.dev/paused"  # Deployment annotation: paused since when, by what (gcp/lifecycle.py)
-AUTOSTOP = "sdcluster.dev/autostop"  # Deployment annotation: autostop's last count and its time
+AUTOSTOP = "sdcluster.dev/autostop"  # Deployment annotation of earlier versions: autostop's clock
+# The autostop's own ConfigMap: its idle clock ("count", "since") and, once it paused the cluster,
+# "paused" (the note). Its Role can patch this ConfigMap and the Deployment's scale, not the
+# Deployment itself (which would let it change the pod template, and run anything as tf-serving).
+AUTOSTOP_STATE = "sdcluster-autostop-state"
 # TF Serving's Prometheus metrics, for autostop: a MonitoringConfig text proto (tensorflow/serving
 # tensorflow_serving/config/monitoring_config.proto) read from --monitoring_config_file
 # (model_servers/server.cc) and served on the REST port at its path (util/prometheus_exporter.cc's
@@ -273,6 +277,20 @@ class Deployment(KubeObject):
 
     _model = "unknown"
 
+    def get(self, ctx: GcpContext, admin: bool = False) -> dict[str, Any] | None:
+        """The live Deployment; one the autostop scaled to zero carries the autostop's note as its
+        paused annotation (the autostop records it in its own ConfigMap, as it may not annotate the
+        Deployment), so every reader sees one kind of pause."""
+        live = super().get(ctx, admin)
+        if live is None or not self.cfg.serving.idle_stop_minutes or paused_note(live):
+            return live
+        if int((live.get("spec") or {}).get("replicas", 0) or 0) != 0:
+            return live
+        note = str(autostop_state(ctx, self.cfg, admin).get("paused") or "")
+        if note:
+            live.setdefault("metadata", {}).setdefault("annotations", {})[PAUSED] = note
+        return live
+
     def diff(self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> Change:
         if observed is not None and "rollout" in observed:  # read() saw the live status
             desired = {**desired, "rollout": "complete"}
@@ -331,6 +349,28 @@ class Deployment(KubeObject):
             ctx.report(self.address, f"waiting for a model: {waiting_note(self.cfg)}")
         else:
             wait_for_rollout(ctx, self, generation)
+
+
+def autostop_state(ctx: GcpContext, cfg: Config, admin: bool = False) -> dict[str, Any]:
+    """The data of the autostop's ConfigMap ({} while it does not exist)."""
+    from kubernetes import client as k8s
+
+    api = ctx.kube(admin=admin)
+    if api is None:
+        return {}
+    core = k8s.CoreV1Api(api)
+    try:
+        cm = raw_json(
+            kube_call(
+                ctx,
+                lambda: core.read_namespaced_config_map(
+                    AUTOSTOP_STATE, cfg.serving.namespace, _preload_content=False
+                ),
+            )
+        )
+    except NotFound:
+        return {}
+    return dict(cm.get("data") or {})
 
 
 def paused_note(live: Mapping[str, Any]) -> str:
