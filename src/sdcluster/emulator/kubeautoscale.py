@@ -29,6 +29,7 @@ class Autoscaler:
     knobs: Knobs
     project: str
     resized: Callable[[str, int], None]
+    record: Callable[..., None]  # ClusterSim.record: an event (involved, reason, message, ...)
 
     def pools(self) -> dict[str, dict[str, Any]]:
         raise NotImplementedError
@@ -43,17 +44,6 @@ class Autoscaler:
         raise NotImplementedError
 
     def busy_nodes(self) -> set[str]:
-        raise NotImplementedError
-
-    def record(
-        self,
-        involved: dict[str, Any],
-        reason: str,
-        message: str,
-        t: float | None = None,
-        kind: str = "Normal",
-        component: str = "kubelet",
-    ) -> None:
         raise NotImplementedError
 
     def _autoscaled(self) -> dict[str, tuple[dict[str, Any], int, int]]:
