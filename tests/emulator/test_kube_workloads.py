@@ -401,7 +401,8 @@ def test_the_autoscaler_adds_a_node_for_a_pod_that_fits_and_removes_idle_nodes_d
     make_emu: Any,
 ) -> None:
     emu = make_emu(scale_down_s=0.3)
-    api = start(emu, {**AUTOSCALED, "taints": [SERVING_TAINT]}, SYSTEM)
+    # The serving pool starts empty (an empty node would go after scale_down_s anyway).
+    api = start(emu, {**AUTOSCALED, "node_count": 0, "taints": [SERVING_TAINT]}, SYSTEM)
     core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
 
     def serving_nodes() -> list[Any]:
@@ -409,15 +410,16 @@ def test_the_autoscaler_adds_a_node_for_a_pod_that_fits_and_removes_idle_nodes_d
 
     apply_deployment(apps, tolerating(deployment(cpu="2", replicas=2)))  # one per node
     wait_for(lambda: available(apps, "tf-serving") and len(serving_nodes()) == 2)
-    (triggered,) = events(core, "TriggeredScaleUp")
-    assert triggered.message == (
+    # Both pods fit only new nodes: one scale-up to 2, each pod's event names it.
+    triggered = events(core, "TriggeredScaleUp")
+    assert len(triggered) == 2 and {e.message for e in triggered} == {
         "pod triggered scale-up: [{https://www.googleapis.com/compute/v1/projects/demo-proj/zones/"
-        "us-central1-c/instanceGroups/gke-sd-grp 1->2 (max: 2)}]"
-    )
+        "us-central1-c/instanceGroups/gke-sd-grp 0->2 (max: 2)}]"
+    }
     # The scheduler's verdict from before the scale-up is still listed (events live for an hour),
     # while the pod it was about is scheduled and running: the system node does not fit 2 CPUs.
-    (stale,) = events(core, "FailedScheduling")
-    assert stale.message.startswith("0/2 nodes are available: 2 Insufficient cpu.")
+    stale, _ = events(core, "FailedScheduling")
+    assert stale.message.startswith("0/1 nodes are available: 1 Insufficient cpu.")
     pod = next(p for p in pods_of(core) if p.metadata.name == stale.involved_object.name)
     assert {c.type: c.status for c in pod.status.conditions}["PodScheduled"] == "True"
 
