@@ -11,6 +11,8 @@ MANAGED_BY = {"managed-by": "sdcluster"}
 POOL_LABEL = "sdcluster-pool"
 # Kubernetes object labels.
 K8S_MANAGED_BY = {"app.kubernetes.io/managed-by": "sdcluster"}
+# The name and `app` label of TF Serving's Deployment and Service (and its pods' label).
+APP = "stable-diffusion"
 # Service accounts have no labels: their description carries this marker.
 SA_MARKER = "managed-by=sdcluster"
 

@@ -25,8 +25,9 @@ from typing import Any
 
 from ..errors import NotFound
 from .context import GcpContext
+from .labels import APP
 from .resources.kube import kube_call, raw_json
-from .resources.serving import APP, AUTOSTOP, PAUSED, Deployment, deployment_manifest, paused_note
+from .resources.serving import AUTOSTOP, PAUSED, Deployment, deployment_manifest, paused_note
 
 RESUME_SECONDS = "sdcluster.dev/resume-seconds"  # how long the last resume took, measured here
 MERGE_PATCH = "application/merge-patch+json"
