@@ -39,7 +39,7 @@ STUCK_HINTS = {
 }
 
 
-def _pods_and_events(
+def pods_and_events(
     ctx: GcpContext, obj: KubeObject, deployment: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The pods of the Deployment's newest ReplicaSet (its current template) and the namespace's events."""
@@ -80,7 +80,7 @@ def _condition(obj: Mapping[str, Any], ctype: str) -> dict[str, Any]:
     return next((c for c in conditions if c.get("type") == ctype), {})
 
 
-def _ready(pod: Mapping[str, Any]) -> bool:
+def pod_ready(pod: Mapping[str, Any]) -> bool:
     return _condition(pod, "Ready").get("status") == "True"
 
 
@@ -92,7 +92,7 @@ def stuck_reason(pods: list[dict[str, Any]], events: list[dict[str, Any]]) -> st
     pool is at its maximum). Old FailedScheduling events (they live for an hour) decide nothing.
     """
     for p in pods:
-        if _ready(p):
+        if pod_ready(p):
             continue
         meta = p.get("metadata", {})
         scheduled = _condition(p, "PodScheduled")
@@ -133,7 +133,7 @@ def rollout_progress(deployment: Mapping[str, Any]) -> str | None:
     if failure.get("status") == "True":
         raise RolloutStuck(
             f"Deployment {name} cannot create its pods: {failure.get('message', '')}",
-            hint=_hint(str(failure.get("message", ""))),
+            hint=stuck_hint(str(failure.get("message", ""))),
         )
     if _condition(deployment, "Progressing").get("reason") == "ProgressDeadlineExceeded":
         raise RolloutStuck(
@@ -153,7 +153,7 @@ def rollout_progress(deployment: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _hint(reason: str) -> str:
+def stuck_hint(reason: str) -> str:
     key = next((k for k in STUCK_HINTS if k in reason), "")
     return STUCK_HINTS.get(key, f"see: kubectl describe pods -l app={APP} (sdcluster kubeconfig)")
 
@@ -178,7 +178,7 @@ def wait_for_rollout(ctx: GcpContext, obj: KubeObject, generation: int, until: s
         waiting = rollout_progress(d) if d else "waiting for the Deployment"
         if waiting is None:
             return True  # rolled out: no pods or events to read
-        pods, events = _pods_and_events(ctx, obj, d)
+        pods, events = pods_and_events(ctx, obj, d)
         if until == "started" and "available" in waiting:
             started = [p for p in pods if _started(p)]
             if len(started) >= int((d.get("spec") or {}).get("replicas", 1)):
@@ -189,7 +189,7 @@ def wait_for_rollout(ctx: GcpContext, obj: KubeObject, generation: int, until: s
             since = first_stuck.setdefault(reason, time.monotonic())
             if time.monotonic() - since >= grace:
                 raise RolloutStuck(
-                    f"Deployment {obj.obj_name} cannot become ready: {reason}", hint=_hint(reason)
+                    f"Deployment {obj.obj_name} cannot become ready: {reason}", hint=stuck_hint(reason)
                 )
         return None
 

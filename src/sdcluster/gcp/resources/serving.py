@@ -33,12 +33,12 @@ from ..labels import APP, K8S_MANAGED_BY, POOL_LABEL
 from ..preflight import machine_vcpus
 from .kube import KubeObject, kube_call
 from .rollout import (
-    _hint,
-    _pods_and_events,
-    _ready,
     ingress_ip,
     load_balancer_ip,
+    pod_ready,
+    pods_and_events,
     rollout_progress,
+    stuck_hint,
     stuck_reason,
     wait_for_rollout,
 )
@@ -560,12 +560,12 @@ def wait_for_version(
                 f"TF Serving: version {version} {state or 'not seen yet (it polls the bucket every second)'}"
             )
             return None
-        pods, events = _pods_and_events(ctx, deployment, deployment.get(ctx) or {})
+        pods, events = pods_and_events(ctx, deployment, deployment.get(ctx) or {})
         reason = stuck_reason(pods, events)
         if reason:
             since = first_stuck.setdefault(reason, time.monotonic())
             if time.monotonic() - since >= grace:
-                raise RolloutStuck(f"TF Serving cannot run: {reason}", hint=_hint(reason))
+                raise RolloutStuck(f"TF Serving cannot run: {reason}", hint=stuck_hint(reason))
         tell(f"no TF Serving pod is ready yet{_last_log_line(ctx, pods)}")
         return None
 
@@ -587,7 +587,7 @@ def _last_log_line(ctx: GcpContext, pods: list[dict[str, Any]]) -> str:
     """``: <pod>: <its last log line>`` of the first pod that is not ready ("" if none or unreadable)."""
     from kubernetes import client as k8s
 
-    pod = next((p for p in pods if not _ready(p)), None)
+    pod = next((p for p in pods if not pod_ready(p)), None)
     if pod is None:
         return ""
     name = pod["metadata"]["name"]
