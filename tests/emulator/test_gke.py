@@ -52,6 +52,9 @@ class RecordingHub:
     def stop_cluster(self, key: str) -> None:
         self.calls.append(("stop", key, None))
 
+    def prepare(self) -> None:
+        pass  # nothing to load ahead of a cluster's first request
+
     def resume(self) -> None:
         self.calls.append(("resume", "", None))
         gke_emulator.resume_clusters(self.world)

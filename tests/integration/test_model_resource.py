@@ -12,7 +12,7 @@ from typing import Any
 from sdcluster.ui.demo import make_demo_model
 
 from ..helpers import factory
-from .test_first_real_apply import BUCKET, PROJECT, cli, endpoint, init, served
+from .test_first_real_apply import BUCKET, PROJECT, cli, endpoint, init, model_status, served
 
 MODEL = f"storage.model_version.{BUCKET}/stable_diffusion_model"
 
@@ -84,12 +84,22 @@ def test_one_apply_uploads_during_cluster_creation_and_serves_then_unchanged_the
     # One changed file: a new version, published and served.
     shard = model / "variables" / "variables.data-00000-of-00002"
     shard.write_bytes(os.urandom(5 * 1024 * 1024 // 2))
-    planned = changes(emu, tmp_path)[MODEL]
-    assert planned["action"] == "update"
-    assert planned["reason"].startswith("model version 2: 5.0 MiB in 5 files")
-    assert "differs from version 1" in planned["reason"]
+    planned = changes(emu, tmp_path)
+    assert planned[MODEL]["action"] == "update"
+    assert planned[MODEL]["reason"].startswith("model version 2: 5.0 MiB in 5 files")
+    assert "differs from version 1" in planned[MODEL]["reason"]
+    # The Deployment itself is unchanged, but what it is to serve is not: apply waits for it.
+    deployment = planned["k8s.deployment.default/stable-diffusion"]
+    assert deployment["action"] == "update", deployment
+    assert "TF Serving is to serve model version 2 (the bucket's newest is version 1)" in deployment["reason"]
+    emu.world.knobs.model_load_s = 1.0  # a load that outlasts the publish
     assert cli(emu, tmp_path, "apply", "-y").exit_code == 0
-    assert served(endpoint(tmp_path), 2)
+    # apply returned once TF Serving served version 2, as upload-model does, not once it was published
+    status = (model_status(endpoint(tmp_path)) or {}).get("model_version_status", [])
+    assert {"version": "2", "state": "AVAILABLE"} in [
+        {k: v[k] for k in ("version", "state")} for v in status
+    ], status
+    assert changes(emu, tmp_path)["k8s.deployment.default/stable-diffusion"]["action"] == "noop"
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["resources"][MODEL]["attributes"]["version"] == 2
     assert state["resources"][MODEL]["attributes"]["digest"] != record["attributes"]["digest"]

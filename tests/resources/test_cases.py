@@ -15,7 +15,7 @@ import pytest
 
 import sdcluster
 from sdcluster.gcp import preflight
-from sdcluster.gcp.resources import gke, iam, serving
+from sdcluster.gcp.resources import gke, iam, rollout, serving
 from sdcluster.gcp.resources.kube import KubeObject
 
 HERE = Path(__file__).parent
@@ -94,7 +94,7 @@ def test_serving_view_of_live_objects(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", cases("k8s.rollout"))
 def test_stuck_rollout_reason(case: dict[str, Any]) -> None:
-    reason = serving.stuck_reason(case["pods"], case["events"])
+    reason = rollout.stuck_reason(case["pods"], case["events"])
     expected = case["expect"]["reason"]
     if expected is None:
         assert reason is None

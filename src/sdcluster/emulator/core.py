@@ -521,6 +521,11 @@ class KubeHub(Protocol):
 
     def stop_cluster(self, key: str) -> None: ...
 
+    def prepare(self) -> None:
+        """A cluster is being created: load what its API needs while the operation runs, so that
+        its API answers at full speed once the operation is DONE, as a real apiserver does."""
+        ...
+
 
 # --------------------------------------------------------------------------------------------------
 # The world

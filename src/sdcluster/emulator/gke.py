@@ -300,7 +300,9 @@ def create_cluster(world: World, request: gke.CreateClusterRequest, caller: str)
         rec["busy"] = op["name"]
         store(world)["clusters"][key] = rec
         world.changed()
-        return operation_message(op)
+    if world.kube is not None:
+        world.kube.prepare()
+    return operation_message(op)
 
 
 def get_cluster(world: World, request: gke.GetClusterRequest, caller: str) -> gke.Cluster:

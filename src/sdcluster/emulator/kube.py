@@ -66,7 +66,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
-from . import kubecontrol, kubecron, kubelet, kubesim, tfprocess, tfserving
+from . import kubecontrol, kubecron, kubelet, kubesim, kubevalidate, tfprocess, tfserving
 from .core import EmulatorError, World
 from .kubeerrors import kube_error
 from .kubehttp import ApiHTTPServer, Running, handler_class
@@ -143,6 +143,13 @@ class Hub:
         self._stopping: dict[str, threading.Event] = {}
 
     # ---- lifecycle (called by the GKE service and the emulator) -----------------------------------
+    def prepare(self) -> None:
+        """Parse the apiserver's schemas in the background (once per process), while the cluster's
+        operation runs: done on its first object instead, under world.lock, it stalled every
+        request right after the operation ended."""
+        if not kubevalidate.prepare.cache_info().currsize:
+            threading.Thread(target=kubevalidate.prepare, name="kube-schemas", daemon=True).start()
+
     def start_cluster(self, key: str, nodes: list[dict[str, Any]]) -> tuple[str, str]:
         """Start (or keep running) the API of cluster ``key``; returns (endpoint, CA certificate PEM)."""
         with self.world.lock:

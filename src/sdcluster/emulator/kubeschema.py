@@ -24,14 +24,24 @@ from .kubekinds import KUBERNETES_VERSION
 Schema = dict[str, Any]
 
 
-@functools.cache
-def definitions() -> dict[str, Schema]:
-    """Every definition by name (``io.k8s.api.apps.v1.Deployment``), from the strict schemas."""
+def strict_file(name: str) -> Any:
+    """A file of the strict schemas kubernetes-validate ships for ``KUBERNETES_VERSION``."""
     import importlib.resources
 
     root = importlib.resources.files("kubernetes_validate").joinpath("kubernetes-json-schema")
-    path = root.joinpath(f"v{KUBERNETES_VERSION}.0-local-strict", "_definitions.json")
-    return dict(json.loads(path.read_text(encoding="utf-8"))["$defs"])
+    return root.joinpath(f"v{KUBERNETES_VERSION}.0-local-strict", name)
+
+
+@functools.cache
+def definitions_document() -> Schema:
+    """``_definitions.json``, parsed once per process (every write is validated against it)."""
+    return dict(json.loads(strict_file("_definitions.json").read_text(encoding="utf-8")))
+
+
+@functools.cache
+def definitions() -> dict[str, Schema]:
+    """Every definition by name (``io.k8s.api.apps.v1.Deployment``), from the strict schemas."""
+    return dict(definitions_document()["$defs"])
 
 
 @functools.cache

@@ -15,6 +15,8 @@ POOL_LABEL = "sdcluster-pool"
 SERVING_TAINT = {"key": "sdcluster.dev/serving", "value": "true", "effect": "NoSchedule"}
 # Kubernetes object labels.
 K8S_MANAGED_BY = {"app.kubernetes.io/managed-by": "sdcluster"}
+# The name and `app` label of TF Serving's Deployment and Service (and its pods' label).
+APP = "stable-diffusion"
 # Service accounts have no labels: their description carries this marker.
 SA_MARKER = "managed-by=sdcluster"
 

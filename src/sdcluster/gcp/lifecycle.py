@@ -25,17 +25,9 @@ from typing import Any
 
 from ..errors import NotFound
 from .context import GcpContext
-from .labels import POOL_LABEL, SERVING_TAINT
+from .labels import APP, POOL_LABEL, SERVING_TAINT
 from .resources.kube import kube_call, raw_json
-from .resources.serving import (
-    APP,
-    AUTOSTOP,
-    AUTOSTOP_STATE,
-    PAUSED,
-    Deployment,
-    deployment_manifest,
-    paused_note,
-)
+from .resources.serving import AUTOSTOP, AUTOSTOP_STATE, PAUSED, Deployment, deployment_manifest, paused_note
 
 RESUME_SECONDS = "sdcluster.dev/resume-seconds"  # how long the last resume took, measured here
 MERGE_PATCH = "application/merge-patch+json"

@@ -28,6 +28,7 @@ from ..errors import SdclusterError
 from ..state import State
 from .clients import ClientFactory
 from .context import TOKEN_CREATOR, GcpContext
+from .labels import APP
 from .resources.gke import Cluster, NodePool, system_config
 from .resources.iam import (
     REQUIRED_SERVICES,
@@ -37,7 +38,7 @@ from .resources.iam import (
     ServiceAccountMember,
 )
 from .resources.model import ModelVersion
-from .resources.serving import APP, KSA, Deployment, endpoint_outputs, serving_resources, waiting_note
+from .resources.serving import KSA, Deployment, endpoint_outputs, serving_resources, waiting_note
 from .resources.storage import Bucket, KsaBucketMember
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ class GcpStack(Stack[GcpContext]):
         if cfg.cluster.system_pool:
             out.append(NodePool(system_config(cfg), (cluster.address,)))
         model_deps: tuple[str, ...] = ()
+        model: ModelVersion | None = None
         if cfg.bucket.enabled:
             bucket = Bucket(
                 cfg, (svc("storage.googleapis.com"),), delete=self.delete_bucket, force=self.force_bucket
@@ -148,13 +150,15 @@ class GcpStack(Stack[GcpContext]):
             out += [bucket, reader]
             model_deps = (reader.address,)
         if cfg.serving.model_dir:
-            # Only the bucket first: it uploads while IAM propagates and the cluster is created;
-            # the Deployment's rollout waits for it.
+            # After the bucket and the bindings the cluster waits for (a few requests): it uploads
+            # while IAM propagates and the cluster is created, without its start taking the CPU
+            # from those requests, which IAM's propagation then waits on. The Deployment's rollout
+            # waits for it.
             storage_deps = (bucket.address,) if cfg.bucket.enabled else (svc("storage.googleapis.com"),)
-            model = ModelVersion(cfg, storage_deps)
+            model = ModelVersion(cfg, (*storage_deps, *(m.address for m in members)))
             out.append(model)
             model_deps = (*model_deps, model.address)
-        out += serving_resources(cfg, (cluster.address, pool.address), model_deps)
+        out += serving_resources(cfg, (cluster.address, pool.address), model_deps, model)
         if cfg.serving.idle_stop_minutes:
             from .resources.autostop import manifests
             from .resources.kube import KubeObject

@@ -21,9 +21,9 @@ from __future__ import annotations
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from ..labels import POOL_LABEL
+from ..labels import APP, POOL_LABEL
 from .gke import SYSTEM_POOL
-from .serving import APP, AUTOSTOP_STATE, METRICS_PATH, labels
+from .serving import AUTOSTOP_STATE, METRICS_PATH, labels
 
 if TYPE_CHECKING:
     from ...config import Config

@@ -107,6 +107,12 @@ class ModelVersion(Resource[GcpContext]):
             return None
         return version_record(self.cfg, versions[-1], factory=ctx.factory) if versions else None
 
+    def planned_version(self) -> int | None:
+        """The version this plan publishes or keeps (once read), i.e. what TF Serving is to serve."""
+        if not self.directory:
+            return None
+        return self._survey.version if self._survey is not None else 1
+
     def diff(self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> Change:
         seen = self._survey
         if observed is not None and seen is not None and seen.holds:

@@ -24,20 +24,30 @@ from typing import TYPE_CHECKING, Any
 
 from ... import retry
 from ...config.quantity import canonical_cpu, quantity_value
-from ...engine import Action, Change, Resource
+from ...engine import Action, AttrDiff, Change, Resource
 from ...errors import InvalidRequest, NotFound, PermissionDenied, RolloutStuck, SdclusterError, WaitTimeout
 from ...state import ResourceState
 from ...tfserving import GRPC_PORT, HTTP_PORT, model_url
 from ..context import GcpContext
-from ..labels import K8S_MANAGED_BY, POOL_LABEL, SERVING_TAINT
+from ..labels import APP, K8S_MANAGED_BY, POOL_LABEL, SERVING_TAINT
 from ..preflight import machine_vcpus
 from .gke import pool_taints
 from .kube import KubeObject, kube_call, raw_json
+from .rollout import (
+    ingress_ip,
+    load_balancer_ip,
+    pod_ready,
+    pods_and_events,
+    rollout_progress,
+    stuck_hint,
+    stuck_reason,
+    wait_for_rollout,
+)
 
 if TYPE_CHECKING:
     from ...config import Config
+    from .model import ModelVersion
 
-APP = "stable-diffusion"
 CONFIGMAP = "tfserving-configs"
 BATCHING_DIR = "/etc/tfserving"
 BATCHING_FILE = "batching_parameters.txt"
@@ -65,33 +75,18 @@ KSA = "tf-serving"  # the Kubernetes service account TF Serving runs as: its pri
 # longer grace period is cut at 15 s anyway; stay within what is honoured.
 TERMINATION_GRACE_S = 15
 # TF Serving's ports open only once the model has loaded; a multi-GB SavedModel read from Cloud
-# Storage and restored takes minutes. The startup probe allows 30 minutes (10 s x 180) before the
-# kubelet restarts the container; the liveness probe takes over once it has passed.
-STARTUP_PERIOD_S = 10
+# Storage and restored takes minutes. The startup probe allows 30 minutes (2 s x 900) before the
+# kubelet restarts the container; the liveness probe takes over once it has passed. A short period
+# with a high failureThreshold, as KEP-950 (startupProbe) intends: the pod is ready within ~2 s of
+# the load, not up to 10 s after it.
+STARTUP_PERIOD_S = 2
 LOAD_RETRY_S, LOAD_RETRIES = 5, 60  # TF Serving's defaults: 60 s, 5 times (see deployment_manifest)
-STARTUP_FAILURES = 180
+STARTUP_FAILURES = 900
 # What GKE runs on every node, by CPU request (observed on GKE 1.29 nodes, kubectl describe node:
 # kube-proxy 100m, fluentbit-gke 105m, ip-masq-agent 10m, gke-metadata-server 100m on GKE_METADATA
 # nodes; sdcluster's pool runs the metadata server).
 SYSTEM_PODS_CPU = Decimal("0.315")
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-STUCK_REASONS = (
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-)
-STUCK_HINTS = {
-    "max node group size reached": "the node pool is at cluster.max_nodes: raise it, or lower serving.replicas / serving.cpu",
-    "wouldn't fit if a new node is added": "the pod's requests do not fit on a node: lower serving.cpu / serving.memory or use a larger cluster.machine_type",
-    "Insufficient": "the pod's requests do not fit on a node: lower serving.cpu / serving.memory or use a larger cluster.machine_type",
-    "service account": "the Deployment's Kubernetes service account is missing: run sdcluster apply",
-    "ImagePullBackOff": "check serving.image (does that image and tag exist and can the nodes pull it?)",
-    "ErrImagePull": "check serving.image (does that image and tag exist and can the nodes pull it?)",
-    "InvalidImageName": "check serving.image",
-    "CrashLoopBackOff": "the container keeps crashing: check its logs (kubectl logs deploy/stable-diffusion)",
-}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,9 +268,18 @@ def namespace_manifest(cfg: Config) -> dict[str, Any]:
 class Deployment(KubeObject):
     """TF Serving's Deployment. Besides our fields, its ``rollout`` is managed: a template the cluster
     has but has not rolled out (a failed update) is a change the next plan shows and apply retries.
-    ``model`` (informative) says which version the bucket offers."""
+    ``model`` says which version the bucket offers; with ``serving.model_dir`` (``model``, the plan's
+    ModelVersion) a new version to publish is a change too: apply waits until TF Serving serves it,
+    as ``upload-model`` does, also when the Deployment itself is unchanged."""
 
     _model = "unknown"
+
+    def __init__(
+        self, cfg: Config, manifest: dict[str, Any], deps: tuple[str, ...], model: ModelVersion | None = None
+    ) -> None:
+        super().__init__(cfg, manifest, deps)
+        self.model = model
+        self._paused = False
 
     def get(self, ctx: GcpContext, admin: bool = False) -> dict[str, Any] | None:
         """The live Deployment; one the autostop scaled to zero carries the autostop's note as its
@@ -292,6 +296,25 @@ class Deployment(KubeObject):
         return live
 
     def diff(self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> Change:
+        change = self._template_diff(desired, observed)
+        served = str((observed or {}).get("model") or "")
+        planned = self.model.planned_version() if self.model is not None else None
+        want = f"version {planned}"
+        if observed is None or planned is None or served in (want, "unknown"):
+            return change
+        model = AttrDiff("model", served, want)
+        if change.action is not Action.NOOP:
+            change.diffs.append(model)
+            return change
+        return self.change(
+            Action.UPDATE,
+            f"TF Serving is to serve model {want} (the bucket's newest is {served})",
+            before=dict(observed),
+            after={**observed, "model": want},
+            diffs=[model],
+        )
+
+    def _template_diff(self, desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> Change:
         if observed is not None and "rollout" in observed:  # read() saw the live status
             desired = {**desired, "rollout": "complete"}
         paused = str((observed or {}).get("paused") or "")
@@ -332,12 +355,29 @@ class Deployment(KubeObject):
 
     def apply(self, ctx: GcpContext) -> dict[str, Any]:
         live = self.get(ctx, admin=True) or {}
-        if paused_note(live):  # apply keeps a paused cluster paused
+        self._paused = bool(paused_note(live))
+        if self._paused:  # apply keeps a paused cluster paused
             spec = {**self.manifest["spec"], "replicas": 0}
             self.manifest = {**self.manifest, "spec": spec}
             ctx.report(self.address, f"the cluster is paused since {paused_note(live)}: kept paused")
         attrs = super().apply(ctx)
         return {**attrs, "model": self._model, "rollout": "complete"}
+
+    def update(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
+        attrs = self.apply(ctx)
+        if any(d.path == "model" for d in change.diffs) and not self._paused:
+            self._wait_for_newest(ctx)
+        return attrs
+
+    def _wait_for_newest(self, ctx: GcpContext) -> None:
+        """Until TF Serving serves the newest version (the one this apply published): the rollout,
+        if any, was satisfied by whichever version the pods loaded first."""
+        versions = model_versions(ctx, self.cfg)
+        service = Service(self.cfg, service_manifest(self.cfg), ())
+        ip = ingress_ip(service.get(ctx, admin=True) or {})
+        if versions and ip:
+            url = model_url(ip, self.cfg.serving.model_name)
+            wait_for_version(ctx, url, max(versions), lambda m: ctx.report(self.address, m))
 
     def after_apply(self, ctx: GcpContext, live: dict[str, Any]) -> None:
         versions = model_versions(ctx, self.cfg)
@@ -480,204 +520,11 @@ def capacity_warnings(cfg: Config) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Waits
-
-
-def _pods_and_events(
-    ctx: GcpContext, obj: KubeObject, deployment: Mapping[str, Any]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The pods of the Deployment's newest ReplicaSet (its current template) and the namespace's events."""
-    from kubernetes import client as k8s
-
-    client = ctx.kube(admin=True)
-    core, apps = k8s.CoreV1Api(client), k8s.AppsV1Api(client)
-    ns, selector = obj.namespace, f"app={APP}"
-    sets = raw_json(
-        kube_call(
-            ctx, lambda: apps.list_namespaced_replica_set(ns, label_selector=selector, _preload_content=False)
-        )
-    ).get("items", [])
-    uid = (deployment.get("metadata") or {}).get("uid")
-    owned = [
-        rs
-        for rs in sets
-        if any(o.get("uid") == uid for o in (rs.get("metadata") or {}).get("ownerReferences") or [])
-    ]
-    newest = max(
-        owned, key=lambda rs: int((rs["metadata"].get("annotations") or {}).get(REVISION, 0)), default=None
-    )
-    hash_ = ((newest or {}).get("metadata", {}).get("labels") or {}).get("pod-template-hash")
-    if hash_:
-        selector = f"{selector},pod-template-hash={hash_}"
-    pods = raw_json(
-        kube_call(ctx, lambda: core.list_namespaced_pod(ns, label_selector=selector, _preload_content=False))
-    )
-    events = raw_json(kube_call(ctx, lambda: core.list_namespaced_event(ns, _preload_content=False)))
-    return pods.get("items", []), events.get("items", [])
-
-
-REVISION = "deployment.kubernetes.io/revision"
-
-
-def _condition(obj: Mapping[str, Any], ctype: str) -> dict[str, Any]:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c.get("type") == ctype), {})
-
-
-def _ready(pod: Mapping[str, Any]) -> bool:
-    return _condition(pod, "Ready").get("status") == "True"
-
-
-def stuck_reason(pods: list[dict[str, Any]], events: list[dict[str, Any]]) -> str | None:
-    """Why the new pods cannot become ready, if that is final (None: keep waiting).
-
-    A pod not yet scheduled (its PodScheduled condition False) is waiting for a node: final only when
-    the cluster autoscaler said it will not add one (NotTriggerScaleUp: the pod would not fit, or the
-    pool is at its maximum). Old FailedScheduling events (they live for an hour) decide nothing.
-    """
-    for p in pods:
-        if _ready(p):
-            continue
-        meta = p.get("metadata", {})
-        scheduled = _condition(p, "PodScheduled")
-        if scheduled.get("status") == "False":
-            verdicts = [
-                e
-                for e in events
-                if e.get("reason") == "NotTriggerScaleUp"
-                and (e.get("involvedObject") or {}).get("uid") == meta.get("uid")
-            ]
-            if verdicts:
-                latest = max(verdicts, key=lambda e: str(e.get("lastTimestamp") or ""))
-                return f"{scheduled.get('message', 'unschedulable')} (cluster autoscaler: {latest.get('message', '')})"
-            continue
-        for cs in p.get("status", {}).get("containerStatuses", []) or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in STUCK_REASONS:
-                return f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
-    return None
-
-
-def rollout_progress(deployment: Mapping[str, Any]) -> str | None:
-    """What ``kubectl rollout status`` waits for (None: rolled out). Raises RolloutStuck once the
-    Deployment has exceeded its progress deadline or cannot create its pods.
-
-    (kubectl's polymorphichelpers/rollout_status.go: observedGeneration, updatedReplicas, replicas,
-    availableReplicas.)
-    """
-    meta, spec, status = (
-        deployment.get("metadata", {}),
-        deployment.get("spec", {}),
-        deployment.get("status", {}) or {},
-    )
-    name = meta.get("name", "")
-    if int(status.get("observedGeneration", 0) or 0) < int(meta.get("generation", 0) or 0):
-        return "waiting for the spec update to be observed"
-    failure = _condition(deployment, "ReplicaFailure")
-    if failure.get("status") == "True":
-        raise RolloutStuck(
-            f"Deployment {name} cannot create its pods: {failure.get('message', '')}",
-            hint=_hint(str(failure.get("message", ""))),
-        )
-    if _condition(deployment, "Progressing").get("reason") == "ProgressDeadlineExceeded":
-        raise RolloutStuck(
-            f'deployment "{name}" exceeded its progress deadline',
-            hint=f"see: kubectl describe deploy/{name} (sdcluster kubeconfig)",
-        )
-    want = int(spec.get("replicas", 1))
-    updated = int(status.get("updatedReplicas", 0) or 0)
-    replicas = int(status.get("replicas", 0) or 0)
-    available = int(status.get("availableReplicas", 0) or 0)
-    if updated < want:
-        return f"{updated} of {want} new replicas updated"
-    if replicas > updated:
-        return f"{replicas - updated} old replica(s) pending termination"
-    if available < updated:
-        return f"{available} of {updated} updated replicas available"
-    return None
-
-
-def _hint(reason: str) -> str:
-    key = next((k for k in STUCK_HINTS if k in reason), "")
-    return STUCK_HINTS.get(key, f"see: kubectl describe pods -l app={APP} (sdcluster kubeconfig)")
-
-
-def wait_for_rollout(ctx: GcpContext, obj: KubeObject, generation: int, until: str = "available") -> None:
-    """Until the Deployment has rolled out its new template, as ``kubectl rollout status`` decides.
-
-    ``until="started"``: until the new pods run (their containers started), for a model path with no
-    version yet, where TF Serving cannot become ready. A final reason (an image that cannot be pulled,
-    a crash loop, pods that will not fit, a missing service account) seen over a grace period fails
-    the update with the pod's reason and a hint, as a failed create does.
-    """
-    cfg = obj.cfg
-    timeout = cfg.serving.rollout_timeout_s
-    grace = min(60.0, timeout / 10)
-    first_stuck: dict[str, float] = {}
-
-    def probe() -> bool | None:
-        d = obj.get(ctx, admin=True) or {}
-        if int((d.get("metadata") or {}).get("generation", 0) or 0) < generation:
-            d = {}
-        waiting = rollout_progress(d) if d else "waiting for the Deployment"
-        pods, events = _pods_and_events(ctx, obj, d)
-        if until == "started" and waiting is not None and "available" in waiting:
-            started = [p for p in pods if _started(p)]
-            if len(started) >= int((d.get("spec") or {}).get("replicas", 1)):
-                return True
-        if waiting is None:
-            return True
-        ctx.report(obj.address, f"rolling out: {waiting}")
-        reason = stuck_reason(pods, events)
-        if reason:
-            since = first_stuck.setdefault(reason, time.monotonic())
-            if time.monotonic() - since >= grace:
-                raise RolloutStuck(
-                    f"Deployment {obj.obj_name} cannot become ready: {reason}", hint=_hint(reason)
-                )
-        return None
-
-    try:
-        retry.until(probe, timeout_s=timeout, what=f"Deployment {obj.obj_name} rollout", max_interval_s=5.0)
-    except WaitTimeout as e:
-        raise WaitTimeout(
-            str(e), hint="see: kubectl describe deploy/" + APP + " (sdcluster kubeconfig)"
-        ) from e
-
-
-def _started(pod: Mapping[str, Any]) -> bool:
-    """All containers of the pod are running (TF Serving may still be waiting for its model)."""
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    return bool(statuses) and all("running" in (cs.get("state") or {}) for cs in statuses)
-
-
-def ingress_ip(live: Mapping[str, Any]) -> str | None:
-    ingress = (live.get("status", {}).get("loadBalancer", {}) or {}).get("ingress") or []
-    return (ingress[0].get("ip") or ingress[0].get("hostname")) if ingress else None
-
-
-def load_balancer_ip(ctx: GcpContext, obj: KubeObject) -> str:
-    def probe() -> str | None:
-        ip = ingress_ip(obj.get(ctx, admin=True) or {})
-        if not ip:
-            ctx.report(obj.address, "waiting for the load balancer address")
-        return str(ip) if ip else None
-
-    return retry.until(
-        probe,
-        timeout_s=obj.cfg.serving.lb_timeout_s,
-        what=f"the load balancer address of Service {obj.obj_name}",
-        hint="GKE can take a few minutes; check: kubectl describe svc " + APP,
-        max_interval_s=5.0,
-    )
-
-
-# --------------------------------------------------------------------------------------------------
 # Assembly
 
 
 def serving_resources(
-    cfg: Config, cluster_deps: tuple[str, ...], model_deps: tuple[str, ...]
+    cfg: Config, cluster_deps: tuple[str, ...], model_deps: tuple[str, ...], model: ModelVersion | None = None
 ) -> list[Resource[GcpContext]]:
     ns = cfg.serving.namespace
     out: list[Resource[GcpContext]] = []
@@ -689,7 +536,7 @@ def serving_resources(
     configmap = KubeObject(cfg, configmap_manifest(cfg), base)
     account = KubeObject(cfg, service_account_manifest(cfg), base)
     deps = (*base, *model_deps, configmap.address, account.address)
-    deployment = Deployment(cfg, deployment_manifest(cfg), deps)
+    deployment = Deployment(cfg, deployment_manifest(cfg), deps, model)
     # The Service does not wait for the rollout: its load balancer is provisioned meanwhile.
     service = Service(cfg, service_manifest(cfg), base)
     out += [configmap, account, deployment, service]
@@ -757,12 +604,12 @@ def wait_for_version(
                 f"TF Serving: version {version} {state or 'not seen yet (it polls the bucket every second)'}"
             )
             return None
-        pods, events = _pods_and_events(ctx, deployment, deployment.get(ctx) or {})
+        pods, events = pods_and_events(ctx, deployment, deployment.get(ctx) or {})
         reason = stuck_reason(pods, events)
         if reason:
             since = first_stuck.setdefault(reason, time.monotonic())
             if time.monotonic() - since >= grace:
-                raise RolloutStuck(f"TF Serving cannot run: {reason}", hint=_hint(reason))
+                raise RolloutStuck(f"TF Serving cannot run: {reason}", hint=stuck_hint(reason))
         tell(f"no TF Serving pod is ready yet{_last_log_line(ctx, pods)}")
         return None
 
@@ -784,7 +631,7 @@ def _last_log_line(ctx: GcpContext, pods: list[dict[str, Any]]) -> str:
     """``: <pod>: <its last log line>`` of the first pod that is not ready ("" if none or unreadable)."""
     from kubernetes import client as k8s
 
-    pod = next((p for p in pods if not _ready(p)), None)
+    pod = next((p for p in pods if not pod_ready(p)), None)
     if pod is None:
         return ""
     name = pod["metadata"]["name"]
