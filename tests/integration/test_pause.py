@@ -96,7 +96,7 @@ def test_apply_of_a_change_keeps_a_paused_cluster_paused_and_destroy_works(setup
 
 
 def test_generate_wakes_a_paused_cluster_and_no_wake_refuses(project: Any, tmp_path: Path) -> None:
-    emu = project(scale_down_s=2.0)  # an empty serving node lives 2 s: time to place kube-dns on it
+    emu = project(**KNOBS)
     assert cli(["apply", "-y"]).exit_code == 0
     r = cli(["upload-model", str(make_demo_model(tmp_path / "model", shards=1, shard_bytes=1024))])
     assert r.exit_code == 0, r.output
@@ -146,7 +146,7 @@ def test_the_serving_pool_is_tainted_so_gke_pods_leave_it_and_an_untainted_one_i
     from ..helpers import factory
     from .test_serving import KEY
 
-    emu = project(scale_down_s=2.0)  # an empty serving node lives 2 s: time to place kube-dns on it
+    emu = project(scale_down_s=5.0)  # an empty serving node lives 5 s: time to place kube-dns on it
     assert cli(["apply", "-y"]).exit_code == 0
     system = {n for n in kube_dns_nodes(emu) if "sd-system-pool" in n}
     assert kube_dns_nodes(emu) == system and len(system) == 1  # both kube-dns pods on the system node
