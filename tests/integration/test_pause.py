@@ -128,6 +128,30 @@ def kube_dns_nodes(emu: Any) -> set[str]:
     return {p.spec.node_name or "" for p in pods}
 
 
+def serving_pods(emu: Any) -> list[Any]:
+    from kubernetes import client as k8s
+
+    return list(
+        k8s.CoreV1Api(kube_api(emu))
+        .list_namespaced_pod("default", label_selector="app=stable-diffusion")
+        .items
+    )
+
+
+def placed_kube_dns(emu: Any) -> Any:
+    """A probe: the nodes of the two kube-dns pods once both are placed again (None before)."""
+
+    def probe() -> set[str] | None:
+        from kubernetes import client as k8s
+
+        core = k8s.CoreV1Api(kube_api(emu))
+        pods = core.list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns").items
+        nodes = [p.spec.node_name for p in pods]
+        return set(nodes) if len(nodes) == 2 and all(nodes) else None
+
+    return probe
+
+
 def delete_kube_dns(emu: Any) -> None:
     from kubernetes import client as k8s
 
@@ -167,8 +191,10 @@ def test_the_serving_pool_is_tainted_so_gke_pods_leave_it_and_an_untainted_one_i
     )
     # Paused, the serving node is empty, so it has the most room: a kube-dns placed now goes there.
     assert cli(["pause"]).exit_code == 0
+    retry.until(lambda: True if not serving_pods(emu) else None, timeout_s=30, what="no serving pod")
     delete_kube_dns(emu)
-    assert any("sd-node-pool" in n for n in kube_dns_nodes(emu))
+    placed = retry.until(placed_kube_dns(emu), timeout_s=10, what="kube-dns placed again")
+    assert any("sd-node-pool" in n for n in placed), placed
     r = cli(["pause"])
     assert r.exit_code == 0, r.output
     assert "keeps its serving node up" in r.output and "run sdcluster apply" in r.output, r.output
@@ -185,4 +211,8 @@ def test_the_serving_pool_is_tainted_so_gke_pods_leave_it_and_an_untainted_one_i
     assert "kubectl -n kube-system delete pod kube-dns-" in r.output, r.output
     delete_kube_dns(emu)
     until_serving_nodes(emu, 0)
-    assert all("sd-system-pool" in n for n in kube_dns_nodes(emu))
+    retry.until(
+        lambda: True if all("sd-system-pool" in n for n in kube_dns_nodes(emu) or {""}) else None,
+        timeout_s=10,
+        what="kube-dns on the system pool",
+    )
