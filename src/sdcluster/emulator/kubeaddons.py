@@ -73,6 +73,13 @@ def replicas(app: str, nodes: int, cores: float) -> int:
     return max(want, 2) if nodes > 1 else max(want, 1)
 
 
+def spread_app(record: dict[str, Any]) -> str:
+    """The ``k8s-app`` a pod record spreads across hostnames ("" for workload pods and add-ons that
+    do not): what the scheduler's anti-affinity score looks at."""
+    addon = BY_APP.get(str(record.get("app", "")))
+    return addon.app if addon is not None and addon.spread else ""
+
+
 def pod_spec(addon: Addon) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "priorityClassName": "system-cluster-critical",
@@ -117,11 +124,10 @@ def reconcile(addons: dict[str, Any], nodes: int, cores: float, now: float, key:
             key=lambda p: (p["node"] is not None, p["created"]),
         )
         want = replicas(addon.app, nodes, cores) if nodes else 0
-        for extra in mine[: max(len(mine) - want, 0)]:
-            del addons[extra["name"]]
-        serial = 0
-        while len([p for p in addons.values() if p["app"] == addon.app]) < want:
-            serial += 1
+        extra = max(len(mine) - want, 0)
+        for p in mine[:extra]:
+            del addons[p["name"]]
+        for _ in range(want - (len(mine) - extra)):
             uid = str(uuid.uuid4())
             name = f"{addon.app}-{kubesim._suffix(10, key, addon.app)}-{kubesim._suffix(5, uid)}"
             addons[name] = {

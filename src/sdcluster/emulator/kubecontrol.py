@@ -543,7 +543,7 @@ class ClusterSim(Autoscaler):
             need = kubesim.pod_requests(pod["spec"])
             reasons = [kubesim.misfits(f, need, pod["spec"]) for f in free]
             fits = [f for f, r in zip(free, reasons, strict=True) if not r]
-            spread = str(pod.get("app", "")) if kubeaddons.BY_APP.get(pod.get("app", "")) else ""
+            spread = kubeaddons.spread_app(pod)
             # The highest score wins; among equals, the first node (max keeps the first).
             fit = max(fits, key=lambda f: kubesim.score(f, need, spread), default=None)
             if fit is None:
