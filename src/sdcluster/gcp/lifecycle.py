@@ -49,21 +49,23 @@ def _live(ctx: GcpContext, dep: Deployment) -> dict[str, Any]:
     return live
 
 
-def _apps(ctx: GcpContext) -> Any:
+def _api(ctx: GcpContext, kind: str) -> Any:
+    """``kind`` ("AppsV1Api", "CoreV1Api") on the cluster, as the admin."""
     from kubernetes import client as k8s
 
-    return k8s.AppsV1Api(ctx.kube(admin=True))
+    return getattr(k8s, kind)(ctx.kube(admin=True))
 
 
-def _annotate(ctx: GcpContext, dep: Deployment, values: dict[str, str | None]) -> dict[str, Any]:
-    body = {"metadata": {"annotations": values}}
-    apps = _apps(ctx)
+def _merge_patch(
+    ctx: GcpContext, patch: Any, name: str, namespace: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """One JSON merge patch by the pause's field manager (a client's ``patch_namespaced_*``)."""
     return raw_json(
         kube_call(
             ctx,
-            lambda: apps.patch_namespaced_deployment(
-                APP,
-                dep.namespace,
+            lambda: patch(
+                name,
+                namespace,
                 body,
                 field_manager=PAUSE_MANAGER,
                 _content_type=MERGE_PATCH,
@@ -73,18 +75,17 @@ def _annotate(ctx: GcpContext, dep: Deployment, values: dict[str, str | None]) -
     )
 
 
+def _annotate(ctx: GcpContext, dep: Deployment, values: dict[str, str | None]) -> dict[str, Any]:
+    apps = _api(ctx, "AppsV1Api")
+    return _merge_patch(
+        ctx, apps.patch_namespaced_deployment, APP, dep.namespace, {"metadata": {"annotations": values}}
+    )
+
+
 def _scale(ctx: GcpContext, dep: Deployment, replicas: int) -> None:
-    apps = _apps(ctx)
-    kube_call(
-        ctx,
-        lambda: apps.patch_namespaced_deployment_scale(
-            APP,
-            dep.namespace,
-            {"spec": {"replicas": replicas}},
-            field_manager=PAUSE_MANAGER,
-            _content_type=MERGE_PATCH,
-            _preload_content=False,
-        ),
+    apps = _api(ctx, "AppsV1Api")
+    _merge_patch(
+        ctx, apps.patch_namespaced_deployment_scale, APP, dep.namespace, {"spec": {"replicas": replicas}}
     )
 
 
@@ -129,21 +130,11 @@ def resume(ctx: GcpContext) -> dict[str, Any]:
 
 def _clear_autostop(ctx: GcpContext) -> None:
     """The autostop's note and idle clock go (its next run starts the clock again)."""
-    from kubernetes import client as k8s
-
-    core = k8s.CoreV1Api(ctx.kube(admin=True))
+    core = _api(ctx, "CoreV1Api")
     body = {"data": {"paused": None, "count": None, "since": None}}
     try:
-        kube_call(
-            ctx,
-            lambda: core.patch_namespaced_config_map(
-                AUTOSTOP_STATE,
-                ctx.config.serving.namespace,
-                body,
-                field_manager=PAUSE_MANAGER,
-                _content_type=MERGE_PATCH,
-                _preload_content=False,
-            ),
+        _merge_patch(
+            ctx, core.patch_namespaced_config_map, AUTOSTOP_STATE, ctx.config.serving.namespace, body
         )
     except NotFound:
         pass
@@ -173,14 +164,12 @@ def is_paused(ctx: GcpContext) -> str:
 
 def node_holders(ctx: GcpContext) -> list[dict[str, Any]]:
     """The kube-system pods that keep a serving node up ({"pod", "node", "tainted": whether that
-    node carries SERVING_TAINT yet}): not a DaemonSet's and not
-    a node's mirror pod, so the cluster autoscaler does not remove their node (kubernetes/autoscaler
-    cluster-autoscaler/FAQ.md, "What types of pods can prevent CA from removing a node?"). With the
-    serving pool tainted new ones go to the system pool; one placed before the taint stays until it
-    is deleted (its Deployment then makes it again, on the system pool)."""
-    from kubernetes import client as k8s
-
-    core = k8s.CoreV1Api(ctx.kube(admin=True))
+    node carries SERVING_TAINT yet}): not a DaemonSet's and not a node's mirror pod, so the cluster
+    autoscaler does not remove their node (kubernetes/autoscaler cluster-autoscaler/FAQ.md, "What
+    types of pods can prevent CA from removing a node?"). With the serving pool tainted new ones go
+    to the system pool; one placed before the taint stays until it is deleted (its Deployment then
+    makes it again, on the system pool)."""
+    core = _api(ctx, "CoreV1Api")
     selector = f"{POOL_LABEL}={ctx.config.cluster.node_pool}"
     tainted = {
         n.metadata.name: any(t.key == SERVING_TAINT["key"] for t in n.spec.taints or [])
