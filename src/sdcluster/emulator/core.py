@@ -93,6 +93,7 @@ class Knobs:
     scale_down_s: float = 60.0  # a node without workload pods for this long is removed
     event_ttl_s: float = 3600.0  # kube-apiserver --event-ttl (1 h by default)
     cron_minute_s: float = 60.0  # how long one minute of a CronJob schedule lasts (kubecron)
+    tick_s: float = 0.05  # how often operations and the clusters' controllers advance
     seed: int = 0
     quotas: dict[str, float] = field(default_factory=_default_quotas)
     # The Cloud Billing Catalog answers (False: unreachable, every call UNAVAILABLE).

@@ -30,8 +30,6 @@ from ..protocol import CONTROL_SERVICE
 from .core import EmulatorError, FaultRule, Knobs, World
 from .grpcutil import grpc_handler
 
-TICK_S = 0.05
-
 
 class Emulator:
     """The whole emulator, in-process. Use as a context manager or call start()/stop()."""
@@ -98,7 +96,7 @@ class Emulator:
         self._threads.append(t)
 
     def _tick_loop(self) -> None:
-        while not self._stop.wait(TICK_S):
+        while not self._stop.wait(self.world.knobs.tick_s):
             for tick in self._tickers:
                 try:
                     tick()
