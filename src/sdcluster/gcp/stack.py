@@ -158,7 +158,7 @@ class GcpStack(Stack[GcpContext]):
             model = ModelVersion(cfg, (*storage_deps, *(m.address for m in members)))
             out.append(model)
             model_deps = (*model_deps, model.address)
-        out += serving_resources(cfg, (cluster.address, pool.address), model_deps, model)
+        out += serving_resources(cfg, cluster.address, pool.address, model_deps, model)
         if cfg.serving.idle_stop_minutes:
             from .resources.autostop import manifests
             from .resources.kube import KubeObject

@@ -75,13 +75,14 @@ KSA = "tf-serving"  # the Kubernetes service account TF Serving runs as: its pri
 # longer grace period is cut at 15 s anyway; stay within what is honoured.
 TERMINATION_GRACE_S = 15
 # TF Serving's ports open only once the model has loaded; a multi-GB SavedModel read from Cloud
-# Storage and restored takes minutes. The startup probe allows 30 minutes (2 s x 900) before the
-# kubelet restarts the container; the liveness probe takes over once it has passed. A short period
-# with a high failureThreshold, as KEP-950 (startupProbe) intends: the pod is ready within ~2 s of
-# the load, not up to 10 s after it.
-STARTUP_PERIOD_S = 2
+# Storage and restored takes minutes. The startup probe allows 30 minutes (1 s x 1800) before the
+# kubelet restarts the container; the liveness probe takes over once it has passed. The shortest
+# period Kubernetes allows (1 s) with a high failureThreshold, as KEP-950 (startupProbe) intends: the
+# pod is ready within a second of the load (the kubelet runs the readiness probe as soon as the
+# startup probe passes), not up to 10 s after it. A TCP connect a second costs TF Serving nothing.
+STARTUP_PERIOD_S = 1
 LOAD_RETRY_S, LOAD_RETRIES = 5, 60  # TF Serving's defaults: 60 s, 5 times (see deployment_manifest)
-STARTUP_FAILURES = 900
+STARTUP_FAILURES = 1800
 # What GKE runs on every node, by CPU request (observed on GKE 1.29 nodes, kubectl describe node:
 # kube-proxy 100m, fluentbit-gke 105m, ip-masq-agent 10m, gke-metadata-server 100m on GKE_METADATA
 # nodes; sdcluster's pool runs the metadata server).
@@ -524,18 +525,24 @@ def capacity_warnings(cfg: Config) -> list[str]:
 
 
 def serving_resources(
-    cfg: Config, cluster_deps: tuple[str, ...], model_deps: tuple[str, ...], model: ModelVersion | None = None
+    cfg: Config,
+    cluster: str,
+    pool: str,
+    model_deps: tuple[str, ...],
+    model: ModelVersion | None = None,
 ) -> list[Resource[GcpContext]]:
+    """The Kubernetes objects. Each needs the cluster's API only; the Deployment also the node pool
+    its pods run on, the objects it refers to, and the model (deps)."""
     ns = cfg.serving.namespace
     out: list[Resource[GcpContext]] = []
-    base = cluster_deps
+    base: tuple[str, ...] = (cluster,)
     if ns != "default":
-        namespace = KubeObject(cfg, namespace_manifest(cfg), cluster_deps)
+        namespace = KubeObject(cfg, namespace_manifest(cfg), base)
         out.append(namespace)
-        base = (*cluster_deps, namespace.address)
+        base = (*base, namespace.address)
     configmap = KubeObject(cfg, configmap_manifest(cfg), base)
     account = KubeObject(cfg, service_account_manifest(cfg), base)
-    deps = (*base, *model_deps, configmap.address, account.address)
+    deps = (*base, pool, *model_deps, configmap.address, account.address)
     deployment = Deployment(cfg, deployment_manifest(cfg), deps, model)
     # The Service does not wait for the rollout: its load balancer is provisioned meanwhile.
     service = Service(cfg, service_manifest(cfg), base)
