@@ -8,6 +8,8 @@ staging area, then the version is published by server-side copies, saved_model.p
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 
 from sdcluster.config import Config
 from sdcluster.errors import NotFound, UsageError
+from sdcluster.gcp import transfer
 from sdcluster.gcp.upload import UploadProgress, crc32c_b64, summarize, upload_model
 from sdcluster.ui.render import upload_progress_line
 
@@ -283,15 +286,139 @@ def test_a_large_file_goes_up_in_parts_composed_into_one_object(
     assert len(composes) == 1 and result.bytes_sent == 5 * MIB + 123 + 100_000
 
 
+@dataclass(frozen=True)
+class _File:
+    name: str
+    size: int
+    path: Path = Path("/dev/null")
+
+
+def _bench_like() -> list[_File]:
+    """16 equal shards and two small files: largest first on 8 streams, the small ones run alone."""
+    shard = (160 * MIB - 2 * MIB - 64 * 1024) // 16
+    shards = [_File(f"variables/variables.data-{i:05d}-of-00016", shard) for i in range(16)]
+    return [_File("saved_model.pb", 2 * MIB), _File("variables/variables.index", 64 * 1024), *shards]
+
+
+def _by_file(lanes: list[list[transfer.Part]]) -> dict[str, list[transfer.Part]]:
+    out: dict[str, list[transfer.Part]] = {}
+    for lane in lanes:
+        for part in lane:
+            out.setdefault(part.file.name, []).append(part)
+    return {name: sorted(parts, key=lambda p: p.offset) for name, parts in out.items()}
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        _bench_like(),
+        [_File("variables/variables.data-00000-of-00001", 4096 * MIB), _File("saved_model.pb", 3 * MIB)],
+        [_File("big", 512 * MIB), *(_File(f"f{i:02d}", 1024 * MIB // 20) for i in range(20)), _File("e", 0)],
+    ],
+    ids=["16 shards and 2 small files", "one 4 GiB file", "512 MiB and 20 files"],
+)
+def test_lanes_carry_equal_bytes_and_cut_at_most_one_file_per_lane(files: list[_File]) -> None:
+    total = sum(f.size for f in files)
+    lanes = transfer.lanes(files, "m/_staging/1/", 8)
+
+    assert len(lanes) == 8
+    # Every stream sends the same bytes, to within the 256 KiB units the cuts fall on.
+    for lane in lanes:
+        assert abs(sum(p.size for p in lane) - total / 8) <= 256 * 1024 + 8
+    # Largest first without lanes: some stream sends a small file after everyone else is done.
+    greedy = [0] * 8
+    for part in transfer.split(files, "m/_staging/1/"):
+        greedy[greedy.index(min(greedy))] += part.size
+    if files == _bench_like():
+        assert max(greedy) - total / 8 > 1.5 * MIB
+    # Each file is covered once, in order; a cut adds at most one part per lane end.
+    parts = _by_file(lanes)
+    assert set(parts) == {f.name for f in files}
+    for f in files:
+        ps = parts[f.name]
+        assert ps[0].offset == 0 and sum(p.size for p in ps) == f.size
+        assert all(a.offset + a.size == b.offset for a, b in pairwise(ps))
+        assert [p.index for p in ps] == list(range(len(ps))) and {p.count for p in ps} == {len(ps)}
+        assert len(ps) <= transfer.MAX_PARTS
+        assert all(p.offset % (256 * 1024) == 0 for p in ps)
+    assert sum(map(len, lanes)) <= len(transfer.split(files, "m/_staging/1/")) + 7
+
+
+def test_a_resumed_upload_cuts_its_lanes_where_the_interrupted_one_did() -> None:
+    files = _bench_like()
+    first = _by_file(transfer.lanes(files, "p/", 8))
+    left = [f for f in files if f.name not in ("saved_model.pb", "variables/variables.data-00003-of-00016")]
+
+    again = _by_file(transfer.lanes(left, "p/", 8, layout=files))
+    fresh = _by_file(transfer.lanes(left, "p/", 8))
+
+    assert again == {name: ps for name, ps in first.items() if name in {f.name for f in left}}
+    assert fresh != again  # without the layout the cuts move (and journaled sessions would not match)
+
+
+def test_a_small_upload_keeps_one_part_per_file_largest_first() -> None:
+    files = [_File("saved_model.pb", 100_000), *(_File(f"v{i}", 2 * MIB) for i in range(4))]
+
+    lanes = transfer.lanes(files, "p/", 8)
+
+    assert lanes == [[p] for p in transfer.split(files, "p/")] and len(lanes) == 5
+
+
+def test_lanes_cut_files_into_parts_composed_intact(
+    setup: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu, cfg, clients = setup
+    monkeypatch.setattr("sdcluster.gcp.transfer.MIN_LANE", 256 * 1024)
+    total = big_model(tmp_path / "model")  # 4 x 2 MiB + 100 kB: 8 lanes of about 1 MiB
+
+    result = upload_model(cfg, tmp_path / "model", factory=clients)
+
+    bucket = clients.storage(PROJECT).bucket(BUCKET)
+    cut = 0
+    for name in result.uploaded:
+        blob = bucket.get_blob(f"stable_diffusion_model/1/{name}")
+        assert (
+            blob.crc32c == crc32c_b64(tmp_path / "model" / name)
+            and blob.size == (tmp_path / "model" / name).stat().st_size
+        )
+        cut += (blob.component_count or 1) > 1
+    composes = [e for e in emu.log.entries() if e.method.endswith("/compose")]
+    assert cut == len(composes) >= 3  # the 2 MiB files straddle lanes of about 1 MiB
+    assert objects(clients, ".sdcluster-upload/") == {}
+    assert result.bytes_sent == total
+    assert result.workers == 8
+
+
+@pytest.mark.parametrize(
+    ("how", "part_size", "min_lane", "workers", "cut"),
+    [
+        ("a part per file", 32 * MIB, 4 * MIB, 8, 5),  # 5 files, each one stream
+        ("lanes", 32 * MIB, 256 * 1024, 8, 8),  # 8 lanes of ~1 MiB: files cut across two lanes
+        # One 8 MiB file in 8 parts on 2 streams: at the interrupt some parts are finished and the
+        # file not yet composed (the rerun must not send those parts again).
+        ("finished parts", 1 * MIB, 4 * MIB, 2, 2),
+    ],
+)
 def test_an_interrupted_upload_resumes_and_sends_only_what_is_missing(
-    make_emu: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_emu: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    part_size: int,
+    min_lane: int,
+    workers: int,
+    cut: int,
 ) -> None:
     monkeypatch.setattr("sdcluster.gcp.upload.PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr("sdcluster.gcp.transfer.PART_SIZE", part_size)
+    monkeypatch.setattr("sdcluster.gcp.transfer.MIN_LANE", min_lane)
     emu = make_emu(storage_mib_s=2)  # 2 MiB/s per connection: the upload takes a while
     clients = factory(emu)
     clients.storage(PROJECT).create_bucket(BUCKET, location="us-central1")
     cfg = Config.build(project=PROJECT, user=emu.world.knobs.owner)
-    total = big_model(tmp_path / "model")
+    total = big_model(
+        tmp_path / "model", **({"files": 1, "size": 8 * MIB} if how == "finished parts" else {})
+    )
 
     class Interrupted(Exception):
         pass
@@ -301,16 +428,19 @@ def test_an_interrupted_upload_resumes_and_sends_only_what_is_missing(
             raise Interrupted  # a dropped connection in the middle of every stream
 
     with pytest.raises(Interrupted):
-        upload_model(cfg, tmp_path / "model", factory=clients, progress=halfway)
+        upload_model(cfg, tmp_path / "model", factory=clients, progress=halfway, max_workers=workers)
     first = upload_bytes_received(emu)
     assert first < total  # it really stopped halfway
     assert list((tmp_path / ".sdcluster" / "uploads").glob("*.json"))  # the sessions were kept
+    if how == "finished parts":  # parts were finished, and their file not composed
+        assert not any(e.method.endswith("/compose") for e in emu.log.entries())
+        assert len(objects(clients, ".sdcluster-upload/")) >= 2
 
-    result = upload_model(cfg, tmp_path / "model", factory=clients)
+    result = upload_model(cfg, tmp_path / "model", factory=clients, max_workers=workers)
 
-    assert result.bytes_sent < total - first + 5 * 256 * 1024
+    assert result.bytes_sent < total - first + cut * 256 * 1024
     # Over both runs the emulator received the model once, plus under a 256 KiB unit per cut stream.
-    assert total <= upload_bytes_received(emu) < total + 5 * 256 * 1024
+    assert total <= upload_bytes_received(emu) < total + cut * 256 * 1024
     assert not list((tmp_path / ".sdcluster" / "uploads").glob("*.json"))  # nothing left to resume
     bucket = clients.storage(PROJECT).bucket(BUCKET)
     for name in result.uploaded:

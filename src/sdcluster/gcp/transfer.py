@@ -10,11 +10,19 @@ and https://cloud.google.com/storage/docs/parallel-composite-uploads):
 
 - every file, and every ``PART_SIZE`` slice of a large file, is one **resumable session** sent as
   one streamed PUT, read from disk in 1 MiB blocks (memory does not grow with the file);
-- up to ``max_workers`` sessions run at once, largest first; a large file's parts are composed into
-  the final object (at most 32 per compose), then the part objects are deleted;
+- up to ``max_workers`` sessions run at once; a large file's parts are composed into the final
+  object (at most 32 per compose), then the part objects are deleted;
+- the streams end together: the files, largest first, are cut into ``max_workers`` lanes of equal
+  bytes (McNaughton's wrap-around rule for splittable jobs on parallel machines), each lane sent
+  part after part by one stream, a file that straddles two lanes going up as two parts. Largest
+  first alone leaves the last files to a few streams while the others idle (16 equal files and one
+  small one on 8 streams: the small one runs alone at the end); the wrap adds at most one part per
+  lane. Small uploads (lanes under ``MIN_LANE``) keep one part per file, largest first;
 - each session's URI is written to a journal **before** its first byte is sent (``journal_path``,
   next to the state, mode 0600): an interrupted run leaves it behind, and the next run asks each
-  session how much it holds (``Content-Range: bytes */SIZE``) and sends only the rest;
+  session how much it holds (``Content-Range: bytes */SIZE``) and sends only the rest; a finished
+  part's object (generation, CRC32C) replaces its session there, so the finished parts of a large
+  file interrupted before its compose are not sent again either;
 - a lost or cut answer (connection reset, truncated JSON) and 5xx/429 are retried by asking the
   session where it stands; 404/410 on a session (expired, cancelled) starts that part again;
 - every part's CRC32C is checked against the bytes read, and every final object's against the file.
@@ -42,11 +50,12 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from .. import retry
-from ..errors import SdclusterError, translate
+from ..errors import NotFound, SdclusterError, translate
 
 MIB = 1024 * 1024
 PART_SIZE = 32 * MIB  # files above this go up in parallel parts, then compose
 MAX_PARTS = 32  # one compose request; larger files get larger parts
+MIN_LANE = 4 * MIB  # below this per stream, cutting files for balance costs more requests than it saves
 _UNIT = 256 * 1024  # resumable uploads persist in 256 KiB units: parts are multiples of it
 _READ = MIB
 ATTEMPTS = 8
@@ -98,19 +107,80 @@ class Sent:
 
 def split(files: Sequence[LocalFileLike], prefix: str) -> list[Part]:
     """The parts to send, largest first: a file of at most ``PART_SIZE`` is one part."""
-    parts: list[Part] = []
-    for f in files:
-        if f.size <= PART_SIZE:
-            parts.append(Part(f, 0, 1, 0, f.size, prefix + f.name))
+    return sorted((p for f in files for p in _parts(f, prefix, [(0, f.size)])), key=lambda p: -p.size)
+
+
+def _part_size(f: LocalFileLike, cuts: int = 0) -> int:
+    """The largest part of ``f``: ``PART_SIZE``, or more so that its parts (and ``cuts`` more made
+    at lane ends) fit in one compose."""
+    size = max(PART_SIZE, -(-f.size // max(1, MAX_PARTS - cuts)))
+    return size + -size % _UNIT
+
+
+def _parts(f: LocalFileLike, prefix: str, ranges: list[tuple[int, int]], cuts: int = 0) -> list[Part]:
+    """``f``'s parts: each (start, end) byte range, cut into parts of at most ``_part_size``."""
+    size = _part_size(f, cuts)
+    pieces = [(o, min(size, end - o)) for start, end in ranges for o in range(start, end, size)]
+    pieces = pieces or [(0, 0)]  # an empty file is one empty object
+    if len(pieces) == 1:
+        return [Part(f, 0, 1, 0, f.size, prefix + f.name)]
+    n = len(pieces)
+    return [
+        Part(f, i, n, offset, length, f"{COMPONENTS}{prefix}{f.name}.part-{i + 1:02d}-of-{n:02d}")
+        for i, (offset, length) in enumerate(pieces)
+    ]
+
+
+def lanes(
+    files: Sequence[LocalFileLike], prefix: str, streams: int, layout: Sequence[LocalFileLike] = ()
+) -> list[list[Part]]:
+    """The parts of ``files``, as lanes of about equal bytes, one stream each (see the module
+    docstring); small uploads get one lane per part, largest first.
+
+    ``layout``: the files the lanes are cut over (default ``files``), a superset that stays the
+    same when a run resumes an interrupted one (its files already sent are left out of ``files``,
+    not of ``layout``): the same cuts give the same parts, so the journal's sessions still match.
+    """
+    members = sorted(layout or files, key=lambda f: (-f.size, f.name))
+    wanted = {f.name for f in files}
+    total = sum(f.size for f in members)
+    n = max(1, min(streams, MAX_PARTS))
+    quota = -(-total // n)
+    if n == 1 or quota < MIN_LANE:
+        return [[p] for p in split(files, prefix)]
+    # Walk the files as one run of bytes, lane k ending near byte (k + 1) * total / n: cut at a
+    # 256 KiB unit of the file (resumable sessions persist whole units, so every part but a file's
+    # last is whole), which leaves each lane within a unit of its share, the shortfall not adding up.
+    ranges: dict[str, list[tuple[int, int, int]]] = {}  # name -> (lane, start, end)
+    lane, pos = 0, 0
+
+    def room() -> int:
+        return (lane + 1) * total // n - pos
+
+    for f in members:
+        spans = ranges.setdefault(f.name, [])
+        start = 0
+        while True:
+            take = f.size - start
+            if take > room() and lane < n - 1:
+                take = max(0, room() - room() % _UNIT)
+            if take > 0 or f.size == 0:
+                spans.append((lane, start, start + take))
+            start, pos = start + take, pos + take
+            if room() < _UNIT and lane < n - 1:  # this lane is full: the next one goes on
+                lane += 1
+            if start >= f.size:
+                break
+    out: list[list[Part]] = [[] for _ in range(n)]
+    for f in members:
+        if f.name not in wanted:
             continue
-        size = max(PART_SIZE, -(-f.size // MAX_PARTS))
-        size += -size % _UNIT
-        count = -(-f.size // size)
-        for i in range(count):
-            offset = i * size
-            name = f"{COMPONENTS}{prefix}{f.name}.part-{i + 1:02d}-of-{count:02d}"
-            parts.append(Part(f, i, count, offset, min(size, f.size - offset), name))
-    return sorted(parts, key=lambda p: -p.size)
+        spans = ranges[f.name]
+        parts = _parts(f, prefix, [(a, b) for _, a, b in spans], cuts=len(spans) if len(spans) > 1 else 0)
+        for part in parts:
+            lane_of = next(i for i, a, b in spans if a <= part.offset < b or (a == b == part.offset))
+            out[lane_of].append(part)
+    return [lane_parts for lane_parts in out if lane_parts]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,7 +212,7 @@ class Journal:
     def session(self, part: Part) -> str | None:
         with self._lock:
             entry = self.sessions.get(part.key)
-        if entry and all(entry.get(k) == v for k, v in self.identity(part).items()):
+        if entry and "uri" in entry and all(entry.get(k) == v for k, v in self.identity(part).items()):
             return str(entry["uri"])
         return None
 
@@ -151,10 +221,21 @@ class Journal:
             self.sessions[part.key] = {"uri": uri, **self.identity(part)}
             self._save()
 
-    def drop(self, part: Part) -> None:
+    def done(self, part: Part, obj: dict[str, Any]) -> None:
+        """The part's object exists: a rerun that finds it (same generation) does not send it again
+        (a large file's finished parts wait for its last one, then the compose)."""
         with self._lock:
-            if self.sessions.pop(part.key, None) is not None:
-                self._save()
+            entry = {"object": {"generation": str(obj.get("generation", "")), "crc32c": obj.get("crc32c")}}
+            self.sessions[part.key] = {**entry, **self.identity(part)}
+            self._save()
+
+    def finished(self, part: Part) -> dict[str, Any] | None:
+        """The object an earlier run recorded as this part's, if any (its file unchanged since)."""
+        with self._lock:
+            entry = self.sessions.get(part.key)
+        if entry and "object" in entry and all(entry.get(k) == v for k, v in self.identity(part).items()):
+            return dict(entry["object"])
+        return None
 
     def clear(self) -> None:
         """Forget every session: the destination holds every file (sessions of files that finished
@@ -319,6 +400,9 @@ class _Transfer:
         """The part's object, uploaded (or found finished), its CRC32C checked."""
         with self._lock:
             self.sent.workers.add(threading.get_ident())
+        found = self._finished(part)
+        if found is not None:
+            return found
         uri = self.journal.session(part)
         if uri is not None:
             with self._lock:
@@ -341,7 +425,7 @@ class _Transfer:
                 else:
                     obj, sent_crc = self._put(uri, part, held)
                 self._verify(part, obj, sent_crc)
-                self.journal.drop(part)
+                self.journal.done(part, obj)
                 return obj
             except _Gone:
                 uri = None  # expired or cancelled: this part starts over, the others are untouched
@@ -350,6 +434,29 @@ class _Transfer:
                     raise
                 _backoff(attempt)
         raise AssertionError("unreachable")
+
+    def _finished(self, part: Part) -> dict[str, Any] | None:
+        """The part's object, when an earlier run finished it and it is still there, unchanged."""
+        recorded = self.journal.finished(part)
+        if recorded is None:
+            return None
+        url = f"{self.base}/storage/v1/b/{self.bucket.name}/o/{quote(part.object_name, safe='')}"
+        for attempt in range(ATTEMPTS):
+            try:
+                obj = self._json(self._request("GET", url, params={"generation": recorded["generation"]}))
+                break
+            except _Transient:
+                if attempt == ATTEMPTS - 1:
+                    raise
+                _backoff(attempt)
+            except NotFound:
+                return None  # gone (deleted, or a compose that went through): send it again
+        if obj.get("crc32c") != recorded["crc32c"] or int(obj.get("size", -1)) != part.size:
+            return None
+        with self._lock:
+            self.sent.bytes_resumed += part.size
+        self.on_bytes(part.size)  # held since an earlier run: done, not sent again
+        return obj
 
     def _put(self, uri: str, part: Part, held: int) -> tuple[dict[str, Any], str | None]:
         """The session's answer, and the CRC32C of the bytes sent when they were the whole part."""
@@ -447,13 +554,16 @@ def send(
     on_bytes: Callable[[int], None] = lambda n: None,
     on_file: Callable[[LocalFileLike, float], None] = lambda f, s: None,
     stop: threading.Event | None = None,
+    layout: Sequence[LocalFileLike] = (),
 ) -> Sent:
     """Upload ``files`` to ``<prefix><name>`` (see the module docstring). ``on_file(file, seconds)``
-    is called once a file's object exists (seconds since its first part started). Raises ``Stopped``
-    when ``stop`` is set (or on Ctrl-C) with the journal saved, and the translated error otherwise."""
+    is called once a file's object exists (seconds since its first part started). ``layout``: see
+    ``lanes``. Raises ``Stopped`` when ``stop`` is set (or on Ctrl-C) with the journal saved, and the
+    translated error otherwise."""
     stop = stop or threading.Event()
     transfer = _Transfer(bucket, Journal(journal_path), project, stop, on_bytes)
-    parts = split(files, prefix)
+    streams = lanes(files, prefix, max_workers, layout)
+    parts = [p for lane in streams for p in lane]
     pending: dict[str, list[tuple[Part, dict[str, Any]]]] = {}
     started: dict[str, float] = {}
     lock = threading.Lock()
@@ -472,8 +582,14 @@ def send(
             transfer.compose(part.file, prefix + part.file.name, done)
         on_file(part.file, time.monotonic() - started[part.file.name])
 
+    def lane_job(lane: list[Part]) -> None:
+        for part in lane:
+            if stop.is_set():  # another lane failed or the run was interrupted: start no session
+                raise Stopped("upload interrupted", hint="run it again: it resumes where it stopped")
+            job(part)
+
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="upload") as pool:
-        futures: list[Future[None]] = [pool.submit(job, p) for p in parts]
+        futures: list[Future[None]] = [pool.submit(lane_job, lane) for lane in streams]
         try:
             while True:
                 if retry.cancelled():  # an interrupted apply (its upload runs in a worker thread)

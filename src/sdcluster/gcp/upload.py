@@ -181,11 +181,13 @@ def upload_model(
     factory: ClientFactory,
     progress: Progress | None = None,
     max_workers: int = MAX_WORKERS,
+    clean: bool = True,
 ) -> UploadResult:
     """Upload the SavedModel in ``directory`` and publish it as ``<cfg.model_path>/<version>/``.
 
     ``version=None``: see the module docstring. ``progress`` is called from upload threads, one call
-    at a time. Raises UsageError for a directory that is not a SavedModel or a bad version, NotFound
+    at a time. ``clean=False`` leaves the staging area for the caller's ``clean_staging`` (which
+    can then run while TF Serving loads the version). Raises UsageError for a directory that is not a SavedModel or a bad version, NotFound
     when the bucket does not exist, and the translated storage error when an upload fails.
 
     Example::
@@ -230,10 +232,14 @@ def upload_model(
             )
     bucket = client.bucket(bucket_name)
     journal = transfer.journal_for(cfg.state.path, destination)
-    sent = _upload(bucket, f"{base}/{staging}", todo, tracker, max_workers, cfg.project, journal)
+    # The lanes are cut over what this version's staging area gets, sent now or by an interrupted
+    # run: a rerun cuts them where that run did, so its journaled sessions match (transfer.lanes).
+    staged = [f for f in files if f in todo or sources.get(f.name) == staging + f.name]
+    sent = _upload(bucket, f"{base}/{staging}", todo, staged, tracker, max_workers, cfg.project, journal)
     tracker.emit("publishing", force=True)
     _publish(bucket, base, target, sources, max_workers, cfg.project)
-    _clean_staging(client, bucket, bucket_name, f"{base}/{staging}", cfg.project)
+    if clean:
+        clean_staging(cfg, chosen, factory=factory)
     tracker.emit("done", force=True)
     local = {f.name for f in files}
     uploaded = {f.name for f in todo}
@@ -374,10 +380,15 @@ def _publish(
         copy(item)
 
 
-def _clean_staging(client: Any, bucket: Any, bucket_name: str, prefix: str, project: str) -> None:
-    """Delete the staging area of this version (what a finished publish no longer needs), several
+def clean_staging(cfg: Config, version: int, *, factory: ClientFactory) -> None:
+    """Delete the staging area of ``version`` (what a finished publish no longer needs), several
     objects at a time (each delete is one request: a round trip apiece)."""
     from google.api_core import exceptions as gexc
+
+    bucket_name, base = split_model_path(cfg.model_path)
+    client = factory.storage(cfg.project)
+    bucket = client.bucket(bucket_name)
+    prefix, project = f"{base}/{STAGING}/{version}/", cfg.project
 
     def delete(name: str) -> None:
         try:
@@ -511,6 +522,7 @@ def _upload(
     bucket: Any,
     prefix: str,
     files: list[LocalFile],
+    layout: list[LocalFile],
     tracker: _Tracker,
     max_workers: int,
     project: str,
@@ -530,6 +542,7 @@ def _upload(
         max_workers=max_workers,
         on_bytes=tracker.advance,
         on_file=tracker.sent_file,
+        layout=layout,
     )
 
 
