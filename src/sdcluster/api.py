@@ -375,22 +375,30 @@ def upload_model(
     ``'published version 1 at gs://p-bucket/stable_diffusion_model/1/; TF Serving serves version 1 of ...'``.
     """
     import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
 
     from .gcp.resources.serving import wait_for_version
     from .gcp.stack import GcpStack
+    from .gcp.upload import clean_staging
     from .gcp.upload import upload_model as upload
 
     ws = _workspace(target, state=state, emulator=emulator)
     if not isinstance(ws.stack, GcpStack):
         raise UsageError("upload_model needs the Google Cloud stack")
-    result = upload(ws.config, directory, version=version, factory=ws.stack.factory, progress=progress)
+    factory = ws.stack.factory
+    result = upload(ws.config, directory, version=version, factory=factory, progress=progress, clean=False)
     current = ws.backend.read() if wait else None
     url = (current.outputs.get("endpoint") if current else None) or None
-    if url is None:
-        return result
-    served = wait_for_version(
-        ws.stack.context(None), str(url), result.serving_version, say or (lambda _m: None)
-    )
+    # The staging area goes while TF Serving loads the version (nothing there waits for it).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clean-staging") as pool:
+        cleaned = pool.submit(clean_staging, ws.config, result.version, factory=factory)
+        if url is None:
+            cleaned.result()
+            return result
+        served = wait_for_version(
+            ws.stack.context(None), str(url), result.serving_version, say or (lambda _m: None)
+        )
+        cleaned.result()
     return dataclasses.replace(result, served=served)
 
 
