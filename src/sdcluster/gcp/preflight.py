@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -204,8 +205,10 @@ def _unreadable(e: SdclusterError) -> str:
 def project_quotas(factory: ClientFactory, cfg: Config) -> dict[tuple[str, str], tuple[float, float]]:
     """(scope, metric) -> (limit, usage) of the region and of the whole project (Compute Engine)."""
     p = cfg.project
-    region = _read(lambda: factory.compute("regions").get(project=p, region=cfg.region), p)
-    project = _read(lambda: factory.compute("projects").get(project=p), p)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="quotas") as pool:
+        regional = pool.submit(_read, lambda: factory.compute("regions").get(project=p, region=cfg.region), p)
+        whole = pool.submit(_read, lambda: factory.compute("projects").get(project=p), p)
+        region, project = regional.result(), whole.result()
     out = {(cfg.region, q.metric): (float(q.limit), float(q.usage)) for q in region.quotas}
     out.update({("global", q.metric): (float(q.limit), float(q.usage)) for q in project.quotas})
     return out
@@ -305,16 +308,21 @@ def network_findings(factory: ClientFactory, cfg: Config) -> list[Finding]:
 
 
 def cluster_findings(factory: ClientFactory, cfg: Config, nodes_now: int | None) -> list[Finding]:
-    """Machine type, GPU type and quotas for the node pool (``nodes_now``: see ``quota_findings``)."""
-    machine, vcpus = machine_type_finding(factory, cfg)
+    """Machine type, GPU type and quotas for the node pool (``nodes_now``: see ``quota_findings``).
+    The reads do not depend on one another: they go at once."""
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="preflight") as pool:
+        machine_read = pool.submit(machine_type_finding, factory, cfg)
+        gpu_read = pool.submit(accelerator_finding, factory, cfg)
+        quotas_read = pool.submit(project_quotas, factory, cfg)
+        machine, vcpus = machine_read.result()
+        gpu = gpu_read.result()
     out = [machine]
-    gpu = accelerator_finding(factory, cfg)
     if gpu is not None:
         out.append(gpu)
     if vcpus is None:
         return out
     try:
-        quotas, source = project_quotas(factory, cfg), ""
+        quotas, source = quotas_read.result(), ""
     except (ApiDisabled, PermissionDenied) as e:
         quotas = {
             (cfg.region, m): (v, 0.0) for m, v in TYPICAL_QUOTAS.items() if not m.endswith("ALL_REGIONS")

@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -243,17 +244,21 @@ def fetch_catalog(
         return [s for s in client.list_services(timeout=CALL_TIMEOUT_S) if s.display_name in wanted]
 
     found = retry.call(list_services, attempts=CALL_ATTEMPTS)
-    skus: list[dict[str, Any]] = []
-    for svc in found:
 
-        def list_skus(parent: str = svc.name) -> list[Any]:
+    def service_skus(parent: str) -> list[dict[str, Any]]:
+        def list_skus() -> list[Any]:
             request = billing_v1.ListSkusRequest(parent=parent, currency_code="USD")
             return list(client.list_skus(request=request, timeout=CALL_TIMEOUT_S))
 
-        for sku in retry.call(list_skus, attempts=CALL_ATTEMPTS):
-            as_json = _json(billing_v1.Sku, sku)
-            if kept(as_json):
-                skus.append(as_json)
+        return [
+            j
+            for j in (_json(billing_v1.Sku, s) for s in retry.call(list_skus, attempts=CALL_ATTEMPTS))
+            if kept(j)
+        ]
+
+    # One service's pages follow each other; the services' do not wait for one another.
+    with ThreadPoolExecutor(max_workers=max(1, len(found)), thread_name_prefix="prices") as pool:
+        skus = [sku for chunk in pool.map(service_skus, [s.name for s in found]) for sku in chunk]
     return [_json(billing_v1.Service, s) for s in found], skus
 
 

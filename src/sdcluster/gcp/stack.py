@@ -18,13 +18,14 @@ Roles (least privilege; README explains each deviation from the tutorial):
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import retry
 from ..config.names import project_of
 from ..engine import Listener, Plan, Resource, Stack
-from ..errors import SdclusterError
+from ..errors import NotFound, SdclusterError
 from ..state import State
 from .clients import ClientFactory
 from .context import TOKEN_CREATOR, GcpContext
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from .prices import PriceBook
 
+T = TypeVar("T")
 ADMIN_PROJECT_ROLES = ("roles/container.admin", "roles/compute.viewer")
 NODE_PROJECT_ROLES = ("roles/container.defaultNodeServiceAccount",)
 ACT_AS = "roles/iam.serviceAccountUser"
@@ -69,6 +71,7 @@ class GcpStack(Stack[GcpContext]):
         self.delete_bucket = (delete_bucket or not config.bucket.keep_on_destroy) and not holds_state
         self.force_bucket = force_bucket
         self._prices: Future[PriceBook] | None = None
+        self._stored: Future[int | None] | None = None
 
     def context(self, listener: Listener | None) -> GcpContext:
         return GcpContext(self.config, self.factory, listener)
@@ -193,21 +196,14 @@ class GcpStack(Stack[GcpContext]):
         return out
 
     def prefetch(self) -> None:
-        """Fetch the prices (Catalog API, else the snapshot) in the background, once."""
-        if self._prices is not None:
-            return
+        """Start what the plan's cost needs, to arrive while the resources refresh: the prices
+        (Catalog API, else the snapshot; once) and the bytes under the model path (every plan: an
+        upload changes them)."""
         from .prices import price_book
 
-        future: Future[PriceBook] = Future()
-        self._prices = future
-
-        def fetch() -> None:
-            try:
-                future.set_result(price_book(self.factory))
-            except BaseException as e:  # price_book falls back itself; this only carries bugs over
-                future.set_exception(e)
-
-        threading.Thread(target=fetch, name="sdcluster-prices", daemon=True).start()
+        if self._prices is None:
+            self._prices = _background("sdcluster-prices", lambda: price_book(self.factory))
+        self._stored = _background("sdcluster-model-bytes", self._list_model_bytes)
 
     def cost(self, plan: Plan, state: State | None, *, now: bool = False) -> dict[str, Any] | None:
         """The plan's cost while running (initial and maximum node count), or (``now``) the rate of
@@ -216,11 +212,13 @@ class GcpStack(Stack[GcpContext]):
 
         if plan.destroy:
             return None
-        self.prefetch()
-        assert self._prices is not None
+        if self._prices is None or self._stored is None:
+            self.prefetch()
+        assert self._prices is not None and self._stored is not None
         book = self._prices.result()
         observed = self._observed(plan)
-        model_bytes = self._model_bytes(observed.get(Bucket))
+        stored, self._stored = self._stored, None  # this plan's: the next one lists again
+        model_bytes = 0 if observed.get(Bucket) is None else stored.result()
         if not now:
             return plan_estimate(self.config, book, model_bytes)
         cluster = observed.get(Cluster)
@@ -245,17 +243,20 @@ class GcpStack(Stack[GcpContext]):
                 out.setdefault(type(r), c.before)
         return out
 
-    def _model_bytes(self, bucket: dict[str, Any] | None) -> int | None:
-        """Bytes stored under the model path (0 while the bucket does not exist; None: unreadable)."""
+    def _list_model_bytes(self) -> int | None:
+        """Bytes stored under the model path (0 while the bucket does not exist; None: unreadable,
+        or the model path is in another bucket)."""
         cfg = self.config
         name, _, prefix = cfg.model_path.removeprefix("gs://").partition("/")
-        if bucket is None or name != cfg.bucket_name:
-            return 0 if bucket is None else None
+        if name != cfg.bucket_name:
+            return None
         client = self.factory.storage(cfg.project)
         try:
             blobs = retry.call(
                 lambda: list(client.list_blobs(name, prefix=prefix.rstrip("/") + "/")), project=cfg.project
             )
+        except NotFound:
+            return 0
         except SdclusterError:
             return None
         return sum(int(b.size or 0) for b in blobs)
@@ -296,3 +297,17 @@ class GcpStack(Stack[GcpContext]):
 
 def _projects_named(state: State) -> set[str]:
     return {p for r in state.resources.values() if (p := project_of(r.id)) is not None}
+
+
+def _background(name: str, fn: Callable[[], T]) -> Future[T]:
+    """``fn()`` in a daemon thread, its result (or exception) in the future."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as e:  # carried over to whoever reads the result
+            future.set_exception(e)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future

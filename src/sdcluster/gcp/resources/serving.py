@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -348,10 +349,13 @@ class Deployment(KubeObject):
         }
 
     def read(self, ctx: GcpContext, prior: ResourceState | None) -> dict[str, Any] | None:
-        live = self.get(ctx)
-        if live is None or live.get("metadata", {}).get("deletionTimestamp"):
-            return None
-        model = model_word(model_versions(ctx, self.cfg))
+        # The bucket is listed while the cluster is asked: neither waits for the other's answer.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-versions") as pool:
+            versions = pool.submit(model_versions, ctx, self.cfg)
+            live = self.get(ctx)
+            if live is None or live.get("metadata", {}).get("deletionTimestamp"):
+                return None
+            model = model_word(versions.result())
         return {**self.view(live), "model": model, "rollout": rollout_word(live, model)}
 
     def apply(self, ctx: GcpContext) -> dict[str, Any]:
