@@ -23,12 +23,22 @@ def test_call_backoff_is_jittered_exponential_and_capped() -> None:
         assert all(0 <= w <= retry.CALL_MAX_WAIT_S for w in waits)
 
 
-def test_poll_interval_is_jittered_around_a_tenth_of_the_time_waited() -> None:
+def test_poll_interval_is_jittered_around_a_twentieth_of_the_time_waited() -> None:
     rng = random.Random(7)
     intervals = [retry.poll_interval(20.0, 5.0, rng) for _ in range(50)]
     assert len(set(intervals)) == 50
-    assert all(1.0 <= i <= 2.0 for i in intervals), intervals  # [half, all] of 10% of 20 s
+    assert all(0.5 <= i <= 1.0 for i in intervals), intervals  # [half, all] of 5% of 20 s
     assert all(2.5 <= retry.poll_interval(600.0, 5.0, rng) <= 5.0 for _ in range(20))  # capped
+    assert all(0.025 <= retry.poll_interval(0.1, 5.0, rng) <= 0.05 for _ in range(20))  # the floor
+
+
+def test_a_scaled_backoff_scales_the_bounds_not_the_fraction(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1:20: a 1 s wait polls as a 20 s one does, 20 times faster (not 20 times as often again).
+    monkeypatch.setattr("sdcluster.retry.BACKOFF_SCALE", 1 / 20)
+    rng = random.Random(7)
+    assert all(0.025 <= retry.poll_interval(1.0, 5.0, rng) <= 0.05 for _ in range(20))
+    assert all(0.125 <= retry.poll_interval(30.0, 5.0, rng) <= 0.25 for _ in range(20))  # cap 5 s / 20
+    assert all(0.00125 <= retry.poll_interval(0.0, 5.0, rng) <= 0.0025 for _ in range(20))  # floor / 20
 
 
 def test_cancel_wakes_a_wait_at_once_and_a_cancelled_run_starts_no_wait() -> None:
