@@ -51,11 +51,16 @@ POLL_FRACTION = 0.05
 BACKOFF_SCALE = 1.0
 
 _CANCEL = threading.Event()
+_WAKES: set[threading.Event] = set()  # the wake events of the waits under way (cancel sets them)
+_WAKES_LOCK = threading.Lock()
 
 
 def cancel() -> None:
     """Stop every wait now (``until`` raises ``Interrupted`` in whichever thread waits)."""
     _CANCEL.set()
+    with _WAKES_LOCK:
+        for wake in _WAKES:
+            wake.set()
 
 
 def cancelled() -> bool:
@@ -137,16 +142,42 @@ def until(
     retry_on: tuple[type[SdclusterError], ...] = (TransientError,),
     max_interval_s: float = 5.0,
     on_wait: Callable[[float], None] | None = None,
+    wake: threading.Event | None = None,
 ) -> T:
     """Poll ``probe`` until it returns a value that is not None; errors in ``retry_on`` count as "not yet".
 
-    Raises WaitTimeout after ``timeout_s`` naming ``what`` and how long it waited (and the last error),
-    ``Interrupted`` at once on ``cancel()`` (also before the first probe: a cancelled run starts nothing).
+    ``wake``: set by whoever sees the awaited thing change (a watch): the next probe runs at once
+    instead of at the end of the interval. Raises WaitTimeout after ``timeout_s`` naming ``what``
+    and how long it waited (and the last error), ``Interrupted`` at once on ``cancel()`` (also
+    before the first probe: a cancelled run starts nothing).
     """
+    if wake is None:
+        return _until(probe, timeout_s, what, hint, retry_on, max_interval_s, on_wait, _CANCEL)
+    with _WAKES_LOCK:
+        _WAKES.add(wake)
+    try:
+        return _until(probe, timeout_s, what, hint, retry_on, max_interval_s, on_wait, wake)
+    finally:
+        with _WAKES_LOCK:
+            _WAKES.discard(wake)
+
+
+def _until(
+    probe: Callable[[], T | None],
+    timeout_s: float,
+    what: str,
+    hint: str,
+    retry_on: tuple[type[SdclusterError], ...],
+    max_interval_s: float,
+    on_wait: Callable[[float], None] | None,
+    wake: threading.Event,
+) -> T:
     start = time.monotonic()
     last_error: SdclusterError | None = None
     while True:
         check_cancelled(f"waiting for {what}")
+        if wake is not _CANCEL:
+            wake.clear()  # before the probe: a change it does not see yet wakes the next one
         try:
             value = probe()
         except retry_on as e:
@@ -163,7 +194,7 @@ def until(
         # The interval grows with the time already waited (about a tenth of it, jittered), so a wait
         # overshoots its event by ~10% at most, yet a 7-minute wait makes only a few dozen calls;
         # capped, never sleeping past the deadline, and woken at once by a cancel.
-        if _CANCEL.wait(min(remaining, poll_interval(elapsed, max_interval_s))):
+        if wake.wait(min(remaining, poll_interval(elapsed, max_interval_s))):
             check_cancelled(f"waiting for {what}")
     waited = time.monotonic() - start
     detail = f"; last error: {last_error}" if last_error else ""

@@ -10,8 +10,10 @@ Example::
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from ... import retry
@@ -73,6 +75,52 @@ def pods_and_events(
 
 
 REVISION = "deployment.kubernetes.io/revision"
+WATCH_S = 30  # one watch request's timeoutSeconds; the next starts where it ended
+
+
+@contextmanager
+def watching(ctx: GcpContext, obj: KubeObject, *kinds: str) -> Iterator[threading.Event]:
+    """An event set whenever the object (``kinds``: "deployment", "service") or its pods ("pods")
+    change, from Kubernetes watches, as ``kubectl rollout status`` and ``kubectl get -w`` follow
+    them: a wait given it probes at once, not at its next poll. Best effort: when a watch cannot
+    be made or breaks, the polls go on as without it.
+    """
+    from kubernetes import client as k8s
+
+    wake, done = threading.Event(), threading.Event()
+    api = ctx.kube(admin=True)
+    ns, name = obj.namespace, f"metadata.name={obj.obj_name}"
+    lists: dict[str, Callable[..., Any]] = {
+        "deployment": lambda **kw: k8s.AppsV1Api(api).list_namespaced_deployment(
+            ns, field_selector=name, **kw
+        ),
+        "service": lambda **kw: k8s.CoreV1Api(api).list_namespaced_service(ns, field_selector=name, **kw),
+        "pods": lambda **kw: k8s.CoreV1Api(api).list_namespaced_pod(ns, label_selector=f"app={APP}", **kw),
+    }
+
+    def follow(kind: str) -> None:
+        while not done.is_set():
+            try:
+                response: Any = lists[kind](
+                    watch=True, timeout_seconds=WATCH_S, _preload_content=False, _request_timeout=WATCH_S + 10
+                )
+                try:
+                    for _ in response.stream(4096, decode_content=True):  # any event: look again
+                        wake.set()
+                        if done.is_set():
+                            break
+                finally:
+                    response.release_conn()
+            except Exception:  # the wait's own polls go on; try again a little later
+                done.wait(1.0)
+
+    if api is not None:
+        for kind in kinds:
+            threading.Thread(target=follow, args=(kind,), name=f"watch-{kind}", daemon=True).start()
+    try:
+        yield wake
+    finally:
+        done.set()  # each watch ends at its next event or timeout (daemon threads meanwhile)
 
 
 def _condition(obj: Mapping[str, Any], ctype: str) -> dict[str, Any]:
@@ -194,7 +242,14 @@ def wait_for_rollout(ctx: GcpContext, obj: KubeObject, generation: int, until: s
         return None
 
     try:
-        retry.until(probe, timeout_s=timeout, what=f"Deployment {obj.obj_name} rollout", max_interval_s=5.0)
+        with watching(ctx, obj, "deployment", "pods") as wake:
+            retry.until(
+                probe,
+                timeout_s=timeout,
+                what=f"Deployment {obj.obj_name} rollout",
+                max_interval_s=5.0,
+                wake=wake,
+            )
     except WaitTimeout as e:
         raise WaitTimeout(
             str(e), hint="see: kubectl describe deploy/" + APP + " (sdcluster kubeconfig)"
@@ -219,10 +274,12 @@ def load_balancer_ip(ctx: GcpContext, obj: KubeObject) -> str:
             ctx.report(obj.address, "waiting for the load balancer address")
         return str(ip) if ip else None
 
-    return retry.until(
-        probe,
-        timeout_s=obj.cfg.serving.lb_timeout_s,
-        what=f"the load balancer address of Service {obj.obj_name}",
-        hint="GKE can take a few minutes; check: kubectl describe svc " + APP,
-        max_interval_s=5.0,
-    )
+    with watching(ctx, obj, "service") as wake:
+        return retry.until(
+            probe,
+            timeout_s=obj.cfg.serving.lb_timeout_s,
+            what=f"the load balancer address of Service {obj.obj_name}",
+            hint="GKE can take a few minutes; check: kubectl describe svc " + APP,
+            max_interval_s=5.0,
+            wake=wake,
+        )
