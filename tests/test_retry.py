@@ -65,3 +65,50 @@ def test_cancel_wakes_a_wait_at_once_and_a_cancelled_run_starts_no_wait() -> Non
     finally:
         retry.reset_cancel()
     assert retry.until(lambda: 42, timeout_s=1, what="x") == 42
+
+
+def test_a_wake_makes_the_next_probe_run_at_once_not_at_the_end_of_the_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every interval lasts past the deadline: without the wake the wait times out after one probe.
+    monkeypatch.setattr("sdcluster.retry.MIN_POLL_S", 600.0)
+    wake, ready = threading.Event(), threading.Event()
+    probes: list[bool] = []
+
+    def probe() -> bool | None:
+        probes.append(ready.is_set())
+        return True if ready.is_set() else None
+
+    def change() -> None:  # what a watch does when it sees the awaited object change
+        while not probes:
+            threading.Event().wait(0.01)
+        ready.set()
+        wake.set()
+
+    threading.Thread(target=change).start()
+    assert retry.until(probe, timeout_s=60, what="x", max_interval_s=600, wake=wake) is True
+    assert probes[-1] is True and len(probes) >= 2
+
+
+def test_cancel_also_wakes_a_wait_that_has_a_wake_event() -> None:
+    errors: list[BaseException] = []
+    wake = threading.Event()
+
+    def waiter() -> None:
+        try:
+            retry.until(lambda: None, timeout_s=300, what="a watched thing", max_interval_s=60, wake=wake)
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    try:
+        while wake not in retry._WAKES:  # registered once the wait has begun
+            threading.Event().wait(0.01)
+        retry.cancel()
+        thread.join(timeout=30)  # a hang guard: the wait would otherwise last 300 s
+        assert not thread.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], Interrupted), errors
+        assert set() == retry._WAKES  # unregistered when the wait ends
+    finally:
+        retry.reset_cancel()
