@@ -70,24 +70,29 @@ def test_cancel_wakes_a_wait_at_once_and_a_cancelled_run_starts_no_wait() -> Non
 def test_a_wake_makes_the_next_probe_run_at_once_not_at_the_end_of_the_interval(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Every interval lasts past the deadline: without the wake the wait times out after one probe.
+    # Every interval lasts past the deadline (300 s): without the wake, one sleep to the deadline.
     monkeypatch.setattr("sdcluster.retry.MIN_POLL_S", 600.0)
     wake, ready = threading.Event(), threading.Event()
     probes: list[bool] = []
+    results: list[object] = []
 
     def probe() -> bool | None:
-        probes.append(ready.is_set())
-        return True if ready.is_set() else None
+        seen = ready.is_set()
+        probes.append(seen)
+        return True if seen else None
 
-    def change() -> None:  # what a watch does when it sees the awaited object change
-        while not probes:
-            threading.Event().wait(0.01)
-        ready.set()
-        wake.set()
+    def waiter() -> None:
+        results.append(retry.until(probe, timeout_s=300, what="x", max_interval_s=600, wake=wake))
 
-    threading.Thread(target=change).start()
-    assert retry.until(probe, timeout_s=60, what="x", max_interval_s=600, wake=wake) is True
-    assert probes[-1] is True and len(probes) >= 2
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    while not probes:
+        threading.Event().wait(0.01)
+    ready.set()
+    wake.set()  # what a watch does when it sees the awaited object change
+    thread.join(timeout=30)  # a hang guard: without the wake the wait sleeps to its 300 s deadline
+    assert not thread.is_alive()
+    assert results == [True] and probes == [False, True]
 
 
 def test_cancel_also_wakes_a_wait_that_has_a_wake_event() -> None:
