@@ -191,9 +191,9 @@ def _until(
         remaining = timeout_s - elapsed
         if remaining <= 0:
             break
-        # The interval grows with the time already waited (about a tenth of it, jittered), so a wait
-        # overshoots its event by ~10% at most, yet a 7-minute wait makes only a few dozen calls;
-        # capped, never sleeping past the deadline, and woken at once by a cancel.
+        # The interval grows with the time already waited (POLL_FRACTION of it, jittered), so a wait
+        # overshoots its event by at most that share, yet a 7-minute wait makes a few hundred calls,
+        # not thousands; capped, never sleeping past the deadline, woken at once by a cancel or a wake.
         if wake.wait(min(remaining, poll_interval(elapsed, max_interval_s))):
             check_cancelled(f"waiting for {what}")
     waited = time.monotonic() - start
