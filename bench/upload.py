@@ -158,9 +158,11 @@ def main() -> int:
             "The cap is the emulator's `--storage-mib-s`: a token bucket per connection on request and response "
             "bodies, as a real TCP stream is capped by its window and round-trip time. One stream sends the files "
             "one after another, each in one streamed request; `upload_model` runs that many resumable sessions at "
-            "once, largest first, large files in 32 MiB parts composed into one object. Row c drops every "
-            "stream at once when half the bytes are read; the rerun asks each journaled session how much it "
-            "holds and sends the rest.",
+            "once: the files, largest first, cut into as many lanes of equal bytes (a file that straddles two "
+            "lanes goes up as two parts, large files in parts of at most 32 MiB, composed into one object), so "
+            "the streams end together. Row c drops every stream at once when half the bytes are read; the rerun "
+            "asks each journaled session how much it holds and sends the rest, and sends no part the journal "
+            "records as finished.",
             "",
         ]
     )
