@@ -151,51 +151,38 @@ def until(
     and how long it waited (and the last error), ``Interrupted`` at once on ``cancel()`` (also
     before the first probe: a cancelled run starts nothing).
     """
-    if wake is None:
-        return _until(probe, timeout_s, what, hint, retry_on, max_interval_s, on_wait, _CANCEL)
+    wake = wake or threading.Event()  # without a watch, only a cancel sets it
     with _WAKES_LOCK:
         _WAKES.add(wake)
+    start = time.monotonic()
+    last_error: SdclusterError | None = None
     try:
-        return _until(probe, timeout_s, what, hint, retry_on, max_interval_s, on_wait, wake)
+        while True:
+            # Cleared before the cancel check and the probe: a cancel or a change after it wakes us.
+            wake.clear()
+            check_cancelled(f"waiting for {what}")
+            try:
+                value = probe()
+            except retry_on as e:
+                last_error = e
+                value = None
+            elapsed = time.monotonic() - start
+            if on_wait is not None:
+                on_wait(elapsed)
+            if value is not None:
+                return value
+            remaining = timeout_s - elapsed
+            if remaining <= 0:
+                break
+            # The interval grows with the time already waited (POLL_FRACTION of it, jittered), so a
+            # wait overshoots its event by at most that share, yet a 7-minute wait makes a few hundred
+            # calls, not thousands; capped, never sleeping past the deadline, woken at once by a
+            # cancel or a wake.
+            if wake.wait(min(remaining, poll_interval(elapsed, max_interval_s))):
+                check_cancelled(f"waiting for {what}")
     finally:
         with _WAKES_LOCK:
             _WAKES.discard(wake)
-
-
-def _until(
-    probe: Callable[[], T | None],
-    timeout_s: float,
-    what: str,
-    hint: str,
-    retry_on: tuple[type[SdclusterError], ...],
-    max_interval_s: float,
-    on_wait: Callable[[float], None] | None,
-    wake: threading.Event,
-) -> T:
-    start = time.monotonic()
-    last_error: SdclusterError | None = None
-    while True:
-        check_cancelled(f"waiting for {what}")
-        if wake is not _CANCEL:
-            wake.clear()  # before the probe: a change it does not see yet wakes the next one
-        try:
-            value = probe()
-        except retry_on as e:
-            last_error = e
-            value = None
-        elapsed = time.monotonic() - start
-        if on_wait is not None:
-            on_wait(elapsed)
-        if value is not None:
-            return value
-        remaining = timeout_s - elapsed
-        if remaining <= 0:
-            break
-        # The interval grows with the time already waited (POLL_FRACTION of it, jittered), so a wait
-        # overshoots its event by at most that share, yet a 7-minute wait makes a few hundred calls,
-        # not thousands; capped, never sleeping past the deadline, woken at once by a cancel or a wake.
-        if wake.wait(min(remaining, poll_interval(elapsed, max_interval_s))):
-            check_cancelled(f"waiting for {what}")
     waited = time.monotonic() - start
     detail = f"; last error: {last_error}" if last_error else ""
     raise WaitTimeout(
