@@ -46,12 +46,13 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from .. import retry
 from ..errors import NotFound, SdclusterError, translate
 
+T = TypeVar("T")
 MIB = 1024 * 1024
 PART_SIZE = 32 * MIB  # files above this go up in parallel parts, then compose
 MAX_PARTS = 32  # one compose request; larger files get larger parts
@@ -441,16 +442,12 @@ class _Transfer:
         if recorded is None:
             return None
         url = f"{self.base}/storage/v1/b/{self.bucket.name}/o/{quote(part.object_name, safe='')}"
-        for attempt in range(ATTEMPTS):
-            try:
-                obj = self._json(self._request("GET", url, params={"generation": recorded["generation"]}))
-                break
-            except _Transient:
-                if attempt == ATTEMPTS - 1:
-                    raise
-                _backoff(attempt)
-            except NotFound:
-                return None  # gone (deleted, or a compose that went through): send it again
+        try:
+            obj = _again_on_transient(
+                lambda: self._json(self._request("GET", url, params={"generation": recorded["generation"]}))
+            )
+        except NotFound:
+            return None  # gone (deleted, or a compose that went through): send it again
         if obj.get("crc32c") != recorded["crc32c"] or int(obj.get("size", -1)) != part.size:
             return None
         with self._lock:
@@ -499,18 +496,14 @@ class _Transfer:
             "destination": {"contentType": "application/octet-stream"},
         }
         url = f"{self.base}/storage/v1/b/{self.bucket.name}/o/{quote(name, safe='')}/compose"
-        for attempt in range(ATTEMPTS):
-            try:
-                obj = self._json(
-                    self._request(
-                        "POST", url, data=json.dumps(body), headers={"Content-Type": "application/json"}
-                    )
+        # Idempotent: the same sources make the same object.
+        obj = _again_on_transient(
+            lambda: self._json(
+                self._request(
+                    "POST", url, data=json.dumps(body), headers={"Content-Type": "application/json"}
                 )
-                break
-            except _Transient:
-                if attempt == ATTEMPTS - 1:
-                    raise
-                _backoff(attempt)  # compose is idempotent: the same sources make the same object
+            )
+        )
         if obj.get("crc32c") != crc32c_of(f.path) or int(obj.get("size", -1)) != f.size:
             raise UploadCorrupted(
                 f"gs://{self.bucket.name}/{name} does not match {f.path}", hint="run the upload again"
@@ -525,6 +518,16 @@ class _Transfer:
                     _backoff(attempt)
                 except SdclusterError:
                     break  # already gone (a retried delete whose answer was lost)
+
+
+def _again_on_transient(fn: Callable[[], T]) -> T:
+    """``fn()`` (an idempotent request), again after a backoff while its outcome is unknown."""
+    for attempt in range(ATTEMPTS - 1):
+        try:
+            return fn()
+        except _Transient:
+            _backoff(attempt)
+    return fn()
 
 
 def _backoff(attempt: int) -> None:
