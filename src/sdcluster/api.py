@@ -389,12 +389,12 @@ def upload_model(
     result = upload(ws.config, directory, version=version, factory=factory, progress=progress, clean=False)
     current = ws.backend.read() if wait else None
     url = (current.outputs.get("endpoint") if current else None) or None
+    if url is None:
+        clean_staging(ws.config, result.version, factory=factory)
+        return result
     # The staging area goes while TF Serving loads the version (nothing there waits for it).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clean-staging") as pool:
         cleaned = pool.submit(clean_staging, ws.config, result.version, factory=factory)
-        if url is None:
-            cleaned.result()
-            return result
         served = wait_for_version(
             ws.stack.context(None), str(url), result.serving_version, say or (lambda _m: None)
         )

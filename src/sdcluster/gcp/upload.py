@@ -187,8 +187,9 @@ def upload_model(
 
     ``version=None``: see the module docstring. ``progress`` is called from upload threads, one call
     at a time. ``clean=False`` leaves the staging area for the caller's ``clean_staging`` (which
-    can then run while TF Serving loads the version). Raises UsageError for a directory that is not a SavedModel or a bad version, NotFound
-    when the bucket does not exist, and the translated storage error when an upload fails.
+    can then run while TF Serving loads the version). Raises UsageError for a directory that is
+    not a SavedModel or a bad version, NotFound when the bucket does not exist, and the translated
+    storage error when an upload fails.
 
     Example::
 
