@@ -18,9 +18,9 @@ run cannot find). Reading is strict: a field of the wrong type or out of range i
 name (and the backup to turn to), never guessed at or overwritten.
 
 ``LocalBackend`` writes atomically (temp file in the same directory, fsync, ``os.replace``, fsync of
-the directory), keeps the previous content as ``<path>.backup``, uses mode 0600, and locks with an
-OS-level lock plus a small info record (pid, host, operation, started-at) so a second run fails fast
-with ``StateLocked`` naming the holder. A symlinked state file is written through to its target
+the directory), keeps the previous content as ``<path>.backup`` (a hard link to the file replaced,
+nothing copied), uses mode 0600, and locks with an OS-level lock plus a small info record (pid,
+host, operation, started-at) so a second run fails fast with ``StateLocked`` naming the holder. A symlinked state file is written through to its target
 (the link stays a link). A write that fails (full disk, read-only directory) raises
 ``StateWriteError`` naming the file and the reason; ``check_writable`` finds such a location before
 anything is changed.
@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
+import errno
 import functools
 import json
 import os
@@ -403,7 +404,7 @@ class LocalBackend:
             f.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if current is not None:
                 where = self.backup_path
-                atomic_write(where, f.read_bytes())
+                _keep_as(f, where)
             where = f
             atomic_write(f, state.to_json().encode("utf-8"))
         except OSError as e:
@@ -518,6 +519,28 @@ def _first_non_directory(path: Path) -> Path:
         if parent.exists() and not parent.is_dir():
             return parent
     return path
+
+
+def _keep_as(path: Path, backup: Path) -> None:
+    """Make ``backup`` the current content of ``path``, atomically: a second name (hard link) for
+    the file, which is never written in place (``atomic_write`` replaces it), so nothing is copied
+    and the one directory sync of the write that follows covers both names. Where hard links are
+    not supported, a copy."""
+    tmp = backup.with_name(f".{backup.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        os.chmod(path, 0o600)  # the backup shares its mode: a file from an older version may be 0644
+        os.link(path, tmp)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        atomic_write(backup, path.read_bytes())
+        return
+    try:
+        os.replace(tmp, backup)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -4,6 +4,7 @@ retention, stale saved plans, zero mutations on re-apply."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import sdcluster
 from sdcluster.api import Workspace
 from sdcluster.engine.display import plan_lines
 from sdcluster.errors import AdoptionRefused, ApplyError, DestroyIncomplete, StalePlan
-from sdcluster.state import LocalBackend
+from sdcluster.state import LocalBackend, State
 
 from .memstore import MARK, MemStack, Store, Thing
 
@@ -64,6 +65,44 @@ def test_independent_changes_run_concurrently(tmp_path: Path) -> None:
     assert t[("start", "test.thing.c")] < t[("end", "test.thing.b")]
     assert t[("start", "test.thing.b")] < t[("end", "test.thing.c")]
     assert store.max_active >= 2
+
+
+class SlowBackend(LocalBackend):
+    """A state location slow to write (a remote backend, a network file system): each write takes
+    ``delay`` s and is logged with when it ended and the pending records it held."""
+
+    def __init__(self, path: Path, delay: float) -> None:
+        super().__init__(path)
+        self.delay = delay
+        self.writes: list[tuple[float, set[str]]] = []
+
+    def write(self, state: State) -> State:
+        time.sleep(self.delay)
+        stored = super().write(state)
+        pending = {a for a, r in state.resources.items() if r.pending}
+        self.writes.append((time.monotonic(), pending))
+        return stored
+
+
+def test_changes_starting_together_share_state_writes_and_each_is_recorded_before_its_call(
+    tmp_path: Path,
+) -> None:
+    store = Store()
+    things = [Thing(store, f"t{i}") for i in range(6)]
+    cfg = sdcluster.Config.build(project="demo-proj", user="user:demo@example.com")
+    backend = SlowBackend(tmp_path / "state.json", delay=0.3)
+    ws = Workspace(config=cfg, backend=backend, stack=MemStack(store, things))
+    state = sdcluster.apply(sdcluster.plan(ws))
+    assert sorted(state.resources) == sorted(t.address for t in things)
+    assert not any(r.pending for r in state.resources.values())
+    # One at a time, 6 creates make 12 writes (pending, then done). The five that start while the
+    # first one's pending record is written share the next write, and so on.
+    assert len(backend.writes) <= 8, len(backend.writes)
+    for kind, address, at in store.timeline:
+        if kind == "start":  # the create call: after a finished write that holds it as pending
+            assert any(end <= at and address in held for end, held in backend.writes), address
+    on_disk = LocalBackend(tmp_path / "state.json").read()
+    assert on_disk is not None and on_disk.serial == state.serial and on_disk.content() == state.content()
 
 
 def test_second_apply_is_all_noop_and_makes_zero_mutating_calls(tmp_path: Path) -> None:

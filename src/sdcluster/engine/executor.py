@@ -68,17 +68,51 @@ def execute(
     write_error: StateWriteError | None = None
     abandoned = False  # a second interrupt: in-flight changes no longer write the state
 
-    def save() -> None:
-        nonlocal write_error
-        if abandoned:
-            return
-        if outputs is not None:
-            state.outputs = outputs(_confirmed(state))
+    # Group commit: a change returns once a finished write includes it. The state is copied under
+    # the lock and written outside it, so the changes made meanwhile (six creates starting at once)
+    # share the next write instead of queueing for one each.
+    made = saved = 0  # changes to ``state`` so far / of them, in the last finished write
+    writing = False
+    failed: tuple[int, BaseException] | None = None  # the last failed write (what it held, why)
+    written = threading.Condition(state_lock)
+
+    def commit(n: int) -> None:
+        """Return once change ``n`` is written; raise the error of a failed write that held it."""
+        nonlocal saved, writing, failed, write_error
+        with state_lock:
+            while True:
+                if abandoned or saved >= n:
+                    return
+                if failed is not None and failed[0] >= n:
+                    raise failed[1]
+                if not writing:
+                    break
+                written.wait()
+            writing, upto = True, made
+            if outputs is not None:
+                state.outputs = outputs(_confirmed(state))
+            snapshot = copy.deepcopy(state)
+        error: BaseException | None = None
         try:
-            backend.write(state)
-        except StateWriteError as e:
-            write_error = e
-            raise
+            backend.write(snapshot)  # sets its serial
+        except BaseException as e:  # whatever it is, the next waiter may write again
+            error = e
+        with state_lock:
+            writing = False
+            written.notify_all()
+            if error is not None:
+                failed = (upto, error)
+                if isinstance(error, StateWriteError):
+                    write_error = error
+                raise error
+            state.serial, state.sdcluster_version = snapshot.serial, snapshot.sdcluster_version
+            saved = upto
+
+    def changed() -> int:
+        """Count a change to ``state`` (under the lock); commit(the number) writes it."""
+        nonlocal made
+        made += 1
+        return made
 
     def put(change: Change, attrs: dict[str, Any] | None, *, is_pending: bool = False) -> None:
         with state_lock:
@@ -93,7 +127,8 @@ def execute(
                     dependencies=list(r.dependencies),
                     pending=is_pending,
                 )
-            save()
+            n = changed()
+        commit(n)
 
     def checkpoint(address: str, attrs: dict[str, Any]) -> None:
         """Merge a change's partial progress into its record (a create's stays pending)."""
@@ -106,7 +141,8 @@ def execute(
                 )
             record.attributes = {**record.attributes, **attrs}
             record.id = r.state_id(record.attributes)
-            save()
+            n = changed()
+        commit(n)
 
     def run(change: Change) -> None:
         r = resources[change.address]
