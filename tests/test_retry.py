@@ -67,6 +67,13 @@ def test_cancel_wakes_a_wait_at_once_and_a_cancelled_run_starts_no_wait() -> Non
     assert retry.until(lambda: 42, timeout_s=1, what="x") == 42
 
 
+def test_a_watched_wait_polls_at_its_cap_as_the_watches_backup() -> None:
+    rng = random.Random(7)
+    assert all(2.5 <= retry.poll_interval(1.0, 5.0, rng, watched=True) <= 5.0 for _ in range(20))
+    assert all(retry.poll_interval(1.0, 5.0, rng) <= 0.05 for _ in range(20))  # unwatched: 5 % of 1 s
+    assert not retry.Wake().watched  # a plain wake: no watch behind it
+
+
 def test_a_wake_makes_the_next_probe_run_at_once_not_at_the_end_of_the_interval(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

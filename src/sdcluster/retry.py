@@ -85,13 +85,26 @@ def call_wait() -> wait_random_exponential:
     return wait_random_exponential(multiplier=0.2 * BACKOFF_SCALE, max=CALL_MAX_WAIT_S * BACKOFF_SCALE)
 
 
-def poll_interval(elapsed: float, max_interval_s: float, rng: random.Random | None = None) -> float:
+class Wake(threading.Event):
+    """A wait's ``wake``: set by whoever sees the awaited thing change. ``watched`` is true while
+    watches deliver every change of it (Kubernetes watches): the wait then polls only as their
+    backup, at its ``max_interval_s``, as ``kubectl rollout status`` relies on its watch alone."""
+
+    @property
+    def watched(self) -> bool:
+        return False
+
+
+def poll_interval(
+    elapsed: float, max_interval_s: float, rng: random.Random | None = None, watched: bool = False
+) -> float:
     """How long ``until`` sleeps after ``elapsed`` seconds of waiting: ``POLL_FRACTION`` of it,
-    between ``MIN_POLL_S`` and ``max_interval_s``, jittered over [half, all] of that (pollers
-    started together spread out). ``BACKOFF_SCALE`` scales the two bounds, not the fraction: a wait
-    ``BACKOFF_SCALE`` times as long polls as often, relative to it, as the real one."""
+    between ``MIN_POLL_S`` and ``max_interval_s`` (that cap at once when ``watched``), jittered over
+    [half, all] of that (pollers started together spread out). ``BACKOFF_SCALE`` scales the two
+    bounds, not the fraction: a wait ``BACKOFF_SCALE`` times as long polls as often, relative to it,
+    as the real one."""
     low, high = MIN_POLL_S * BACKOFF_SCALE, max_interval_s * BACKOFF_SCALE
-    interval = min(high, max(low, POLL_FRACTION * elapsed))
+    interval = high if watched else min(high, max(low, POLL_FRACTION * elapsed))
     return (rng or random).uniform(interval / 2, interval)
 
 
@@ -147,9 +160,10 @@ def until(
     """Poll ``probe`` until it returns a value that is not None; errors in ``retry_on`` count as "not yet".
 
     ``wake``: set by whoever sees the awaited thing change (a watch): the next probe runs at once
-    instead of at the end of the interval. Raises WaitTimeout after ``timeout_s`` naming ``what``
-    and how long it waited (and the last error), ``Interrupted`` at once on ``cancel()`` (also
-    before the first probe: a cancelled run starts nothing).
+    instead of at the end of the interval; while a ``Wake`` is ``watched``, polls come only every
+    ``max_interval_s``. Raises WaitTimeout after ``timeout_s`` naming ``what`` and how long it
+    waited (and the last error), ``Interrupted`` at once on ``cancel()`` (also before the first
+    probe: a cancelled run starts nothing).
     """
     wake = wake or threading.Event()  # without a watch, only a cancel sets it
     with _WAKES_LOCK:
@@ -178,7 +192,8 @@ def until(
             # wait overshoots its event by at most that share, yet a 7-minute wait makes a few hundred
             # calls, not thousands; capped, never sleeping past the deadline, woken at once by a
             # cancel or a wake.
-            if wake.wait(min(remaining, poll_interval(elapsed, max_interval_s))):
+            watched = isinstance(wake, Wake) and wake.watched
+            if wake.wait(min(remaining, poll_interval(elapsed, max_interval_s, watched=watched))):
                 check_cancelled(f"waiting for {what}")
     finally:
         with _WAKES_LOCK:

@@ -4,6 +4,7 @@ destroy ordering, and the endpoint answering like TF Serving."""
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from kubernetes import client as k8s
 
 import sdcluster
 from sdcluster.errors import ApplyError, RolloutStuck
-from sdcluster.gcp.resources import serving
+from sdcluster.gcp.resources import rollout, serving
 from sdcluster.ui.demo import make_demo_model
 
 from ..helpers import factory
@@ -40,6 +41,17 @@ def test_apply_creates_valid_objects_noop_replan_and_a_working_endpoint(setup: A
     emu, ws = setup(serving={"batching": True, "autoscaling": True})
     state = sdcluster.apply(sdcluster.plan(ws))
     assert state.resources["k8s.deployment.default/stable-diffusion"].attributes["model"] == "none"
+    # Once the cluster's operation ended: one GetCluster (the cluster's own), whose endpoint, CA and
+    # node pools the rest use; one write per object, no read of it before (the plan saw none) nor
+    # after (the write's answer is the object), but for the waits of the Deployment and Service.
+    log = emu.log.entries()
+    ended = max(e.time for e in log if e.method == "GetOperation")
+    after = [e for e in log if e.time > ended]
+    assert [e.method for e in after if e.service == "container"] == ["GetCluster"], after
+    for path in ("configmaps/tfserving-configs", "serviceaccounts/tf-serving", "horizontalpodautoscalers/"):
+        assert [e.method for e in after if e.service == "k8s" and path in e.resource] == ["PATCH"], path
+    deployment = [e.method for e in after if e.resource.endswith("deployments/stable-diffusion")]
+    assert deployment[0] == "PATCH", deployment
     published = sdcluster.upload_model(ws, make_demo_model(tmp_path / "model", shards=1, shard_bytes=1024))
     assert published.served == f"version 1 of stable-diffusion at {state.outputs['endpoint']}"
     api = kube_api(emu)
@@ -81,6 +93,24 @@ def test_apply_creates_valid_objects_noop_replan_and_a_working_endpoint(setup: A
     assert {c.action for c in again.changes} == {"noop"}, str(again)
     sdcluster.apply(again)
     assert [e for e in emu.log.mutating() if e.service == "k8s"] == []
+
+
+def test_a_rollout_wait_follows_watches_and_polls_only_as_their_backup(setup: Any) -> None:
+    emu, ws = setup()
+    sdcluster.apply(sdcluster.plan(ws))
+    ctx = ws.stack.context(None)
+    deployment = serving.Deployment(ws.config, serving.deployment_manifest(ws.config), ())
+    with rollout.watching(ctx, deployment, "deployment", "pods") as wake:
+        for _ in range(3000):  # a hang guard: the watches connect in milliseconds
+            if wake.watched:
+                break
+            threading.Event().wait(0.01)
+        assert wake.watched
+        assert wake.is_set()  # connected: look once (a change before the watch began is no event of it)
+        wake.clear()
+        patch = {"metadata": {"annotations": {"example.com/touched": "yes"}}}
+        k8s.AppsV1Api(kube_api(emu)).patch_namespaced_deployment("stable-diffusion", "default", patch)
+        assert wake.wait(30)  # the change arrives as an event, not at the next poll
 
 
 def test_other_managers_fields_are_not_drift_ours_are_and_apply_restores(setup: Any) -> None:

@@ -31,6 +31,7 @@ class GcpContext(Context):
         self._admin: Credentials | None = None
         self._admin_lock = threading.Lock()
         self._kube: dict[tuple[bool, str], Any] = {}
+        self._clusters: dict[str, Any] = {}  # key -> the cluster as this run's operation left it
         self._iam_changed_at: float | None = None
         self._accounts_created_at: float | None = None
         self._number: str | None = None
@@ -114,6 +115,17 @@ class GcpContext(Context):
             self._number = str(project.name).removeprefix("projects/")
         return self._number
 
+    def cluster_made(self, key: str, cluster: Any) -> None:
+        """The cluster as GetCluster returned it when this run's operation on it ended: ``kube``
+        reaches its API with that endpoint and CA, and ``made_cluster`` gives its node pools,
+        without asking GKE again."""
+        with self._admin_lock:
+            self._clusters[key] = cluster
+
+    def made_cluster(self, key: str) -> Any | None:
+        with self._admin_lock:
+            return self._clusters.get(key)
+
     def kube(self, admin: bool = False, cluster_key: str = "", broken: bool = False) -> Any:
         """A Kubernetes ApiClient for the cluster (default: the configured one), or None while it
         has no API to reach (absent, provisioning, stopping, or no endpoint).
@@ -121,32 +133,36 @@ class GcpContext(Context):
         A DEGRADED cluster is reached: it runs, and so do its Services. An ERROR one only with
         ``broken`` (to delete its load balancers before it goes): for plans its objects count as
         absent, since the cluster is replaced and they are created again on the new one. Reads use
-        the user's credentials, writes the impersonated gke-admin's.
+        the user's credentials, writes the impersonated gke-admin's. The endpoint and CA come from
+        GetCluster, or from ``cluster_made`` when this run's operation on the cluster just ended.
         """
         key = cluster_key or self.config.cluster_key
         with self._admin_lock:
             if (admin, key) in self._kube:
                 return self._kube[(admin, key)]
-        client = self.factory.cluster_manager()
-        try:
-            cluster = retry.call(lambda: client.get_cluster(name=key), project=self.project)
-        except NotFound:
-            return None
+            cluster = self._clusters.get(key)
+        if cluster is None:
+            client = self.factory.cluster_manager()
+            try:
+                cluster = retry.call(lambda: client.get_cluster(name=key), project=self.project)
+            except NotFound:
+                return None
         reachable = ("RUNNING", "RECONCILING", "DEGRADED", *(("ERROR",) if broken else ()))
         if cluster.status.name not in reachable or not cluster.endpoint:
             return None
         creds = self.admin_credentials() if admin else self.factory.user_credentials()
         api = self.factory.kubernetes(cluster.endpoint, cluster.master_auth.cluster_ca_certificate, creds)
-        if cluster.status.name != "ERROR":  # a broken one is reached once, to clean up
-            with self._admin_lock:
-                self._kube[(admin, key)] = api
-        return api
+        if cluster.status.name == "ERROR":  # a broken one is reached once, to clean up
+            return api
+        with self._admin_lock:  # the objects asking at once share the first client made
+            return self._kube.setdefault((admin, key), api)
 
     def forget_kube(self, cluster_key: str) -> None:
         """The cluster was deleted or created again: its endpoint and CA are no longer the same."""
         with self._admin_lock:
             for k in [k for k in self._kube if k[1] == cluster_key]:
                 del self._kube[k]
+            self._clusters.pop(cluster_key, None)
 
 
 class _AccountPropagating(NotFound):

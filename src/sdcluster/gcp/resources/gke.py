@@ -470,6 +470,7 @@ class Cluster(Resource[GcpContext]):
         got = self._get(ctx, cfg.cluster.zone)
         if got is None:
             raise NotFound(f"cluster {self.cluster_name} vanished right after its creation")
+        ctx.cluster_made(self._key(cfg.cluster.zone), got)
         return cluster_attributes(got)
 
     def update(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
@@ -619,6 +620,9 @@ class NodePool(Resource[GcpContext]):
             ).node_pools
         except NotFound:
             return None
+        return self._ours(pools)
+
+    def _ours(self, pools: Any) -> Any | None:
         ours = [
             p for p in pools if p.config.labels.get(POOL_LABEL) == self.pool and p.status.name != "STOPPING"
         ]
@@ -666,7 +670,11 @@ class NodePool(Resource[GcpContext]):
             wait_for_cluster_idle(ctx, self.cfg.cluster.zone, self.cfg.cluster.name, self.address)
 
     def create(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
-        existing = self._find(ctx)  # usually created by the cluster's own one-shot CreateCluster
+        # Usually created by the cluster's own one-shot CreateCluster, in this run: its pools are
+        # in the cluster GKE returned when that operation ended.
+        made = ctx.made_cluster(self.cluster_key)
+        existing = self._ours(made.node_pools) if made is not None else None
+        existing = existing or self._find(ctx)
         if existing is None:
             self._create_named(ctx, self.pool)
             existing = self._find(ctx)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ... import retry
 from ...config.names import ClusterKey
@@ -126,6 +126,7 @@ class KubeObject(Resource[GcpContext]):
 
     # One class rebuilds every kind from its state record (only to delete it: kind, namespace, name).
     state_types = tuple(f"k8s.{kind.lower()}" for kind in KINDS)
+    waits: ClassVar[bool] = False  # after_apply waits (rollout, load balancer): checkpoint first
 
     def __init__(self, cfg: Config, manifest: dict[str, Any], deps: tuple[str, ...]) -> None:
         self.kind = manifest["kind"]
@@ -213,14 +214,16 @@ class KubeObject(Resource[GcpContext]):
                 ),
             )
         )
-        # The object exists from here on: recorded before waiting for it (rollout, load balancer),
-        # so a wait that times out or a run that dies leaves it in the state for destroy.
-        ctx.checkpoint(self.address, self.view(live))
-        self.after_apply(ctx, live)
-        return self.view(self.get(ctx, admin=True) or live)
+        if self.waits:
+            # The object exists from here on: recorded before waiting for it (rollout, load
+            # balancer), so a wait that times out or a run that dies leaves it in the state.
+            ctx.checkpoint(self.address, self.view(live))
+        return self.view(self.after_apply(ctx, live))
 
-    def after_apply(self, ctx: GcpContext, live: dict[str, Any]) -> None:
-        """Wait for whatever makes the object useful (rollout, load balancer)."""
+    def after_apply(self, ctx: GcpContext, live: dict[str, Any]) -> dict[str, Any]:
+        """Wait for whatever makes the object useful (rollout, load balancer); the object as last
+        seen (``live``, the apply's answer, when there is nothing to wait for)."""
+        return live
 
     def create(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
         return self.apply(ctx)

@@ -5,7 +5,7 @@ address. Used by the serving resources (``serving.Deployment``, ``serving.Servic
 Example::
 
     wait_for_rollout(ctx, deployment, generation)      # RolloutStuck names the pod's reason
-    ip = load_balancer_ip(ctx, service)
+    ip = ingress_ip(with_load_balancer(ctx, service))
 """
 
 from __future__ import annotations
@@ -78,16 +78,37 @@ REVISION = "deployment.kubernetes.io/revision"
 WATCH_S = 30  # one watch request's timeoutSeconds; the next starts where it ended
 
 
+class _Watches(retry.Wake):
+    """Set on every event of the object's watches; ``watched`` while all of them are connected."""
+
+    def __init__(self, kinds: tuple[str, ...]) -> None:
+        super().__init__()
+        self._want, self._live = set(kinds), set[str]()
+        self._lock = threading.Lock()
+
+    @property
+    def watched(self) -> bool:
+        with self._lock:
+            return bool(self._want) and self._live == self._want
+
+    def connected(self, kind: str, up: bool) -> None:
+        with self._lock:
+            (self._live.add if up else self._live.discard)(kind)
+        if up:  # a change before the watch began is not an event of it: look once now
+            self.set()
+
+
 @contextmanager
-def watching(ctx: GcpContext, obj: KubeObject, *kinds: str) -> Iterator[threading.Event]:
-    """An event set whenever the object (``kinds``: "deployment", "service") or its pods ("pods")
+def watching(ctx: GcpContext, obj: KubeObject, *kinds: str) -> Iterator[retry.Wake]:
+    """A wake set whenever the object (``kinds``: "deployment", "service") or its pods ("pods")
     change, from Kubernetes watches, as ``kubectl rollout status`` and ``kubectl get -w`` follow
-    them: a wait given it probes at once, not at its next poll. Best effort: when a watch cannot
-    be made or breaks, the polls go on as without it.
+    them: a wait given it probes at once, not at its next poll, and while every watch is connected
+    it polls only as their backup (``retry.Wake.watched``). Best effort: when a watch cannot be made
+    or breaks, the polls go on as without it.
     """
     from kubernetes import client as k8s
 
-    wake, done = threading.Event(), threading.Event()
+    wake, done = _Watches(kinds), threading.Event()
     api = ctx.kube(admin=True)
     ns, name = obj.namespace, f"metadata.name={obj.obj_name}"
     lists: dict[str, Callable[..., Any]] = {
@@ -104,12 +125,14 @@ def watching(ctx: GcpContext, obj: KubeObject, *kinds: str) -> Iterator[threadin
                 response: Any = lists[kind](
                     watch=True, timeout_seconds=WATCH_S, _preload_content=False, _request_timeout=WATCH_S + 10
                 )
+                wake.connected(kind, True)
                 try:
                     for _ in response.stream(4096, decode_content=True):  # any event: look again
                         wake.set()
                         if done.is_set():
                             break
                 finally:
+                    wake.connected(kind, False)
                     response.release_conn()
             except Exception:  # the wait's own polls go on; try again a little later
                 done.wait(1.0)
@@ -206,8 +229,11 @@ def stuck_hint(reason: str) -> str:
     return STUCK_HINTS.get(key, f"see: kubectl describe pods -l app={APP} (sdcluster kubeconfig)")
 
 
-def wait_for_rollout(ctx: GcpContext, obj: KubeObject, generation: int, until: str = "available") -> None:
-    """Until the Deployment has rolled out its new template, as ``kubectl rollout status`` decides.
+def wait_for_rollout(
+    ctx: GcpContext, obj: KubeObject, generation: int, until: str = "available"
+) -> dict[str, Any]:
+    """Until the Deployment has rolled out its new template, as ``kubectl rollout status`` decides;
+    the Deployment as it was then.
 
     ``until="started"``: until the new pods run (their containers started), for a model path with no
     version yet, where TF Serving cannot become ready. A final reason (an image that cannot be pulled,
@@ -219,18 +245,18 @@ def wait_for_rollout(ctx: GcpContext, obj: KubeObject, generation: int, until: s
     grace = min(60.0, timeout / 10)
     first_stuck: dict[str, float] = {}
 
-    def probe() -> bool | None:
+    def probe() -> dict[str, Any] | None:
         d = obj.get(ctx, admin=True) or {}
         if int((d.get("metadata") or {}).get("generation", 0) or 0) < generation:
             d = {}
         waiting = rollout_progress(d) if d else "waiting for the Deployment"
         if waiting is None:
-            return True  # rolled out: no pods or events to read
+            return d  # rolled out: no pods or events to read
         pods, events = pods_and_events(ctx, obj, d)
         if until == "started" and "available" in waiting:
             started = [p for p in pods if _started(p)]
             if len(started) >= int((d.get("spec") or {}).get("replicas", 1)):
-                return True
+                return d
         ctx.report(obj.address, f"rolling out: {waiting}")
         reason = stuck_reason(pods, events)
         if reason:
@@ -243,7 +269,7 @@ def wait_for_rollout(ctx: GcpContext, obj: KubeObject, generation: int, until: s
 
     try:
         with watching(ctx, obj, "deployment", "pods") as wake:
-            retry.until(
+            return retry.until(
                 probe,
                 timeout_s=timeout,
                 what=f"Deployment {obj.obj_name} rollout",
@@ -267,12 +293,15 @@ def ingress_ip(live: Mapping[str, Any]) -> str | None:
     return (ingress[0].get("ip") or ingress[0].get("hostname")) if ingress else None
 
 
-def load_balancer_ip(ctx: GcpContext, obj: KubeObject) -> str:
-    def probe() -> str | None:
-        ip = ingress_ip(obj.get(ctx, admin=True) or {})
-        if not ip:
+def with_load_balancer(ctx: GcpContext, obj: KubeObject) -> dict[str, Any]:
+    """The Service once its load balancer has an address (``ingress_ip`` of it)."""
+
+    def probe() -> dict[str, Any] | None:
+        live = obj.get(ctx, admin=True) or {}
+        if not ingress_ip(live):
             ctx.report(obj.address, "waiting for the load balancer address")
-        return str(ip) if ip else None
+            return None
+        return live
 
     with watching(ctx, obj, "service") as wake:
         return retry.until(

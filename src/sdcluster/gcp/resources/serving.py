@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +36,13 @@ from .gke import pool_taints
 from .kube import KubeObject, kube_call, raw_json
 from .rollout import (
     ingress_ip,
-    load_balancer_ip,
     pod_ready,
     pods_and_events,
     rollout_progress,
     stuck_hint,
     stuck_reason,
     wait_for_rollout,
+    with_load_balancer,
 )
 
 if TYPE_CHECKING:
@@ -274,7 +274,9 @@ class Deployment(KubeObject):
     ModelVersion) a new version to publish is a change too: apply waits until TF Serving serves it,
     as ``upload-model`` does, also when the Deployment itself is unchanged."""
 
+    waits = True
     _model = "unknown"
+    _versions: Future[list[int] | None] | None = None  # the bucket's listing, under way during apply
 
     def __init__(
         self, cfg: Config, manifest: dict[str, Any], deps: tuple[str, ...], model: ModelVersion | None = None
@@ -358,14 +360,25 @@ class Deployment(KubeObject):
             model = model_word(versions.result())
         return {**self.view(live), "model": model, "rollout": rollout_word(live, model)}
 
+    def create(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
+        return self._apply(ctx, {})  # the plan saw no Deployment: none is paused
+
     def apply(self, ctx: GcpContext) -> dict[str, Any]:
-        live = self.get(ctx, admin=True) or {}
+        return self._apply(ctx, self.get(ctx, admin=True) or {})
+
+    def _apply(self, ctx: GcpContext, live: Mapping[str, Any]) -> dict[str, Any]:
         self._paused = bool(paused_note(live))
         if self._paused:  # apply keeps a paused cluster paused
             spec = {**self.manifest["spec"], "replicas": 0}
             self.manifest = {**self.manifest, "spec": spec}
             ctx.report(self.address, f"the cluster is paused since {paused_note(live)}: kept paused")
-        attrs = super().apply(ctx)
+        # The bucket is listed while the Deployment is applied (after_apply needs its versions).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-versions") as pool:
+            self._versions = pool.submit(model_versions, ctx, self.cfg)
+            try:
+                attrs = super().apply(ctx)
+            finally:
+                self._versions = None
         return {**attrs, "model": self._model, "rollout": "complete"}
 
     def update(self, ctx: GcpContext, change: Change) -> dict[str, Any]:
@@ -384,16 +397,17 @@ class Deployment(KubeObject):
             url = model_url(ip, self.cfg.serving.model_name)
             wait_for_version(ctx, url, max(versions), lambda m: ctx.report(self.address, m))
 
-    def after_apply(self, ctx: GcpContext, live: dict[str, Any]) -> None:
-        versions = model_versions(ctx, self.cfg)
+    def after_apply(self, ctx: GcpContext, live: dict[str, Any]) -> dict[str, Any]:
+        listing = self._versions
+        versions = listing.result() if listing is not None else model_versions(ctx, self.cfg)
         self._model = model_word(versions)
         generation = int(live.get("metadata", {}).get("generation", 0))
         if versions == []:
             # TF Serving will open no port until a version exists: wait for the pods to start only.
-            wait_for_rollout(ctx, self, generation, until="started")
+            live = wait_for_rollout(ctx, self, generation, until="started")
             ctx.report(self.address, f"waiting for a model: {waiting_note(self.cfg)}")
-        else:
-            wait_for_rollout(ctx, self, generation)
+            return live
+        return wait_for_rollout(ctx, self, generation)
 
 
 def autostop_state(ctx: GcpContext, cfg: Config, admin: bool = False) -> dict[str, Any]:
@@ -470,6 +484,8 @@ def waiting_note(cfg: Config) -> str:
 
 
 class Service(KubeObject):
+    waits = True
+
     def warnings(self, ctx: GcpContext, observed: Mapping[str, Any] | None) -> list[str]:
         if self.cfg.serving.allowed_source_ranges:
             return []
@@ -478,8 +494,8 @@ class Service(KubeObject):
             'restrict it with serving.allowed_source_ranges = ["203.0.113.0/24"]'
         ]
 
-    def after_apply(self, ctx: GcpContext, live: dict[str, Any]) -> None:
-        load_balancer_ip(ctx, self)
+    def after_apply(self, ctx: GcpContext, live: dict[str, Any]) -> dict[str, Any]:
+        return with_load_balancer(ctx, self)
 
     def extra(self, live: Mapping[str, Any]) -> dict[str, Any]:
         return {"lb_ip": ingress_ip(live) or ""}
