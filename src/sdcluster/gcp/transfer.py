@@ -11,7 +11,8 @@ and https://cloud.google.com/storage/docs/parallel-composite-uploads):
 - every file, and every ``PART_SIZE`` slice of a large file, is one **resumable session** sent as
   one streamed PUT, read from disk in 1 MiB blocks (memory does not grow with the file);
 - up to ``max_workers`` sessions run at once; a large file's parts are composed into the final
-  object (at most 32 per compose), then the part objects are deleted;
+  object (at most 32 per compose), then the part objects are deleted (or left to a caller that
+  deletes the whole prefix: ``keep_parts``);
 - the streams end together: the files, largest first, are cut into ``max_workers`` lanes of equal
   bytes (McNaughton's wrap-around rule for splittable jobs on parallel machines), each lane sent
   part after part by one stream, a file that straddles two lanes going up as two parts. Largest
@@ -61,6 +62,11 @@ _UNIT = 256 * 1024  # resumable uploads persist in 256 KiB units: parts are mult
 _READ = MIB
 ATTEMPTS = 8
 COMPONENTS = ".sdcluster-upload/"  # where parts of large files wait for their compose
+
+
+def parts_prefix(prefix: str) -> str:
+    """Where the parts of the files sent to ``prefix`` are (``keep_parts`` leaves them there)."""
+    return f"{COMPONENTS}{prefix}"
 
 
 class LocalFileLike(Protocol):
@@ -127,7 +133,7 @@ def _parts(f: LocalFileLike, prefix: str, ranges: list[tuple[int, int]], cuts: i
         return [Part(f, 0, 1, 0, f.size, prefix + f.name)]
     n = len(pieces)
     return [
-        Part(f, i, n, offset, length, f"{COMPONENTS}{prefix}{f.name}.part-{i + 1:02d}-of-{n:02d}")
+        Part(f, i, n, offset, length, f"{parts_prefix(prefix)}{f.name}.part-{i + 1:02d}-of-{n:02d}")
         for i, (offset, length) in enumerate(pieces)
     ]
 
@@ -489,7 +495,9 @@ class _Transfer:
             )
 
     # ---- a large file's parts -> its object ------------------------------------------------------
-    def compose(self, f: LocalFileLike, name: str, parts: list[tuple[Part, dict[str, Any]]]) -> None:
+    def compose(
+        self, f: LocalFileLike, name: str, parts: list[tuple[Part, dict[str, Any]]], keep_parts: bool = False
+    ) -> None:
         parts = sorted(parts, key=lambda pair: pair[0].index)
         body = {
             "sourceObjects": [{"name": p.object_name, "generation": obj["generation"]} for p, obj in parts],
@@ -508,6 +516,8 @@ class _Transfer:
             raise UploadCorrupted(
                 f"gs://{self.bucket.name}/{name} does not match {f.path}", hint="run the upload again"
             )
+        if keep_parts:
+            return
         for p, part_obj in parts:
             part_url = f"{self.base}/storage/v1/b/{self.bucket.name}/o/{quote(p.object_name, safe='')}"
             for attempt in range(ATTEMPTS):
@@ -558,10 +568,12 @@ def send(
     on_file: Callable[[LocalFileLike, float], None] = lambda f, s: None,
     stop: threading.Event | None = None,
     layout: Sequence[LocalFileLike] = (),
+    keep_parts: bool = False,
 ) -> Sent:
     """Upload ``files`` to ``<prefix><name>`` (see the module docstring). ``on_file(file, seconds)``
     is called once a file's object exists (seconds since its first part started). ``layout``: see
-    ``lanes``. Raises ``Stopped`` when ``stop`` is set (or on Ctrl-C) with the journal saved, and the
+    ``lanes``. ``keep_parts``: a composed file's part objects (under ``parts_prefix(prefix)``) are
+    left for the caller to delete with the rest of a staging area, not deleted one by one on the way. Raises ``Stopped`` when ``stop`` is set (or on Ctrl-C) with the journal saved, and the
     translated error otherwise."""
     stop = stop or threading.Event()
     transfer = _Transfer(bucket, Journal(journal_path), project, stop, on_bytes)
@@ -582,7 +594,7 @@ def send(
                 complete = len(done) == part.count
             if not complete:
                 return
-            transfer.compose(part.file, prefix + part.file.name, done)
+            transfer.compose(part.file, prefix + part.file.name, done, keep_parts)
         on_file(part.file, time.monotonic() - started[part.file.name])
 
     def lane_job(lane: list[Part]) -> None:

@@ -14,7 +14,7 @@ two steps, and TF Serving only ever finds it complete:
    area of an interrupted upload) is not sent again.
 2. **publish**: server-side copies into ``<model_path>/<N>/`` (no bytes leave the bucket), every file
    first and ``saved_model.pb`` last: TF Serving cannot load a version without it, and once it is
-   there everything else is too. Then the staging objects are deleted.
+   there everything else is too. Then the staging area is deleted (with the parts of large files).
 
 Which version: ``version=None`` takes the highest version in the bucket when it already holds exactly
 this model (a rerun is a no-op) or was left unfinished (the rerun completes it), else the next one
@@ -66,6 +66,7 @@ __all__ = [
 ]
 
 MAX_WORKERS = 8
+COPY_WORKERS = 32  # a publish's server-side copies at once (a SavedModel has a few dozen files)
 MIB = 1024 * 1024
 # Progress events while bytes flow are throttled; per-phase events are always sent.
 PROGRESS_INTERVAL_S = 0.2
@@ -375,21 +376,24 @@ def _publish(
             context=f"copy gs://{bucket.name}/{base}/{src}",
         )
 
-    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+    # Server-side copies send no bytes over the link: all at once (up to COPY_WORKERS), not
+    # max_workers streams' worth.
+    with ThreadPoolExecutor(max_workers=max(1, min(len(rest), max(max_workers, COPY_WORKERS)))) as pool:
         list(pool.map(copy, rest.items()))
     for item in graphs.items():
         copy(item)
 
 
 def clean_staging(cfg: Config, version: int, *, factory: ClientFactory) -> None:
-    """Delete the staging area of ``version`` (what a finished publish no longer needs), several
-    objects at a time (each delete is one request: a round trip apiece)."""
+    """Delete the staging area of ``version`` and the parts its large files were composed from
+    (what a finished publish no longer needs), many objects at a time (each delete is one request:
+    a round trip apiece)."""
     from google.api_core import exceptions as gexc
 
     bucket_name, base = split_model_path(cfg.model_path)
     client = factory.storage(cfg.project)
     bucket = client.bucket(bucket_name)
-    prefix, project = f"{base}/{STAGING}/{version}/", cfg.project
+    staging, project = f"{base}/{STAGING}/{version}/", cfg.project
 
     def delete(name: str) -> None:
         try:
@@ -398,10 +402,15 @@ def clean_staging(cfg: Config, version: int, *, factory: ClientFactory) -> None:
             pass  # a retried delete that had gone through
 
     def clean(name: str) -> None:
-        retry.call(lambda: delete(prefix + name), project=project, context=f"clean up {prefix}")
+        retry.call(lambda: delete(name), project=project, context=f"clean up {staging}")
 
-    names = list(_remote_objects(client, bucket_name, prefix, project))
-    with ThreadPoolExecutor(max_workers=max(1, min(len(names), MAX_WORKERS))) as pool:
+    # The staged files, and the parts their large files were composed from (left by the upload).
+    names = [
+        prefix + name
+        for prefix in (staging, transfer.parts_prefix(staging))
+        for name in _remote_objects(client, bucket_name, prefix, project)
+    ]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(names), COPY_WORKERS))) as pool:
         list(pool.map(clean, names))
 
 
@@ -544,6 +553,7 @@ def _upload(
         on_bytes=tracker.advance,
         on_file=tracker.sent_file,
         layout=layout,
+        keep_parts=True,  # the staging area goes whole after the publish (clean_staging)
     )
 
 

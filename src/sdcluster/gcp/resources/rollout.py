@@ -78,18 +78,20 @@ REVISION = "deployment.kubernetes.io/revision"
 WATCH_S = 30  # one watch request's timeoutSeconds; the next starts where it ended
 
 
-class _Watches(retry.Wake):
-    """Set on every event of the object's watches; ``watched`` while all of them are connected."""
+class Watches(retry.Wake):
+    """Set on every event of the object's watches; ``watched`` while all of them are connected and
+    ``relied`` (the waiter's say: what it waits for now is a change they see)."""
 
     def __init__(self, kinds: tuple[str, ...]) -> None:
         super().__init__()
         self._want, self._live = set(kinds), set[str]()
         self._lock = threading.Lock()
+        self.relied = True
 
     @property
     def watched(self) -> bool:
         with self._lock:
-            return bool(self._want) and self._live == self._want
+            return self.relied and bool(self._want) and self._live == self._want
 
     def connected(self, kind: str, up: bool) -> None:
         with self._lock:
@@ -99,7 +101,7 @@ class _Watches(retry.Wake):
 
 
 @contextmanager
-def watching(ctx: GcpContext, obj: KubeObject, *kinds: str) -> Iterator[retry.Wake]:
+def watching(ctx: GcpContext, obj: KubeObject, *kinds: str) -> Iterator[Watches]:
     """A wake set whenever the object (``kinds``: "deployment", "service") or its pods ("pods")
     change, from Kubernetes watches, as ``kubectl rollout status`` and ``kubectl get -w`` follow
     them: a wait given it probes at once, not at its next poll, and while every watch is connected
@@ -108,7 +110,7 @@ def watching(ctx: GcpContext, obj: KubeObject, *kinds: str) -> Iterator[retry.Wa
     """
     from kubernetes import client as k8s
 
-    wake, done = _Watches(kinds), threading.Event()
+    wake, done = Watches(kinds), threading.Event()
     api = ctx.kube(admin=True)
     ns, name = obj.namespace, f"metadata.name={obj.obj_name}"
     lists: dict[str, Callable[..., Any]] = {

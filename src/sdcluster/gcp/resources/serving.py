@@ -35,6 +35,7 @@ from ..preflight import machine_vcpus
 from .gke import pool_taints
 from .kube import KubeObject, kube_call, raw_json
 from .rollout import (
+    Watches,
     ingress_ip,
     pod_ready,
     pods_and_events,
@@ -42,6 +43,7 @@ from .rollout import (
     stuck_hint,
     stuck_reason,
     wait_for_rollout,
+    watching,
     with_load_balancer,
 )
 
@@ -82,7 +84,7 @@ TERMINATION_GRACE_S = 15
 # pod is ready within a second of the load (the kubelet runs the readiness probe as soon as the
 # startup probe passes), not up to 10 s after it. A TCP connect a second costs TF Serving nothing.
 STARTUP_PERIOD_S = 1
-LOAD_RETRY_S, LOAD_RETRIES = 5, 60  # TF Serving's defaults: 60 s, 5 times (see deployment_manifest)
+LOAD_RETRY_S, LOAD_RETRIES = 1, 300  # TF Serving's defaults: 60 s, 5 times (see deployment_manifest)
 STARTUP_FAILURES = 1800
 # What GKE runs on every node, by CPU request (observed on GKE 1.29 nodes, kubectl describe node:
 # kube-proxy 100m, fluentbit-gke 105m, ip-masq-agent 10m, gke-metadata-server 100m on GKE_METADATA
@@ -127,7 +129,9 @@ def deployment_manifest(cfg: Config) -> dict[str, Any]:
         f"--rest_api_port={HTTP_PORT}",
         # A version's directory appears with its first object: TF Serving may try it while it is
         # being published (saved_model.pb last) and then waits a retry interval, 60 s by default.
-        # Retry every 5 s instead, 60 times: the same 5 minutes before it gives up on a version.
+        # Retry every second instead, 300 times: the same 5 minutes before it gives up on a
+        # version, and the version loads within a second of its saved_model.pb (a failed attempt
+        # is one missing-file read).
         f"--load_retry_interval_micros={LOAD_RETRY_S * 1_000_000}",
         f"--max_num_load_retries={LOAD_RETRIES}",
     ]
@@ -609,7 +613,7 @@ def wait_for_version(
             last[0] = message
             say(message)
 
-    def probe() -> str | None:
+    def probe(pods_changed: Watches) -> str | None:
         try:
             r = requests.get(url, timeout=5)
             states = r.json().get("model_version_status", []) if r.status_code == 200 else []
@@ -626,12 +630,16 @@ def wait_for_version(
                     f"{status.get('error_message', '')}",
                     hint="check the SavedModel (saved_model.pb, variables/) and publish it again as a new version",
                 )
+            pods_changed.relied = False  # TF Serving answers: a version's state is no pod's change
             state = mine.get("state", "") if mine else ""
             tell(
                 f"TF Serving: version {version} {state or 'not seen yet (it polls the bucket every second)'}"
             )
             return None
         pods, events = pods_and_events(ctx, deployment, deployment.get(ctx) or {})
+        # Nothing answers while no pod is ready (the Service routes to ready pods only): the pod
+        # watch sees one become ready. A ready pod that does not answer yet is polled for.
+        pods_changed.relied = not any(pod_ready(p) for p in pods)
         reason = stuck_reason(pods, events)
         if reason:
             since = first_stuck.setdefault(reason, time.monotonic())
@@ -641,12 +649,14 @@ def wait_for_version(
         return None
 
     try:
-        return retry.until(
-            probe,
-            timeout_s=timeout_s if timeout_s is not None else cfg.serving.rollout_timeout_s,
-            what=f"TF Serving to serve version {version}",
-            max_interval_s=5.0,
-        )
+        with watching(ctx, deployment, "pods") as pods_changed:
+            return retry.until(
+                lambda: probe(pods_changed),
+                timeout_s=timeout_s if timeout_s is not None else cfg.serving.rollout_timeout_s,
+                what=f"TF Serving to serve version {version}",
+                max_interval_s=5.0,
+                wake=pods_changed,
+            )
     except WaitTimeout as e:
         raise WaitTimeout(
             f"{e} (last seen: {last[0]})",
