@@ -276,3 +276,13 @@ def _wait_op(gke: Any, op: Any) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("operation did not finish")
+
+
+def test_a_plan_reads_the_projects_quotas_once_for_both_node_pools(setup: Any) -> None:
+    emu, ws = setup()
+    emu.log.clear()
+    plan = sdcluster.plan(ws)
+    assert {c.address for c in plan.changes} >= {"gke.node_pool.sd-node-pool", "gke.node_pool.sd-system-pool"}
+    reads = [e.method for e in emu.log.entries() if e.service == "compute"]
+    assert reads.count("regions.get") == 1 and reads.count("projects.get") == 1, reads
+    assert reads.count("machineTypes.get") == 2, reads  # each pool's own machine type

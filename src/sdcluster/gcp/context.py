@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import retry
 from ..engine import Context, Listener
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from ..config import Config
 
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
+T = TypeVar("T")
 
 
 class GcpContext(Context):
@@ -32,6 +35,7 @@ class GcpContext(Context):
         self._admin_lock = threading.Lock()
         self._kube: dict[tuple[bool, str], Any] = {}
         self._clusters: dict[str, Any] = {}  # key -> the cluster as this run's operation left it
+        self._once: dict[str, Future[Any]] = {}
         self._iam_changed_at: float | None = None
         self._accounts_created_at: float | None = None
         self._number: str | None = None
@@ -114,6 +118,21 @@ class GcpContext(Context):
             )
             self._number = str(project.name).removeprefix("projects/")
         return self._number
+
+    def once(self, key: str, read: Callable[[], T]) -> T:
+        """``read()``, made once per run for ``key``: resources asking at once (the quotas both node
+        pools check) wait for the first one's answer, or its error."""
+        with self._admin_lock:
+            answer = self._once.get(key)
+            mine = answer is None
+            if answer is None:
+                answer = self._once[key] = Future()
+        if mine:
+            try:
+                answer.set_result(read())
+            except BaseException as e:
+                answer.set_exception(e)
+        return answer.result()  # type: ignore[no-any-return]
 
     def cluster_made(self, key: str, cluster: Any) -> None:
         """The cluster as GetCluster returned it when this run's operation on it ended: ``kube``

@@ -307,13 +307,19 @@ def network_findings(factory: ClientFactory, cfg: Config) -> list[Finding]:
     return out
 
 
-def cluster_findings(factory: ClientFactory, cfg: Config, nodes_now: int | None) -> list[Finding]:
-    """Machine type, GPU type and quotas for the node pool (``nodes_now``: see ``quota_findings``).
-    The reads do not depend on one another: they go at once."""
+def cluster_findings(
+    factory: ClientFactory,
+    cfg: Config,
+    nodes_now: int | None,
+    read_quotas: Callable[[], dict[tuple[str, str], tuple[float, float]]] | None = None,
+) -> list[Finding]:
+    """Machine type, GPU type and quotas for the node pool (``nodes_now``: see ``quota_findings``;
+    ``read_quotas``: how to read them, by default ``project_quotas``). The reads do not depend on one
+    another: they go at once."""
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="preflight") as pool:
         machine_read = pool.submit(machine_type_finding, factory, cfg)
         gpu_read = pool.submit(accelerator_finding, factory, cfg)
-        quotas_read = pool.submit(project_quotas, factory, cfg)
+        quotas_read = pool.submit(read_quotas or (lambda: project_quotas(factory, cfg)))
         machine, vcpus = machine_read.result()
         gpu = gpu_read.result()
     out = [machine]

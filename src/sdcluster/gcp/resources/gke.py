@@ -648,7 +648,14 @@ class NodePool(Resource[GcpContext]):
         # A running pool's nodes are in the usage already; GKE does not say how many run, so the
         # autoscaler's growth is counted from min_nodes.
         nodes_now = None if observed is None else self.cfg.cluster.min_nodes
-        return preflight.plan_warnings(preflight.cluster_findings(ctx.factory, self.cfg, nodes_now))
+        cfg = self.cfg
+
+        def quotas() -> dict[tuple[str, str], tuple[float, float]]:  # the pools share one read
+            return ctx.once(
+                f"quotas {cfg.project} {cfg.region}", lambda: preflight.project_quotas(ctx.factory, cfg)
+            )
+
+        return preflight.plan_warnings(preflight.cluster_findings(ctx.factory, cfg, nodes_now, quotas))
 
     def _op(self, ctx: GcpContext, call: Callable[[Any], Any], what: str) -> None:
         client = ctx.factory.cluster_manager(ctx.admin_credentials(self.address))
