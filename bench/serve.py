@@ -166,13 +166,13 @@ def main() -> int:
     for name in ("one", "then", "tutorial", "alone"):
         ratio = took[name] / bounds[name]
         rows.append(
-            f"| b | zero to serving: {what[name]} / its lower bound | {ratio:.2f} | <= 1.05 | "
+            f"| b | zero to serving: {what[name]} / its lower bound | {ratio:.3f} | <= 1.05 | "
             f"{'pass' if ratio <= 1.05 else 'FAIL'} | {n}: {took[name]:.2f} s vs {bounds[name]:.2f} s = {terms[name]} |"
         )
     half_bound = upload + k["model_load_s"]
     rows.append(
         f"| b | (where `apply` then `upload_model` spends it) its `upload_model` / upload + model load | "
-        f"{took['upload'] / half_bound:.2f} | - | - | {n}: {took['upload']:.2f} s vs {half_bound:.2f} s = "
+        f"{took['upload'] / half_bound:.3f} | - | - | {n}: {took['upload']:.2f} s vs {half_bound:.2f} s = "
         f"upload {upload:.1f} (size / (streams x cap)) + model load {k['model_load_s']:g}; the rest is its `apply` |"
     )
     rows.append(
