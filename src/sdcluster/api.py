@@ -386,12 +386,13 @@ def upload_model(
     if not isinstance(ws.stack, GcpStack):
         raise UsageError("upload_model needs the Google Cloud stack")
     factory = ws.stack.factory
-    result = upload(ws.config, directory, version=version, factory=factory, progress=progress, clean=False)
     current = ws.backend.read() if wait else None
     url = (current.outputs.get("endpoint") if current else None) or None
+    result = upload(
+        ws.config, directory, version=version, factory=factory, progress=progress, clean=url is None
+    )
     if url is None:
-        clean_staging(ws.config, result.version, factory=factory)
-        return result
+        return result  # cleaned already: nothing to wait for
     # The staging area goes while TF Serving loads the version (nothing there waits for it).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clean-staging") as pool:
         cleaned = pool.submit(clean_staging, ws.config, result.version, factory=factory)

@@ -187,10 +187,10 @@ def upload_model(
     """Upload the SavedModel in ``directory`` and publish it as ``<cfg.model_path>/<version>/``.
 
     ``version=None``: see the module docstring. ``progress`` is called from upload threads, one call
-    at a time. ``clean=False`` leaves the staging area for the caller's ``clean_staging`` (which
-    can then run while TF Serving loads the version). Raises UsageError for a directory that is
-    not a SavedModel or a bad version, NotFound when the bucket does not exist, and the translated
-    storage error when an upload fails.
+    at a time. ``clean=False`` leaves the staging area, with the parts large files were composed
+    from, for the caller's ``clean_staging`` (which can then run while TF Serving loads the
+    version). Raises UsageError for a directory that is not a SavedModel or a bad version,
+    NotFound when the bucket does not exist, and the translated storage error when an upload fails.
 
     Example::
 
@@ -237,7 +237,11 @@ def upload_model(
     # The lanes are cut over what this version's staging area gets, sent now or by an interrupted
     # run: a rerun cuts them where that run did, so its journaled sessions match (transfer.lanes).
     staged = [f for f in files if f in todo or sources.get(f.name) == staging + f.name]
-    sent = _upload(bucket, f"{base}/{staging}", todo, staged, tracker, max_workers, cfg.project, journal)
+    # A caller that cleans the staging area while TF Serving loads (clean=False) gets the parts of
+    # large files left for it; cleaning here, their deletes overlap the other streams' sending.
+    sent = _upload(
+        bucket, f"{base}/{staging}", todo, staged, tracker, max_workers, cfg.project, journal, not clean
+    )
     tracker.emit("publishing", force=True)
     _publish(bucket, base, target, sources, max_workers, cfg.project)
     if clean:
@@ -537,6 +541,7 @@ def _upload(
     max_workers: int,
     project: str,
     journal: Path,
+    keep_parts: bool,
 ) -> transfer.Sent:
     tracker.mark_start()  # nothing to send: the done event then says 0 B sent
     if not files:
@@ -553,7 +558,7 @@ def _upload(
         on_bytes=tracker.advance,
         on_file=tracker.sent_file,
         layout=layout,
-        keep_parts=True,  # the staging area goes whole after the publish (clean_staging)
+        keep_parts=keep_parts,
     )
 
 
