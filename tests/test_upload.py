@@ -268,13 +268,19 @@ def upload_bytes_received(emu: Any, since: int = 0) -> int:
     return sum(e.bytes_in for e in emu.log.entries()[since:] if e.method.startswith("PUT /upload/"))
 
 
+def a_file_in_six_parts(
+    setup: tuple[Any, Config, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, Config, Any]:
+    """A model at tmp_path/model whose 5 MiB file goes up in six parts of 1 MiB (``setup``'s world)."""
+    monkeypatch.setattr("sdcluster.gcp.transfer.PART_SIZE", 1 * MIB)
+    big_model(tmp_path / "model", files=1, size=5 * MIB + 123)
+    return setup
+
+
 def test_a_large_file_goes_up_in_parts_composed_into_one_object(
     setup: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emu, cfg, clients = setup
-    monkeypatch.setattr("sdcluster.gcp.transfer.PART_SIZE", 1 * MIB)
-    big_model(tmp_path / "model", files=1, size=5 * MIB + 123)
-
+    emu, cfg, clients = a_file_in_six_parts(setup, tmp_path, monkeypatch)
     result = upload_model(cfg, tmp_path / "model", factory=clients)
 
     bucket = clients.storage(PROJECT).bucket(BUCKET)
@@ -290,10 +296,7 @@ def test_a_caller_that_cleans_later_gets_the_parts_deleted_with_the_staging_area
     setup: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # What upload-model does when it waits for TF Serving: the staging area goes during the load.
-    emu, cfg, clients = setup
-    monkeypatch.setattr("sdcluster.gcp.transfer.PART_SIZE", 1 * MIB)
-    big_model(tmp_path / "model", files=1, size=5 * MIB + 123)
-
+    emu, cfg, clients = a_file_in_six_parts(setup, tmp_path, monkeypatch)
     result = upload_model(cfg, tmp_path / "model", factory=clients, clean=False)
     assert not any(e.method.startswith("DELETE") for e in emu.log.entries())  # none on the way
     assert len(objects(clients, ".sdcluster-upload/")) == 6
