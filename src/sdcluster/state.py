@@ -20,10 +20,10 @@ name (and the backup to turn to), never guessed at or overwritten.
 ``LocalBackend`` writes atomically (temp file in the same directory, fsync, ``os.replace``, fsync of
 the directory), keeps the previous content as ``<path>.backup`` (a hard link to the file replaced,
 nothing copied), uses mode 0600, and locks with an OS-level lock plus a small info record (pid,
-host, operation, started-at) so a second run fails fast with ``StateLocked`` naming the holder. A symlinked state file is written through to its target
-(the link stays a link). A write that fails (full disk, read-only directory) raises
-``StateWriteError`` naming the file and the reason; ``check_writable`` finds such a location before
-anything is changed.
+host, operation, started-at) so a second run fails fast with ``StateLocked`` naming the holder. A
+symlinked state file is written through to its target (the link stays a link). A write that fails
+(full disk, read-only directory) raises ``StateWriteError`` naming the file and the reason;
+``check_writable`` finds such a location before anything is changed.
 
 Example::
 
@@ -526,7 +526,7 @@ def _keep_as(path: Path, backup: Path) -> None:
     the file, which is never written in place (``atomic_write`` replaces it), so nothing is copied
     and the one directory sync of the write that follows covers both names. Where hard links are
     not supported, a copy."""
-    tmp = backup.with_name(f".{backup.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = _temp_beside(backup)
     try:
         os.chmod(path, 0o600)  # the backup shares its mode: a file from an older version may be 0644
         os.link(path, tmp)
@@ -543,9 +543,14 @@ def _keep_as(path: Path, backup: Path) -> None:
         raise
 
 
+def _temp_beside(path: Path) -> Path:
+    """A temporary name next to ``path`` (``.NAME.PID.RANDOM.tmp``: what the lock's taker removes)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old or the new content."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = _temp_beside(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:

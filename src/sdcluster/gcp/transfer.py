@@ -37,6 +37,8 @@ Example::
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -518,16 +520,15 @@ class _Transfer:
             )
         if keep_parts:
             return
+
+        def delete(part: Part, obj: dict[str, Any]) -> None:
+            url = f"{self.base}/storage/v1/b/{self.bucket.name}/o/{quote(part.object_name, safe='')}"
+            self._request("DELETE", url, params={"generation": obj["generation"]})
+
         for p, part_obj in parts:
-            part_url = f"{self.base}/storage/v1/b/{self.bucket.name}/o/{quote(p.object_name, safe='')}"
-            for attempt in range(ATTEMPTS):
-                try:
-                    self._request("DELETE", part_url, params={"generation": part_obj["generation"]})
-                    break
-                except _Transient:
-                    _backoff(attempt)
-                except SdclusterError:
-                    break  # already gone (a retried delete whose answer was lost)
+            # Best effort: gone already (a retried delete whose answer was lost), or left behind.
+            with contextlib.suppress(_Transient, SdclusterError):
+                _again_on_transient(functools.partial(delete, p, part_obj))
 
 
 def _again_on_transient(fn: Callable[[], T]) -> T:
@@ -573,7 +574,8 @@ def send(
     """Upload ``files`` to ``<prefix><name>`` (see the module docstring). ``on_file(file, seconds)``
     is called once a file's object exists (seconds since its first part started). ``layout``: see
     ``lanes``. ``keep_parts``: a composed file's part objects (under ``parts_prefix(prefix)``) are
-    left for the caller to delete with the rest of a staging area, not deleted one by one on the way. Raises ``Stopped`` when ``stop`` is set (or on Ctrl-C) with the journal saved, and the
+    left for the caller to delete with the rest of a staging area, not deleted one by one on the
+    way. Raises ``Stopped`` when ``stop`` is set (or on Ctrl-C) with the journal saved, and the
     translated error otherwise."""
     stop = stop or threading.Event()
     transfer = _Transfer(bucket, Journal(journal_path), project, stop, on_bytes)

@@ -75,7 +75,7 @@ def pods_and_events(
 
 
 REVISION = "deployment.kubernetes.io/revision"
-WATCH_S = 30  # one watch request's timeoutSeconds; the next starts where it ended
+WATCH_S = 30  # one watch request's timeoutSeconds; the next one starts afresh (and wakes the wait)
 
 
 class Watches(retry.Wake):
